@@ -1,0 +1,227 @@
+"""The codec: model + integer tables + entropy coder + container, loaded once and reused.
+
+::
+
+    image --imageio.load--> Picture (uint8 RGB [H, W, 3], mode, alpha, ICC, EXIF)
+      -> tiles (raster order), each edge-padded to a multiple of 16
+      -> VQVAE.encode_indices -> int [G, h, w] -> entropy.encode_indices -> tile payload
+      -> container.pack (header, tile payloads, zlib alpha, ICC, EXIF, CRC32) -> bytes
+
+Decoding reverses it; the indices it decodes depend only on integers (the file and the
+model's integer tables), never on floating-point results.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import numpy as np
+
+from aecodec import container, imageio
+from aecodec.entropy import decode_indices, encode_indices
+from aecodec.errors import FormatError, ModelError
+from aecodec.model.registry import load_weights
+
+DEFAULT_TILE = 1024
+
+
+class Codec:
+    """A loaded model, ready to compress and decompress; thread-safe and picklable.
+
+    Args:
+        model: bundled model name, path to a ``.safetensors`` weights file, or ``None`` for
+            the default bundled model.
+        tile_size: tile side in pixels (multiple of 16); larger images are coded as
+            independent tiles so memory stays bounded.
+
+    Example:
+        >>> codec = Codec()
+        >>> data = codec.compress("photo.png", quality=codec.default_quality)
+        >>> codec.decompress(data).save("photo.decoded.png")
+    """
+
+    def __init__(self, model: str | None = None, tile_size: int = DEFAULT_TILE) -> None:
+        import torch
+
+        from aecodec.model.vqvae import VQVAE
+
+        if tile_size < 16 or tile_size % 16 or tile_size > 65520:
+            raise ValueError(f"tile_size must be a multiple of 16 in 16..65520, got {tile_size}")
+        self._model_arg = model
+        self.tile_size = tile_size
+        weights = load_weights(model)
+        self.name = weights.name
+        self.config = weights.config
+        self.sha256 = weights.sha256
+        self.tables = weights.tables
+        self.default_quality = weights.default_quality
+        net = VQVAE(self.config)
+        state = {k: torch.from_numpy(v) for k, v in weights.tensors.items()}
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if k != "quantizer.logits"]:
+            raise ModelError(
+                f"weights of {self.name!r} do not match its config "
+                f"(missing {missing}, unexpected {unexpected})"
+            )
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        # Code lengths the encoder's entropy-constrained assignment uses, per quality.
+        self._bits = [
+            torch.from_numpy(self.tables.code_lengths(q)).float()
+            for q in range(self.config.num_qualities)
+        ]
+        self._lut = torch.from_numpy(self.tables.level_lut)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Codec, (self._model_arg, self.tile_size))
+
+    @property
+    def qualities(self) -> list[int]:
+        """Valid quality levels, ascending (lowest rate first)."""
+        return list(range(1, self.config.num_qualities + 1))
+
+    @property
+    def weights_hash(self) -> bytes:
+        """The 8 bytes of the weights' sha256 written into every bitstream."""
+        return bytes.fromhex(self.sha256[:16])
+
+    def _check_quality(self, quality: int | None) -> int:
+        if quality is None:
+            return self.default_quality
+        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
+            raise TypeError(f"quality must be an int, got {type(quality).__name__}")
+        if int(quality) not in self.qualities:
+            raise ValueError(f"quality {quality} is not available; choose one of {self.qualities}")
+        return int(quality)
+
+    # ------------------------------------------------------------------------ encode
+    def compress(self, image: imageio.ImageInput, quality: int | None = None) -> bytes:
+        """Compress an image to ``.aec`` bytes.
+
+        Args:
+            image: ``PIL.Image``, numpy ``uint8`` array ``[H, W]``, ``[H, W, 1|2|3|4]``, or a path.
+            quality: one of :attr:`qualities`; ``None`` = :attr:`default_quality`.
+
+        Returns:
+            The complete file (header, payloads, CRC32).
+        """
+        q = self._check_quality(quality)
+        pic = imageio.load(image)
+        if pic.width * pic.height > container.MAX_PIXELS:
+            raise ValueError(
+                f"image has {pic.width * pic.height} pixels, over the limit "
+                f"{container.MAX_PIXELS}; raise aecodec.container.MAX_PIXELS to code it"
+            )
+        tw = min(self.tile_size, _ceil16(pic.width))
+        th = min(self.tile_size, _ceil16(pic.height))
+        payloads = [
+            self._encode_tile(pic.rgb[y : y + h, x : x + w], q)
+            for x, y, w, h in imageio.tiles(pic.width, pic.height, tw, th)
+        ]
+        alpha = zlib.compress(pic.alpha.tobytes(), 9) if pic.alpha is not None else None
+        header = container.Header(
+            model=self.name,
+            weights_hash=self.weights_hash,
+            quality=q,
+            width=pic.width,
+            height=pic.height,
+            mode=pic.mode,
+            tile_width=tw,
+            tile_height=th,
+        )
+        bs = container.Bitstream(header, tuple(payloads), alpha=alpha, icc=pic.icc, exif=pic.exif)
+        return container.pack(bs)
+
+    def encode_tile_indices(self, rgb: np.ndarray, quality: int) -> np.ndarray:
+        """VQ indices of one tile: ``uint8 [h, w, 3]`` -> ``int64 [G, ceil(h/16), ceil(w/16)]``."""
+        import torch
+
+        q = self._check_quality(quality)
+        padded = imageio.pad_to_multiple(rgb, self.config.downsampling)
+        x = torch.tensor(padded).permute(2, 0, 1)[None].float() / 255.0
+        with torch.inference_mode():
+            idx = self.net.encode_indices(x, q - 1, self._bits[q - 1], self._lut)
+        return idx[0].numpy()
+
+    def _encode_tile(self, rgb: np.ndarray, quality: int) -> bytes:
+        return encode_indices(self.encode_tile_indices(rgb, quality), self.tables, quality - 1)
+
+    # ------------------------------------------------------------------------ decode
+    def decompress(self, data: bytes, max_pixels: int | None = None) -> Any:
+        """Decode ``.aec`` bytes to a ``PIL.Image`` of the original size and mode.
+
+        Raises:
+            FormatError: the data is not a valid file (the message says what is wrong).
+            ModelError: the file was made by another model or other weights.
+        """
+        rgb, bs = self.decompress_array(data, max_pixels=max_pixels)
+        h = bs.header
+        alpha = None
+        if h.mode in ("RGBA", "LA"):
+            if bs.alpha is None:
+                raise FormatError(f"mode {h.mode} but the file has no alpha plane")
+            alpha = _inflate_alpha(bs.alpha, h.width, h.height)
+        elif bs.alpha is not None:
+            raise FormatError(f"mode {h.mode} has no alpha, but the file carries an alpha plane")
+        return imageio.to_pil(rgb, h.mode, alpha, icc=bs.icc, exif=bs.exif)
+
+    def decompress_array(
+        self, data: bytes, max_pixels: int | None = None
+    ) -> tuple[np.ndarray, container.Bitstream]:
+        """Decode the colour planes: ``uint8 [H, W, 3]`` and the parsed bitstream."""
+        import torch
+
+        bs = container.unpack(data, max_pixels=max_pixels)
+        h = bs.header
+        self.check_model(h)
+        if h.quality not in self.qualities:
+            raise FormatError(
+                f"quality {h.quality} is out of range for model {self.name!r} "
+                f"(1..{self.config.num_qualities})"
+            )
+        out = np.empty((h.height, h.width, 3), dtype=np.uint8)
+        s = self.config.downsampling
+        for (x, y, w, th), payload in zip(
+            imageio.tiles(h.width, h.height, h.tile_width, h.tile_height), bs.tiles, strict=True
+        ):
+            lh, lw = -(-th // s), -(-w // s)
+            idx = decode_indices(payload, self.tables, h.quality - 1, lh, lw)
+            with torch.inference_mode():
+                x_hat = self.net.decode_indices(torch.from_numpy(idx)[None], h.quality - 1)
+            tile = x_hat[0, :, :th, :w].mul(255.0).round_().to(torch.uint8)
+            out[y : y + th, x : x + w] = tile.permute(1, 2, 0).numpy()
+        return out, bs
+
+    def check_model(self, header: container.Header) -> None:
+        """Raise :class:`ModelError` unless the file was made by this model's weights."""
+        if header.model != self.name:
+            raise ModelError(
+                f"the file was made by model {header.model!r}, which this codec does not hold "
+                f"(loaded: {self.name!r}); install a version of aecodec that bundles it"
+            )
+        if header.weights_hash != self.weights_hash:
+            raise ModelError(
+                f"the file was made by other weights of model {header.model!r} "
+                f"(hash {header.weights_hash.hex()}, loaded {self.weights_hash.hex()})"
+            )
+
+
+def _ceil16(n: int) -> int:
+    return -(-n // 16) * 16
+
+
+def _inflate_alpha(payload: bytes, width: int, height: int) -> np.ndarray:
+    """zlib-inflate the alpha plane, never producing more than ``width*height`` bytes."""
+    size = width * height
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(payload, size)
+        if d.unconsumed_tail or not d.eof or d.unused_data:
+            raise FormatError("alpha plane is longer than width*height or has trailing data")
+    except zlib.error as exc:
+        raise FormatError(f"alpha plane does not inflate: {exc}") from exc
+    if len(raw) != size:
+        raise FormatError(f"alpha plane has {len(raw)} bytes, expected {size}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(height, width)

@@ -1,0 +1,570 @@
+"""The ``.aec`` bitstream container, version 1.
+
+This module turns a :class:`Bitstream` (a :class:`Header` plus opaque payloads) into
+bytes and back. It knows nothing about neural networks or entropy coding and imports
+only the standard library, so it loads in milliseconds and can inspect files without
+torch.
+
+Layout (little-endian, byte by byte; see ``docs/FORMAT.md`` for the full specification)::
+
+    offset  size  field
+    0       4     magic b"\\x89AEC"
+    4       1     format version = 1
+    5       1     flags: bit0 alpha, bit1 ICC, bit2 EXIF; other bits must be 0
+    6       1     n = length of the model name (1..64)
+    7       n     model name, ASCII [a-z0-9._-]
+    ..      8     weights hash (first 8 bytes of the sha256 of the weights file)
+    ..      1     quality (1..255)
+    ..      4     width (u32, >= 1)
+    ..      4     height (u32, >= 1)
+    ..      1     mode: 0 = L, 1 = RGB, 2 = RGBA, 3 = LA
+    ..      1     bit depth (8)
+    ..      2     tile width (u16, multiple of 16, >= 16)
+    ..      2     tile height (u16, multiple of 16, >= 16)
+    ..      4     number of tiles T = ceil(width / tile_w) * ceil(height / tile_h)
+    ..      4*T   payload length of each tile (u32), raster order
+    ..      4     alpha payload length (only if flag bit0)
+    ..      4     ICC payload length (only if flag bit1)
+    ..      4     EXIF payload length (only if flag bit2)
+    ..            tile payloads, then alpha, ICC, EXIF payloads
+    end-4   4     CRC32 (zlib.crc32) of every byte before it
+
+The reader checks the magic, then the version, then the CRC, then every field and
+every length before it slices or allocates anything. Every problem with the data
+raises :class:`aecodec.errors.FormatError` whose message names the field and the
+problem.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from aecodec.errors import FormatError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_PIXELS",
+    "MODES",
+    "Bitstream",
+    "Header",
+    "pack",
+    "read_header",
+    "unpack",
+]
+
+MAGIC: bytes = b"\x89AEC"
+"""The first four bytes of every ``.aec`` file."""
+
+FORMAT_VERSION: int = 1
+"""The container version this module writes and the only one it reads."""
+
+MODES: tuple[str, ...] = ("L", "RGB", "RGBA", "LA")
+"""Image modes, indexed by their code in the header (0 = L, 1 = RGB, 2 = RGBA, 3 = LA)."""
+
+MAX_PIXELS: int = 2**28
+"""Default decoding limit on ``width * height``.
+
+Readers given ``max_pixels=None`` use the value of this global at call time, so
+``aecodec.container.MAX_PIXELS = 2**30`` raises the limit process-wide.
+"""
+
+FLAG_ALPHA: int = 0x01
+FLAG_ICC: int = 0x02
+FLAG_EXIF: int = 0x04
+KNOWN_FLAGS: int = FLAG_ALPHA | FLAG_ICC | FLAG_EXIF
+
+MAX_MODEL_NAME: int = 64
+"""Longest model name in bytes."""
+
+TILE_ALIGN: int = 16
+"""Tile sides must be positive multiples of this."""
+
+MAX_PAYLOAD_BYTES: int = 2**32 - 1
+"""Largest single payload (a u32 length field)."""
+
+_ALPHA_MODES = frozenset({"RGBA", "LA"})
+_NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._-")
+_U8 = 0xFF
+_U16 = 0xFFFF
+_U32 = 0xFFFFFFFF
+_PREFIX = struct.Struct("<4sBBB")  # magic, version, flags, name length
+_FIXED = struct.Struct("<8sBIIBBHHI")  # hash .. tile count, after the model name
+_U32_STRUCT = struct.Struct("<I")
+_CRC_SIZE = 4
+MIN_FILE_SIZE: int = _PREFIX.size + 1 + _FIXED.size + 4 + _CRC_SIZE
+"""Smallest possible valid file: 1-byte model name, one empty tile, no extras."""
+
+BytesLike = bytes | bytearray | memoryview
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _as_int(value: Any, field: str) -> int:
+    """Return ``value`` as a plain int (accepts numpy integers, rejects bool/float)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{field} must be an integer, got bool {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{field} must be an integer, got {type(value).__name__} {value!r}"
+        ) from None
+
+
+def _as_bytes(value: Any, field: str) -> bytes:
+    """Return a bytes-like ``value`` as ``bytes`` (no copy when it already is)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{field} must be bytes, got {type(value).__name__}")
+
+
+def _check_model_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    raw = name.encode("utf-8", "replace")
+    if not 1 <= len(raw) <= MAX_MODEL_NAME:
+        raise ValueError(f"model name {name!r} has length {len(raw)}; must be 1..{MAX_MODEL_NAME}")
+    if not set(raw) <= _NAME_CHARS:
+        raise ValueError(f"model name {name!r} has invalid characters; allowed are a-z 0-9 . _ -")
+    return name
+
+
+@dataclass(frozen=True)
+class Header:
+    """The decoded header of an ``.aec`` file.
+
+    Construction validates every field and raises ``ValueError`` on a bad value
+    (``TypeError`` on a wrong type).
+    Integer fields accept any integer-like value (e.g. numpy integers) and are stored
+    as plain ``int``; ``weights_hash`` accepts any bytes-like value and is stored as
+    ``bytes``.
+
+    Attributes:
+        model: Model name, 1..64 characters from ``[a-z0-9._-]``.
+        weights_hash: First 8 bytes of the sha256 of the model's weights file.
+        quality: Quality level, 1..255.
+        width: Image width in pixels, 1..2**32-1.
+        height: Image height in pixels, 1..2**32-1.
+        mode: Image mode, one of :data:`MODES`.
+        tile_width: Tile width in pixels, a multiple of 16 in 16..65520.
+        tile_height: Tile height in pixels, a multiple of 16 in 16..65520.
+        bit_depth: Bits per sample; only 8 is supported in version 1.
+    """
+
+    model: str
+    weights_hash: bytes
+    quality: int
+    width: int
+    height: int
+    mode: str
+    tile_width: int
+    tile_height: int
+    bit_depth: int = 8
+
+    def __post_init__(self) -> None:
+        _check_model_name(self.model)
+        weights_hash = _as_bytes(self.weights_hash, "weights_hash")
+        if len(weights_hash) != 8:
+            raise ValueError(f"weights_hash must be 8 bytes, got {len(weights_hash)} bytes")
+        object.__setattr__(self, "weights_hash", weights_hash)
+        for field, lo, hi in (
+            ("quality", 1, _U8),
+            ("width", 1, _U32),
+            ("height", 1, _U32),
+            ("bit_depth", 8, 8),
+        ):
+            value = _as_int(getattr(self, field), field)
+            if not lo <= value <= hi:
+                raise ValueError(f"{field} {value} is out of range; must be {lo}..{hi}")
+            object.__setattr__(self, field, value)
+        for field in ("tile_width", "tile_height"):
+            value = _as_int(getattr(self, field), field)
+            if not (TILE_ALIGN <= value <= _U16 and value % TILE_ALIGN == 0):
+                raise ValueError(
+                    f"{field} {value} is invalid; must be a multiple of {TILE_ALIGN} "
+                    f"in {TILE_ALIGN}..{_U16 - _U16 % TILE_ALIGN}"
+                )
+            object.__setattr__(self, field, value)
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is unknown; must be one of {MODES}")
+        if self.num_tiles > _U32:
+            raise ValueError(
+                f"{self.width}x{self.height} image with {self.tile_width}x"
+                f"{self.tile_height} tiles needs {self.num_tiles} tiles; "
+                f"the format allows at most {_U32}"
+            )
+
+    @property
+    def tile_grid(self) -> tuple[int, int]:
+        """``(cols, rows)`` of the tile grid; tiles are stored in raster order."""
+        return (
+            _ceil_div(self.width, self.tile_width),
+            _ceil_div(self.height, self.tile_height),
+        )
+
+    @property
+    def num_tiles(self) -> int:
+        """Number of tiles, ``cols * rows``."""
+        cols, rows = self.tile_grid
+        return cols * rows
+
+
+@dataclass(frozen=True)
+class Bitstream:
+    """A header plus its payloads: everything an ``.aec`` file holds.
+
+    Construction validates the payloads against the header and raises ``ValueError``
+    if they disagree (``TypeError`` on a wrong type). ``tiles`` may be given as any
+    sequence of bytes-like objects; it is stored as a tuple of ``bytes``.
+
+    Attributes:
+        header: The image header.
+        tiles: One payload per tile, in raster order (``header.num_tiles`` of them).
+        alpha: The alpha payload; present (not None) exactly when the mode is RGBA
+            or LA.
+        icc: ICC profile bytes, or None.
+        exif: EXIF bytes, or None.
+    """
+
+    header: Header
+    tiles: tuple[bytes, ...]
+    alpha: bytes | None = None
+    icc: bytes | None = None
+    exif: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.header, Header):
+            raise TypeError(f"header must be a Header, got {type(self.header).__name__}")
+        if isinstance(self.tiles, (bytes, bytearray, memoryview, str)):
+            raise TypeError("tiles must be a sequence of bytes payloads, not one payload")
+        try:
+            tiles = tuple(self.tiles)
+        except TypeError:
+            raise TypeError(
+                f"tiles must be a sequence of bytes, got {type(self.tiles).__name__}"
+            ) from None
+        expected = self.header.num_tiles
+        if len(tiles) != expected:
+            cols, rows = self.header.tile_grid
+            raise ValueError(
+                f"wrong number of tiles: got {len(tiles)}, the header's geometry "
+                f"({self.header.width}x{self.header.height} in "
+                f"{self.header.tile_width}x{self.header.tile_height} tiles = "
+                f"{cols}x{rows}) needs {expected}"
+            )
+        tiles = tuple(_as_bytes(t, f"tiles[{i}]") for i, t in enumerate(tiles))
+        for i, tile in enumerate(tiles):
+            _check_payload_size(len(tile), f"tiles[{i}]")
+        object.__setattr__(self, "tiles", tiles)
+        for field in ("alpha", "icc", "exif"):
+            value = getattr(self, field)
+            if value is not None:
+                value = _as_bytes(value, field)
+                _check_payload_size(len(value), field)
+                object.__setattr__(self, field, value)
+        wants_alpha = self.header.mode in _ALPHA_MODES
+        if wants_alpha and self.alpha is None:
+            raise ValueError(f"mode {self.header.mode} needs an alpha payload")
+        if not wants_alpha and self.alpha is not None:
+            raise ValueError(
+                f"mode {self.header.mode} has no alpha channel but an alpha payload was given"
+            )
+
+
+def _check_payload_size(size: int, field: str) -> None:
+    if size > MAX_PAYLOAD_BYTES:
+        raise ValueError(
+            f"{field} payload is {size} bytes; a payload may be at most {MAX_PAYLOAD_BYTES} bytes"
+        )
+
+
+def pack(bs: Bitstream) -> bytes:
+    """Serialise a bitstream into the bytes of an ``.aec`` file.
+
+    Args:
+        bs: The bitstream to write.
+
+    Returns:
+        The complete file, ending in its CRC32.
+
+    Raises:
+        ValueError: ``bs`` is not a valid bitstream (wrong number of tiles, a payload
+            over 2**32-1 bytes, an alpha payload that disagrees with the mode, ...).
+        TypeError: ``bs`` or one of its fields has the wrong type.
+    """
+    if not isinstance(bs, Bitstream):
+        raise TypeError(f"pack() needs a Bitstream, got {type(bs).__name__}")
+    # Re-validate: a frozen dataclass can still be mutated via object.__setattr__.
+    h = Header(
+        bs.header.model,
+        bs.header.weights_hash,
+        bs.header.quality,
+        bs.header.width,
+        bs.header.height,
+        bs.header.mode,
+        bs.header.tile_width,
+        bs.header.tile_height,
+        bs.header.bit_depth,
+    )
+    bs = Bitstream(h, bs.tiles, bs.alpha, bs.icc, bs.exif)
+    extras = [p for p in (bs.alpha, bs.icc, bs.exif) if p is not None]
+    flags = (
+        (FLAG_ALPHA if bs.alpha is not None else 0)
+        | (FLAG_ICC if bs.icc is not None else 0)
+        | (FLAG_EXIF if bs.exif is not None else 0)
+    )
+    name = h.model.encode("ascii")
+    parts: list[bytes] = [
+        _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(name)),
+        name,
+        _FIXED.pack(
+            h.weights_hash,
+            h.quality,
+            h.width,
+            h.height,
+            MODES.index(h.mode),
+            h.bit_depth,
+            h.tile_width,
+            h.tile_height,
+            len(bs.tiles),
+        ),
+        struct.pack(f"<{len(bs.tiles) + len(extras)}I", *map(len, bs.tiles + tuple(extras))),
+        *bs.tiles,
+        *extras,
+    ]
+    body = b"".join(parts)
+    return body + _U32_STRUCT.pack(zlib.crc32(body))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    header: Header
+    flags: int
+    offset: int  # first payload byte
+    lengths: tuple[int, ...]  # tiles, then present extras in alpha/icc/exif order
+
+
+def _resolve_limit(max_pixels: int | None) -> int:
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    source = "aecodec.container.MAX_PIXELS" if max_pixels is None else "max_pixels"
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"{source} must be a positive int, got {limit!r}")
+    return limit
+
+
+def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layout]:
+    """Validate ``data`` completely and return it with its layout. Raises FormatError."""
+    limit = _resolve_limit(max_pixels)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError(f"expected bytes, got {type(data).__name__}")
+    if isinstance(data, memoryview) and (data.format != "B" or data.ndim != 1):
+        try:
+            data = data.cast("B")
+        except TypeError:  # not C-contiguous
+            data = data.tobytes()
+    size = len(data)
+
+    # 1. magic
+    if size == 0:
+        raise FormatError("empty input: not an aecodec file")
+    head = bytes(data[:4])
+    if head != MAGIC[: len(head)]:
+        raise FormatError(f"not an aecodec file (bad magic): starts with {head.hex(' ')}")
+    if size < 4:
+        raise FormatError(
+            f"truncated file: {size} bytes, an aecodec file is at least {MIN_FILE_SIZE} bytes"
+        )
+    # 2. version
+    if size < 5:
+        raise FormatError("truncated file: the format version byte is missing")
+    version = data[4]
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            f"unsupported format version {version}; this aecodec reads version "
+            f"{FORMAT_VERSION} -- upgrade aecodec"
+        )
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"invalid format version {version}; this aecodec reads version "
+            f"{FORMAT_VERSION} (versions start at 1)"
+        )
+    if size < MIN_FILE_SIZE:
+        raise FormatError(
+            f"truncated file: {size} bytes, an aecodec file is at least {MIN_FILE_SIZE} bytes"
+        )
+    # 3. CRC over everything before the last four bytes
+    end = size - _CRC_SIZE
+    (stored_crc,) = _U32_STRUCT.unpack_from(data, end)
+    computed_crc = zlib.crc32(memoryview(data)[:end])
+    if stored_crc != computed_crc:
+        raise FormatError(
+            "CRC32 mismatch: the file is corrupt or truncated "
+            f"(stored 0x{stored_crc:08x}, computed 0x{computed_crc:08x})"
+        )
+    # 4. fields, each checked before anything depending on it is read
+    _, _, flags, name_len = _PREFIX.unpack_from(data, 0)
+    if flags & ~KNOWN_FLAGS:
+        raise FormatError(
+            f"flags 0x{flags:02x} have unknown bits 0x{flags & ~KNOWN_FLAGS:02x} set; "
+            f"version {FORMAT_VERSION} defines only 0x{KNOWN_FLAGS:02x} "
+            "(alpha, ICC, EXIF)"
+        )
+    if not 1 <= name_len <= MAX_MODEL_NAME:
+        raise FormatError(f"model name length {name_len} is invalid; must be 1..{MAX_MODEL_NAME}")
+    pos = _PREFIX.size
+    if pos + name_len + _FIXED.size > end:
+        raise FormatError(
+            f"truncated header: the fixed fields end at byte "
+            f"{pos + name_len + _FIXED.size} but the CRC starts at byte {end}"
+        )
+    raw_name = bytes(data[pos : pos + name_len])
+    if not set(raw_name) <= _NAME_CHARS:
+        raise FormatError(
+            f"model name {raw_name!r} has invalid characters; allowed are a-z 0-9 . _ -"
+        )
+    model = raw_name.decode("ascii")
+    pos += name_len
+    (
+        weights_hash,
+        quality,
+        width,
+        height,
+        mode_code,
+        bit_depth,
+        tile_w,
+        tile_h,
+        num_tiles,
+    ) = _FIXED.unpack_from(data, pos)
+    pos += _FIXED.size
+    if quality == 0:
+        raise FormatError("quality 0 is invalid; must be 1..255")
+    if width == 0:
+        raise FormatError("width 0 is invalid; must be >= 1")
+    if height == 0:
+        raise FormatError("height 0 is invalid; must be >= 1")
+    if width * height > limit:
+        raise FormatError(
+            f"image too large: width {width} x height {height} = {width * height} "
+            f"pixels exceeds the limit of {limit} pixels; to decode it anyway pass "
+            "max_pixels= (e.g. unpack(data, max_pixels=...) or "
+            "aecodec.decompress(data, max_pixels=...)) or set "
+            "aecodec.container.MAX_PIXELS"
+        )
+    if mode_code >= len(MODES):
+        raise FormatError(
+            f"mode code {mode_code} is unknown; must be 0 (L), 1 (RGB), 2 (RGBA) or 3 (LA)"
+        )
+    mode = MODES[mode_code]
+    if bit_depth != 8:
+        raise FormatError(
+            f"bit depth {bit_depth} is unsupported; version {FORMAT_VERSION} supports 8"
+        )
+    for field, value in (("tile width", tile_w), ("tile height", tile_h)):
+        if value == 0 or value % TILE_ALIGN:
+            raise FormatError(
+                f"{field} {value} is invalid; must be a positive multiple of {TILE_ALIGN}"
+            )
+    cols, rows = _ceil_div(width, tile_w), _ceil_div(height, tile_h)
+    if num_tiles != cols * rows:
+        raise FormatError(
+            f"tile count {num_tiles} disagrees with the geometry: a {width}x{height} "
+            f"image in {tile_w}x{tile_h} tiles has {cols}x{rows} = {cols * rows} tiles"
+        )
+    has_alpha = bool(flags & FLAG_ALPHA)
+    if mode in _ALPHA_MODES and not has_alpha:
+        raise FormatError(f"mode {mode} needs an alpha payload but the alpha flag is 0")
+    if mode not in _ALPHA_MODES and has_alpha:
+        raise FormatError(f"alpha flag is set but mode {mode} has no alpha channel")
+    num_lengths = num_tiles + flags.bit_count()
+    if pos + 4 * num_lengths > end:
+        raise FormatError(
+            f"truncated length table: {num_tiles} tile lengths and "
+            f"{num_lengths - num_tiles} extra lengths need {4 * num_lengths} bytes "
+            f"but only {end - pos} remain before the CRC"
+        )
+    lengths = struct.unpack_from(f"<{num_lengths}I", data, pos)
+    pos += 4 * num_lengths
+    declared = sum(lengths)
+    available = end - pos
+    if declared > available:
+        raise FormatError(
+            f"payload lengths sum to {declared} bytes but only {available} bytes of "
+            "payload remain before the CRC: the file is truncated"
+        )
+    if declared < available:
+        raise FormatError(
+            f"trailing bytes: {available - declared} bytes after the last payload "
+            f"(payload lengths sum to {declared}, {available} bytes present)"
+        )
+    try:
+        header = Header(
+            model, weights_hash, quality, width, height, mode, tile_w, tile_h, bit_depth
+        )
+    except ValueError as exc:  # defensive: every rule above should already hold
+        raise FormatError(f"invalid header: {exc}") from None
+    return data, _Layout(header, flags, pos, lengths)
+
+
+def read_header(data: BytesLike, max_pixels: int | None = None) -> Header:
+    """Validate an ``.aec`` file and return its header without copying payloads.
+
+    This does all the checks :func:`unpack` does (magic, version, CRC, every field and
+    every length) but skips materialising the payloads.
+
+    Args:
+        data: The complete file contents.
+        max_pixels: Largest ``width * height`` accepted; None means use
+            :data:`MAX_PIXELS` (read at call time).
+
+    Returns:
+        The file's header.
+
+    Raises:
+        FormatError: The data is not a valid version-1 ``.aec`` file, or the image
+            exceeds the pixel limit.
+        ValueError: ``max_pixels`` (or :data:`MAX_PIXELS`) is not a positive int.
+    """
+    return _parse(data, max_pixels)[1].header
+
+
+def unpack(data: BytesLike, max_pixels: int | None = None) -> Bitstream:
+    """Parse and validate the bytes of an ``.aec`` file.
+
+    Args:
+        data: The complete file contents (bytes, bytearray or memoryview).
+        max_pixels: Largest ``width * height`` accepted; None means use
+            :data:`MAX_PIXELS` (read at call time).
+
+    Returns:
+        The bitstream; its ``alpha``/``icc``/``exif`` are None when absent.
+
+    Raises:
+        FormatError: The data is not a valid version-1 ``.aec`` file (bad magic,
+            unsupported version, CRC mismatch, truncated, trailing bytes, a field out
+            of range, ...), or the image exceeds the pixel limit.
+        ValueError: ``max_pixels`` (or :data:`MAX_PIXELS`) is not a positive int.
+    """
+    data, layout = _parse(data, max_pixels)
+    payloads: list[bytes] = []
+    pos = layout.offset
+    for length in layout.lengths:
+        payloads.append(bytes(data[pos : pos + length]))
+        pos += length
+    n = layout.header.num_tiles
+    tiles, extras = tuple(payloads[:n]), iter(payloads[n:])
+    alpha = next(extras) if layout.flags & FLAG_ALPHA else None
+    icc = next(extras) if layout.flags & FLAG_ICC else None
+    exif = next(extras) if layout.flags & FLAG_EXIF else None
+    try:
+        return Bitstream(layout.header, tiles, alpha, icc, exif)
+    except ValueError as exc:  # defensive: _parse already enforced every rule
+        raise FormatError(f"invalid bitstream: {exc}") from None

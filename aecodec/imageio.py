@@ -1,0 +1,188 @@
+"""Images in and out: loading, mode normalisation, alpha, metadata, padding and tiling.
+
+Every input becomes a :class:`Picture`: an ``uint8 [H, W, 3]`` RGB array for the networks,
+the original mode (``L``, ``RGB``, ``RGBA`` or ``LA``), the alpha plane if any (coded
+losslessly), and the ICC profile / EXIF bytes to carry through.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from aecodec.errors import ImageError
+
+ImageInput = Image.Image | np.ndarray | str | os.PathLike
+
+_ARRAY_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A normalised input image.
+
+    Attributes:
+        rgb: ``uint8 [H, W, 3]`` colour planes (grey images are replicated).
+        mode: the mode to restore on decoding: ``L``, ``RGB``, ``RGBA`` or ``LA``.
+        alpha: ``uint8 [H, W]`` alpha plane for ``RGBA``/``LA``, else ``None``.
+        icc: ICC profile bytes or ``None``.
+        exif: EXIF bytes (orientation already applied to the pixels) or ``None``.
+    """
+
+    rgb: np.ndarray
+    mode: str
+    alpha: np.ndarray | None = None
+    icc: bytes | None = None
+    exif: bytes | None = None
+
+    @property
+    def width(self) -> int:
+        """Width in pixels."""
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        """Height in pixels."""
+        return int(self.rgb.shape[0])
+
+
+def load(image: ImageInput) -> Picture:
+    """Normalise a PIL image, a numpy array or a path into a :class:`Picture`.
+
+    Palette images become RGB (RGBA if they have transparency), 1-bit images L, 16-bit and
+    float images are reduced to 8 bits with a warning, CMYK/YCbCr/LAB become RGB, and the EXIF
+    orientation is applied.
+
+    Raises:
+        ImageError: the input cannot be read or has no pixels.
+        FileNotFoundError / IsADirectoryError / PermissionError: for paths, as the OS reports.
+    """
+    if isinstance(image, np.ndarray):
+        return _from_array(image)
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a directory, not an image")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return _from_pil(im)
+        except UnidentifiedImageError as exc:
+            raise ImageError(f"{path}: not an image file Pillow can read") from exc
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"{path}: {exc}") from exc
+        except (OSError, SyntaxError) as exc:
+            if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+                raise
+            raise ImageError(f"{path}: cannot decode image ({exc})") from exc
+    if isinstance(image, Image.Image):
+        return _from_pil(image)
+    raise TypeError(
+        f"expected a PIL.Image, a numpy uint8 array or a path, got {type(image).__name__}"
+    )
+
+
+def _from_pil(im: Image.Image) -> Picture:
+    if im.width < 1 or im.height < 1:
+        raise ImageError(f"image has no pixels ({im.width}x{im.height})")
+    icc = im.info.get("icc_profile") or None
+    im = ImageOps.exif_transpose(im) or im
+    exif_obj = im.getexif()
+    exif = exif_obj.tobytes() if len(exif_obj) else None
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        warnings.warn(f"{mode} image reduced to 8-bit grey for coding", UserWarning, stacklevel=3)
+        arr = np.asarray(im, dtype=np.float64)
+        scale = 257.0 if mode.startswith("I;16") or arr.max() > 255 else 1.0
+        im = Image.fromarray(np.clip(np.rint(arr / scale), 0, 255).astype(np.uint8), "L")
+    elif mode == "RGBa":
+        im = im.convert("RGBA")
+    elif mode == "La":
+        im = im.convert("LA")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        im = im.convert("RGB")
+    arr = np.asarray(im)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    pic = _from_array(arr)
+    return Picture(pic.rgb, pic.mode, pic.alpha, icc=icc, exif=exif)
+
+
+def _from_array(arr: np.ndarray) -> Picture:
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in _ARRAY_MODES:
+        raise ImageError(
+            f"array must be HxW, HxWx1, HxWx2, HxWx3 or HxWx4, got shape {tuple(arr.shape)}"
+        )
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError(f"image has no pixels ({arr.shape[1]}x{arr.shape[0]})")
+    if arr.dtype == np.uint16:
+        warnings.warn("16-bit image reduced to 8 bits for coding", UserWarning, stacklevel=3)
+        arr = np.rint(arr.astype(np.float64) / 257.0).astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        raise ImageError(f"array dtype must be uint8 (or uint16), got {arr.dtype}")
+    mode = _ARRAY_MODES[arr.shape[2]]
+    colour = arr[:, :, :1] if mode in ("L", "LA") else arr[:, :, :3]
+    rgb = np.ascontiguousarray(np.broadcast_to(colour, (*arr.shape[:2], 3)))
+    alpha = np.ascontiguousarray(arr[:, :, -1]) if mode in ("LA", "RGBA") else None
+    return Picture(rgb=rgb, mode=mode, alpha=alpha)
+
+
+def to_pil(
+    rgb: np.ndarray,
+    mode: str,
+    alpha: np.ndarray | None = None,
+    icc: bytes | None = None,
+    exif: bytes | None = None,
+) -> Image.Image:
+    """Build the output image in the original ``mode`` from decoded planes.
+
+    Args:
+        rgb: ``uint8 [H, W, 3]`` decoded colour.
+        mode: ``L``, ``RGB``, ``RGBA`` or ``LA``.
+        alpha: ``uint8 [H, W]`` for modes with alpha.
+    """
+    im = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    if mode in ("L", "LA"):
+        im = im.convert("L")
+    if mode in ("RGBA", "LA"):
+        if alpha is None:
+            raise ValueError(f"mode {mode} needs an alpha plane")
+        im.putalpha(Image.fromarray(alpha, "L"))
+    if icc:
+        im.info["icc_profile"] = icc
+    if exif:
+        im.info["exif"] = exif
+    return im
+
+
+def tiles(width: int, height: int, tile_w: int, tile_h: int) -> list[tuple[int, int, int, int]]:
+    """Raster-order tile rectangles ``(x0, y0, w, h)`` covering a ``width x height`` image."""
+    return [
+        (x, y, min(tile_w, width - x), min(tile_h, height - y))
+        for y in range(0, height, tile_h)
+        for x in range(0, width, tile_w)
+    ]
+
+
+def pad_to_multiple(arr: np.ndarray, multiple: int) -> np.ndarray:
+    """Edge-replicate ``uint8 [H, W, C]`` up to the next multiple of ``multiple`` on both axes."""
+    h, w = arr.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    if ph == 0 and pw == 0:
+        return arr
+    return np.pad(arr, ((0, ph), (0, pw), (0, 0)), mode="edge")

@@ -1,0 +1,84 @@
+"""Model configuration: a frozen dataclass saved as JSON in the weights file's metadata."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+# Rate-distortion trade-offs of the quality levels, low rate first. The training loss is
+# ``bpp + lambda * 255^2 * MSE`` (the CompressAI convention), so these are comparable to
+# CompressAI's published lambdas.
+DEFAULT_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of a :class:`~aecodec.model.vqvae.VQVAE`.
+
+    Attributes:
+        name: model name written into every bitstream (``aecodec-vq-...``).
+        channels: width N of the hidden layers of ``g_a`` and ``g_s``.
+        latent_channels: M, channels of the latent ``y`` (a multiple of ``group_dim``).
+        group_dim: dimension d of each product-VQ codebook (channels per group).
+        codebook_size: K, codewords per group.
+        num_contexts: C, probability tables per (quality, group), selected by an integer
+            context computed from already-decoded indices.
+        rate_weight: beta of the entropy-constrained assignment
+            ``argmin_k ||y - c_k||^2 + beta * bits_k``, in squared latent units per bit.
+        lambdas: the rate-distortion trade-off of each quality level, low rate first.
+        prob_bits: precision of the integer probability tables (frequencies sum to 2^prob_bits).
+    """
+
+    name: str = "aecodec-vq-small"
+    channels: int = 96
+    latent_channels: int = 128
+    group_dim: int = 2
+    codebook_size: int = 256
+    num_contexts: int = 4
+    rate_weight: float = 0.1
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    prob_bits: int = 16
+
+    def __post_init__(self) -> None:
+        if self.latent_channels % self.group_dim:
+            raise ValueError(
+                f"latent_channels ({self.latent_channels}) must be a multiple of "
+                f"group_dim ({self.group_dim})"
+            )
+        if not 2 <= self.codebook_size <= 4096:
+            raise ValueError(f"codebook_size must be in 2..4096, got {self.codebook_size}")
+        if not self.lambdas or list(self.lambdas) != sorted(self.lambdas):
+            raise ValueError("lambdas must be a non-empty ascending sequence")
+        if not 12 <= self.prob_bits <= 16:
+            raise ValueError(f"prob_bits must be in 12..16, got {self.prob_bits}")
+
+    @property
+    def num_groups(self) -> int:
+        """G, the number of product-VQ groups."""
+        return self.latent_channels // self.group_dim
+
+    @property
+    def num_qualities(self) -> int:
+        """Q, the number of quality levels."""
+        return len(self.lambdas)
+
+    @property
+    def downsampling(self) -> int:
+        """Spatial factor between the image and the latent grid."""
+        return 16
+
+    def to_json(self) -> str:
+        """Serialise to a JSON string (stored in the safetensors metadata)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        """Parse :meth:`to_json` output; unknown keys are an error."""
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        if "lambdas" in raw:
+            raw["lambdas"] = tuple(raw["lambdas"])
+        return cls(**raw)

@@ -1,0 +1,190 @@
+"""Entropy-constrained product vector quantizer with context-selected probability tables.
+
+The latent ``y`` (``[B, M, h, w]``) is split into G = M / d channel groups of d dimensions.
+Each group has its own codebook of K codewords and, per quality level and context, a learned
+categorical distribution over the K indices. The encoder picks, per position and group,
+
+    k* = argmin_k  ||y_g - c_{g,k}||^2 + beta * (-log2 p(k | q, g, ctx))
+
+(entropy-constrained VQ, Chou, Lookabaugh & Gray 1989; NVTC, Feng et al. CVPR 2023), and the
+context ``ctx`` of group g is an integer computed from the already-decoded indices of group
+g - 1 (see :func:`aecodec.entropy.contexts_from_levels`), so the decoder can select the same
+table without any
+floating-point computation.
+
+Training uses the straight-through estimator for the encoder, while the codewords receive the
+distortion gradient directly (the decoder's input *is* the codeword).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _contexts_torch(levels: torch.Tensor, num_contexts: int) -> torch.Tensor:
+    """Batched torch twin of :func:`aecodec.entropy.contexts_from_levels`.
+
+    ``long [B, G, h, w]`` levels -> ``long [B, G, h, w]`` contexts.
+    """
+    out = torch.zeros_like(levels)
+    if levels.shape[1] > 1:
+        m = F.max_pool2d(levels[:, :-1].float(), 3, stride=1, padding=1)
+        # max_pool pads with -inf; levels are >= 0, so zero padding gives the same maximum.
+        out[:, 1:] = m.long().clamp_max(num_contexts - 1)
+    return out
+
+
+class ProductVQ(nn.Module):
+    """Product (grouped) VQ with entropy-constrained assignment and context tables.
+
+    Args:
+        num_groups: G.
+        group_dim: d.
+        codebook_size: K.
+        num_qualities: Q (one set of probability tables per quality level).
+        num_contexts: C.
+        rate_weight: beta of the assignment cost, squared latent units per bit.
+
+    Shapes:
+        ``y``: ``[B, G*d, h, w]``, ``q``: ``long [B]``; indices: ``long [B, G, h, w]``.
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        group_dim: int,
+        codebook_size: int,
+        num_qualities: int,
+        num_contexts: int,
+        rate_weight: float,
+    ) -> None:
+        super().__init__()
+        self.num_groups = num_groups
+        self.group_dim = group_dim
+        self.codebook_size = codebook_size
+        self.num_contexts = num_contexts
+        self.rate_weight = rate_weight
+        self.codebook = nn.Parameter(_grid_codebook(num_groups, group_dim, codebook_size))
+        energy = self.codebook.detach().pow(2).sum(-1)  # [G, K]
+        logits = (-0.5 * energy).unsqueeze(0).unsqueeze(2)
+        self.logits = nn.Parameter(
+            logits.expand(num_qualities, num_groups, num_contexts, codebook_size).clone()
+        )
+
+    # ----------------------------------------------------------------- shared helpers
+    def level_lut(self) -> torch.Tensor:
+        """``long [G, K]``: level of each codeword, ``min(C-1, round(||c||))``.
+
+        Frozen into the weights file at export, so the decoder reads it as integers.
+        """
+        norm = self.codebook.detach().norm(dim=-1)
+        return norm.round().long().clamp(0, self.num_contexts - 1)
+
+    def _split(self, y: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = y.shape
+        return y.view(b, self.num_groups, self.group_dim, h, w).permute(0, 1, 3, 4, 2)
+
+    def _merge(self, v: torch.Tensor) -> torch.Tensor:
+        b, g, h, w, d = v.shape
+        return v.permute(0, 1, 4, 2, 3).reshape(b, g * d, h, w)
+
+    def _distances(self, yg: torch.Tensor) -> torch.Tensor:
+        """``[B, G, h, w, d] -> [B, G, h, w, K]`` squared distances to every codeword."""
+        b, g, h, w, d = yg.shape
+        flat = yg.reshape(b, g, h * w, d).transpose(0, 1)  # [G, B, hw, d]
+        dist = torch.cdist(flat, self.codebook.detach().unsqueeze(1), p=2.0)
+        dist = dist.pow(2)  # [G, B, hw, K]
+        return dist.transpose(0, 1).reshape(b, g, h, w, -1)
+
+    def assign(
+        self,
+        y: torch.Tensor,
+        bits: torch.Tensor,
+        level_lut: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Entropy-constrained assignment.
+
+        Args:
+            y: ``[B, G*d, h, w]`` latent (already multiplied by the quality gain).
+            bits: ``[B, G, C, K]`` code length in bits of each index under each context.
+            level_lut: ``long [G, K]``; defaults to :meth:`level_lut`.
+
+        Returns:
+            ``long [B, G, h, w]`` indices. Two passes: the first assigns with the context-averaged
+            code lengths, the second with the contexts implied by the first pass.
+        """
+        lut = self.level_lut() if level_lut is None else level_lut
+        dist = self._distances(self._split(y))  # [B, G, h, w, K]
+        beta = self.rate_weight
+        mean_bits = bits.mean(dim=2)  # [B, G, K]
+        idx = (dist + beta * mean_bits[:, :, None, None, :]).argmin(-1)
+        ctx = self.contexts(idx, lut)
+        ctx_bits = _gather_ctx_bits(bits, ctx)  # [B, G, h, w, K]
+        return (dist + beta * ctx_bits).argmin(-1)
+
+    def contexts(self, idx: torch.Tensor, level_lut: torch.Tensor) -> torch.Tensor:
+        """``long [B, G, h, w]`` indices -> ``long [B, G, h, w]`` contexts."""
+        g = torch.arange(self.num_groups, device=idx.device).view(1, -1, 1, 1)
+        levels = level_lut[g, idx]
+        return _contexts_torch(levels, self.num_contexts)
+
+    def dequantize(self, idx: torch.Tensor) -> torch.Tensor:
+        """``long [B, G, h, w]`` -> ``[B, G*d, h, w]`` codewords."""
+        g = torch.arange(self.num_groups, device=idx.device).view(1, -1, 1, 1)
+        return self._merge(self.codebook[g, idx])
+
+    def log2_probs(self, q: torch.Tensor) -> torch.Tensor:
+        """``long [B]`` quality -> ``[B, G, C, K]`` log2 probabilities."""
+        return F.log_softmax(self.logits[q], dim=-1) / math.log(2.0)
+
+    # ----------------------------------------------------------------- training forward
+    def forward(
+        self, y: torch.Tensor, q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quantize for training.
+
+        Args:
+            y: ``[B, G*d, h, w]`` gained latent.
+            q: ``long [B]`` quality index of each sample.
+
+        Returns:
+            ``(y_hat, idx, bits, commit)``: ``y_hat [B, G*d, h, w]`` (codewords forward,
+            straight-through gradient to ``y``), ``idx long [B, G, h, w]``, ``bits [B]`` the
+            code length of each sample under the learned tables, ``commit [B]`` the summed
+            squared distance ``||y - sg(c)||^2`` of each sample.
+        """
+        log2p = self.log2_probs(q)
+        lut = self.level_lut()
+        with torch.no_grad():
+            idx = self.assign(y.detach(), -log2p.detach(), lut)
+            ctx = self.contexts(idx, lut)
+        c = self.dequantize(idx)
+        y_hat = c + (y - y.detach())
+        sel = _gather_ctx_bits(log2p, ctx)  # [B, G, h, w, K]
+        bits = -sel.gather(-1, idx.unsqueeze(-1)).squeeze(-1).sum(dim=(1, 2, 3))
+        commit = (y - c.detach()).pow(2).sum(dim=(1, 2, 3))
+        return y_hat, idx, bits, commit
+
+
+def _gather_ctx_bits(table: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+    """``table [B, G, C, K]``, ``ctx long [B, G, h, w]`` -> ``[B, G, h, w, K]``."""
+    b, g, h, w = ctx.shape
+    k = table.shape[-1]
+    index = ctx.reshape(b, g, h * w, 1).expand(b, g, h * w, k)
+    return table.gather(2, index).reshape(b, g, h, w, k)
+
+
+def _grid_codebook(num_groups: int, group_dim: int, codebook_size: int) -> torch.Tensor:
+    """Initial codebooks ``[G, K, d]``: the integer lattice around 0 when K = s^d, so training
+    starts from uniform scalar quantization with unit step; otherwise a unit Gaussian sample."""
+    side = round(codebook_size ** (1.0 / group_dim))
+    if side**group_dim == codebook_size:
+        axis = torch.arange(side, dtype=torch.float32) - side // 2
+        grid = torch.cartesian_prod(*([axis] * group_dim)).reshape(codebook_size, group_dim)
+        return grid.unsqueeze(0).repeat(num_groups, 1, 1)
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(num_groups, codebook_size, group_dim, generator=gen) * 2.0

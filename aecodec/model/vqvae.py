@@ -1,0 +1,131 @@
+"""The VQ-VAE image codec model: transforms, quality gains and the product quantizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aecodec.model.config import ModelConfig
+from aecodec.model.layers import GDN, conv, deconv
+from aecodec.model.quantizer import ProductVQ
+
+
+def analysis_transform(n: int, m: int) -> nn.Sequential:
+    """``g_a``: ``[B, 3, H, W] -> [B, M, H/16, W/16]`` (Ballé et al. 2018 layout)."""
+    return nn.Sequential(conv(3, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m))
+
+
+def synthesis_transform(n: int, m: int) -> nn.Sequential:
+    """``g_s``: ``[B, M, h, w] -> [B, 3, 16h, 16w]``."""
+    return nn.Sequential(
+        deconv(m, n),
+        GDN(n, inverse=True),
+        deconv(n, n),
+        GDN(n, inverse=True),
+        deconv(n, n),
+        GDN(n, inverse=True),
+        deconv(n, 3),
+    )
+
+
+@dataclass
+class TrainOutput:
+    """What :meth:`VQVAE.forward` returns.
+
+    Attributes:
+        x_hat: ``[B, 3, H, W]`` reconstruction (not clamped).
+        bits: ``[B]`` code length of each sample under the learned tables.
+        commit: ``[B]`` summed squared latent quantization error of each sample.
+        indices: ``long [B, G, h, w]``.
+    """
+
+    x_hat: torch.Tensor
+    bits: torch.Tensor
+    commit: torch.Tensor
+    indices: torch.Tensor
+
+
+class VQVAE(nn.Module):
+    """Variable-rate VQ-VAE with entropy-constrained product VQ.
+
+    ::
+
+        x --g_a--> y --*gain[q]--> y' --ECVQ--> k (integers, entropy coded)
+                                                |
+        x_hat <--g_s-- y_hat <--*inv_gain[q]-- c[k]
+
+    One network serves every quality level: the quality index q selects a per-channel gain
+    (the "gained" variable-rate scheme of Cui et al., CVPR 2021) and a set of probability
+    tables; the codebooks are shared.
+
+    Args:
+        config: the model's hyper-parameters.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        n, m, q = config.channels, config.latent_channels, config.num_qualities
+        self.g_a = analysis_transform(n, m)
+        self.g_s = synthesis_transform(n, m)
+        # Higher quality -> larger gain -> finer effective quantization.
+        init = torch.linspace(-1.0, 1.5, q).unsqueeze(1).expand(q, m).clone()
+        self.log_gain = nn.Parameter(init)
+        self.log_inv_gain = nn.Parameter(-init.clone())
+        self.quantizer = ProductVQ(
+            config.num_groups,
+            config.group_dim,
+            config.codebook_size,
+            q,
+            config.num_contexts,
+            config.rate_weight,
+        )
+
+    def gains(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``long [B]`` -> ``(gain, inv_gain)`` each ``[B, M, 1, 1]``."""
+        return (
+            self.log_gain[q].exp()[:, :, None, None],
+            self.log_inv_gain[q].exp()[:, :, None, None],
+        )
+
+    def forward(self, x: torch.Tensor, q: torch.Tensor) -> TrainOutput:
+        """Training pass (never produces bytes).
+
+        Args:
+            x: ``[B, 3, H, W]`` in [0, 1], H and W multiples of 16.
+            q: ``long [B]`` quality index per sample.
+        """
+        gain, inv_gain = self.gains(q)
+        y = self.g_a(x) * gain
+        y_hat, idx, bits, commit = self.quantizer(y, q)
+        x_hat = self.g_s(y_hat * inv_gain)
+        return TrainOutput(x_hat=x_hat, bits=bits, commit=commit, indices=idx)
+
+    @torch.no_grad()
+    def encode_indices(
+        self, x: torch.Tensor, q: int, bits: torch.Tensor, level_lut: torch.Tensor
+    ) -> torch.Tensor:
+        """Coding path, encoder side.
+
+        Args:
+            x: ``[1, 3, H, W]`` in [0, 1], H and W multiples of 16.
+            q: quality index.
+            bits: ``[G, C, K]`` code lengths of the integer tables used for coding.
+            level_lut: ``long [G, K]`` frozen codeword levels.
+
+        Returns:
+            ``long [1, G, H/16, W/16]`` indices.
+        """
+        qt = torch.tensor([q])
+        gain, _ = self.gains(qt)
+        y = self.g_a(x) * gain
+        return self.quantizer.assign(y, bits.unsqueeze(0), level_lut)
+
+    @torch.no_grad()
+    def decode_indices(self, idx: torch.Tensor, q: int) -> torch.Tensor:
+        """Coding path, decoder side: ``long [B, G, h, w]`` -> ``[B, 3, 16h, 16w]`` in [0, 1]."""
+        qt = torch.full((idx.shape[0],), q, dtype=torch.long)
+        _, inv_gain = self.gains(qt)
+        return self.g_s(self.quantizer.dequantize(idx) * inv_gain).clamp_(0.0, 1.0)

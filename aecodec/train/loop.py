@@ -1,0 +1,286 @@
+"""The training loop: rate-distortion loss, LR schedule, validation, atomic checkpoints, DDP.
+
+Runs as one process or under ``torchrun --nproc_per_node=N`` (DistributedDataParallel; gloo on
+CPU, nccl on GPUs). Each rank samples crops from its own shard of the images; only rank 0 writes
+checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from aecodec.model.config import ModelConfig
+from aecodec.model.vqvae import VQVAE
+from aecodec.train.data import CropSampler, list_images, split_files, validation_crops
+
+log = logging.getLogger("aecodec.train")
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Options of a training run (saved in every checkpoint)."""
+
+    data: str = "../shared/train"
+    run: str = "runs/default"
+    steps: int = 20000
+    batch: int = 8
+    crop: int = 128
+    lr: float = 1e-3
+    lr_table: float = 1e-2
+    warmup: int = 300
+    final_lr_ratio: float = 0.05
+    commit_weight: float = 0.25
+    seed: int = 0
+    threads: int = 2
+    val_every: int = 500
+    ckpt_every: int = 200
+    num_val: int = 16
+    val_crop: int = 256
+    init: str = ""
+    model: dict = field(default_factory=dict)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``final_lr_ratio`` at ``steps``."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def rd_loss(
+    model: nn.Module, cfg: ModelConfig, x: torch.Tensor, q: torch.Tensor, commit_weight: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``bpp + lambda_q * 255^2 * MSE + commitment`` averaged over the batch.
+
+    ``model`` is the :class:`VQVAE` or its DistributedDataParallel wrapper.
+    """
+    out = model(x, q)
+    pixels = x.shape[2] * x.shape[3]
+    lam = torch.tensor(cfg.lambdas, dtype=x.dtype)[q]
+    mse = (out.x_hat - x).pow(2).mean(dim=(1, 2, 3))
+    bpp = out.bits / pixels
+    commit = commit_weight * out.commit / (cfg.rate_weight * pixels)
+    loss = (bpp + lam * 255.0**2 * mse + commit).mean()
+    psnr = (-10 * torch.log10(mse.detach().clamp_min(1e-10))).mean()
+    stats = {
+        "loss": loss.item(),
+        "bpp": bpp.mean().item(),
+        "psnr": psnr.item(),
+        "commit": commit.mean().item(),
+    }
+    return loss, stats
+
+
+@torch.no_grad()
+def validate(net: VQVAE, crops: torch.Tensor) -> list[dict[str, float]]:
+    """Per quality: mean ideal bpp (learned tables) and PSNR of the clamped reconstruction."""
+    net.eval()
+    rows = []
+    for qi in range(net.config.num_qualities):
+        bpp, psnr = [], []
+        for i in range(0, crops.shape[0], 4):
+            x = crops[i : i + 4]
+            q = torch.full((x.shape[0],), qi, dtype=torch.long)
+            out = net(x, q)
+            mse = (out.x_hat.clamp(0, 1) - x).pow(2).mean(dim=(1, 2, 3))
+            bpp += (out.bits / (x.shape[2] * x.shape[3])).tolist()
+            psnr += (-10 * torch.log10(mse.clamp_min(1e-10))).tolist()
+        rows.append({"quality": qi, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(psnr))})
+    net.train()
+    return rows
+
+
+@torch.no_grad()
+def codebook_usage(idx: torch.Tensor, k: int) -> tuple[float, float]:
+    """Fraction of codewords used in a batch and mean per-group perplexity."""
+    g = idx.shape[1]
+    flat = idx.transpose(0, 1).reshape(g, -1)
+    counts = torch.zeros(g, k).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float))
+    used = (counts > 0).float().mean().item()
+    p = counts / counts.sum(1, keepdim=True)
+    ent = -(p * torch.log(p.clamp_min(1e-12))).sum(1)
+    return used, ent.exp().mean().item()
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _dist_info() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def build_optimizer(net: VQVAE, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam; the probability tables get their own (higher) learning rate."""
+    tables = [net.quantizer.logits]
+    table_ids = {id(p) for p in tables}
+    rest = [p for p in net.parameters() if id(p) not in table_ids]
+    return torch.optim.Adam(
+        [{"params": rest, "lr": cfg.lr}, {"params": tables, "lr": cfg.lr_table}]
+    )
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) training; returns the run folder.
+
+    Checkpoints (``checkpoint.pt`` every ``ckpt_every`` steps, ``best.pt`` at the best
+    validation RD cost) hold the model, optimizer, step and every RNG state, written to a
+    temporary file and renamed. ``metrics.jsonl`` gets one line per validation.
+    """
+    rank, world = _dist_info()
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    torch.set_num_threads(cfg.threads)
+    run = Path(cfg.run)
+    ckpt_path = run / CHECKPOINT
+    state = None
+    if resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        # Our own training checkpoints (not user files): full state including optimizer.
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = TrainConfig(**state["train_config"])
+        saved.steps, saved.run = cfg.steps, cfg.run
+        cfg = saved
+    elif ckpt_path.exists():
+        raise FileExistsError(
+            f"{ckpt_path} exists: pass --resume to continue it, or choose another --run"
+        )
+    run.mkdir(parents=True, exist_ok=True)
+
+    model_cfg = ModelConfig.from_json(json.dumps(cfg.model))
+    torch.manual_seed(cfg.seed)
+    net = VQVAE(model_cfg)
+    if cfg.init and state is None:
+        from aecodec.train.export import load_state_dict_file
+
+        net.load_state_dict(load_state_dict_file(cfg.init), strict=False)
+    opt = build_optimizer(net, cfg)
+
+    files = list_images(cfg.data)
+    train_files, val_files = split_files(files, cfg.num_val)
+    shard = train_files[rank::world]
+    sampler = CropSampler(shard, cfg.crop, cfg.seed * 1000 + rank)
+    val = validation_crops(val_files, cfg.val_crop) if rank == 0 and val_files else None
+
+    step, best, cpu_base = 0, math.inf, 0.0
+    if state is not None:
+        cpu_base = float(state.get("cpu_seconds", 0.0))
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+        sampler.set_state(
+            state["sampler"][rank] if rank < len(state["sampler"]) else state["sampler"][0]
+        )
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["py_rng"])
+    model: nn.Module = net
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(net)
+
+    if rank == 0:
+        (run / "config.json").write_text(
+            json.dumps({"train": asdict(cfg), "model": json.loads(model_cfg.to_json())}, indent=1)
+        )
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
+    qgen = torch.Generator().manual_seed(cfg.seed * 7919 + rank + step)
+    t0 = time.time()
+    while step < cfg.steps:
+        f = lr_factor(step, cfg)
+        opt.param_groups[0]["lr"] = cfg.lr * f
+        opt.param_groups[1]["lr"] = cfg.lr_table * f
+        x = sampler.batch(cfg.batch)
+        q = torch.randint(0, model_cfg.num_qualities, (cfg.batch,), generator=qgen)
+        loss, stats = rd_loss(model, model_cfg, x, q, cfg.commit_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{stats['loss']:.3f}", bpp=f"{stats['bpp']:.3f}", psnr=f"{stats['psnr']:.2f}"
+            )
+        if rank != 0:
+            continue
+        last = step == cfg.steps
+        if val is not None and (step % cfg.val_every == 0 or last):
+            rows = validate(net, val)
+            used, ppl = codebook_usage(net(x[:4], q[:4]).indices, model_cfg.codebook_size)
+            cost = _rd_cost(rows, model_cfg.lambdas)
+            rec = {
+                "step": step,
+                "time": time.time() - t0,
+                "lr": cfg.lr * f,
+                "val": rows,
+                "rd_cost": cost,
+                "codebook_used": used,
+                "perplexity": ppl,
+                **{f"train_{k}": v for k, v in stats.items()},
+            }
+            with open(run / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            log.info("step %d val %s", step, rows)
+            if cost < best:
+                best = cost
+                _atomic_save(
+                    {
+                        "model": net.state_dict(),
+                        "step": step,
+                        "config": model_cfg.to_json(),
+                        "train_config": asdict(cfg),
+                    },
+                    run / BEST,
+                )
+        if step % cfg.ckpt_every == 0 or last:
+            _atomic_save(
+                {
+                    "model": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "best": best,
+                    "config": model_cfg.to_json(),
+                    "train_config": asdict(cfg),
+                    "sampler": [sampler.state()],
+                    "torch_rng": torch.get_rng_state(),
+                    "py_rng": random.getstate(),
+                    "cpu_seconds": cpu_base + time.process_time(),
+                },
+                ckpt_path,
+            )
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return run
+
+
+def _rd_cost(rows: list[dict[str, float]], lambdas: tuple[float, ...]) -> float:
+    """Mean over qualities of ``bpp + lambda * 255^2 * MSE`` (from PSNR)."""
+    costs = []
+    for r, lam in zip(rows, lambdas, strict=True):
+        mse = 10 ** (-r["psnr"] / 10)
+        costs.append(r["bpp"] + lam * 255.0**2 * mse)
+    return float(np.mean(costs))

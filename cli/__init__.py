@@ -1,0 +1,1 @@
+"""Command-line interface of aecodec (``aecodec`` console script, ``python -m aecodec``)."""

@@ -1,0 +1,771 @@
+"""The ``aecodec`` command: compress images, decompress ``.aec`` files, inspect them, list models.
+
+A thin layer over the public API of :mod:`aecodec`. Importing this module is cheap: torch is only
+imported (by aecodec) when a codec is actually built.
+
+Outputs are written atomically: to a temporary file in the output's directory, fsync'ed, then
+renamed over the destination with :func:`os.replace`. A failure or Ctrl-C therefore never leaves a
+partial output or a temporary file behind, and an existing file is only replaced with ``--force``.
+
+Per-file errors are reported as one line, ``aecodec: error: <file>: <message>``, on stderr; the rest
+of a batch still runs and the exit status is 1 if any file failed (130 after Ctrl-C, 2 for a usage
+error).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext, suppress
+from pathlib import Path
+from typing import IO, Any, NoReturn, TypeVar
+
+import click
+import PIL
+from PIL import Image
+
+import aecodec
+from aecodec.errors import AecodecError
+
+PROG = "aecodec"
+AEC_SUFFIX = ".aec"
+IMAGE_SUFFIX = ".png"
+
+EXISTS_MESSAGE = "exists; pass --force to overwrite"
+
+# Errors that are reported as one line for the file being processed. Anything else is a bug in
+# aecodec and keeps its traceback.
+FILE_ERRORS: tuple[type[BaseException], ...] = (
+    AecodecError,
+    OSError,  # includes PIL.UnidentifiedImageError
+    PIL.UnidentifiedImageError,
+    Image.DecompressionBombError,
+    ValueError,
+)
+
+# Extra Pillow save parameters per output format: keep the decoded pixels exact where possible.
+_SAVE_PARAMS: dict[str, dict[str, Any]] = {
+    "WEBP": {"lossless": True, "exact": True},
+    "JPEG": {"quality": 95, "subsampling": 0},
+}
+_ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
+_EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+_ALPHA_MODES = frozenset({"RGBA", "LA"})
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FileError(Exception):
+    """A per-file failure whose message is ready for the user."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        """Create the error.
+
+        Args:
+            path: The file the message is about (an input or an output).
+            message: One-line description of the problem.
+        """
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def describe_error(exc: BaseException) -> str:
+    """Turn an exception into a short one-line message (no traceback, no repeated file name)."""
+    if isinstance(exc, PIL.UnidentifiedImageError):
+        return "not a supported image file (cannot identify the image format)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return _one_line(exc.strerror)
+    return _one_line(str(exc)) or type(exc).__name__
+
+
+def _strip_path_prefix(message: str, path: Path) -> str:
+    """Drop a leading ``"<path>: "`` from a message, since the report already names the file."""
+    for prefix in (os.fspath(path), os.path.abspath(path), path.name):
+        if prefix and message.startswith(f"{prefix}: "):
+            return message[len(prefix) + 2 :]
+    return message
+
+
+def _report(path: Path | str, message: str) -> None:
+    click.echo(f"{PROG}: error: {click.format_filename(path)}: {_one_line(message)}", err=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"{PROG}: error: {_one_line(message)}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _handle_interrupt(func: F) -> F:
+    """Turn Ctrl-C into a one-line message and exit status 130 (instead of click's "Aborted!")."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            lead = "\n" if _stderr_is_tty() else ""  # get off the line that shows ^C
+            click.echo(f"{lead}{PROG}: interrupted", err=True)
+            raise click.exceptions.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    with suppress(OSError):
+        if os.path.samefile(a, b):
+            return True
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: symlink loop on older Pythons
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _check_destination(src: Path, dst: Path, force: bool) -> None:
+    """Refuse to write onto the input, or onto an existing file without ``--force``."""
+    if _same_file(src, dst):
+        raise FileError(dst, "output would overwrite the input; choose another output with -o")
+    if not force and (dst.exists() or dst.is_symlink()):
+        raise FileError(dst, EXISTS_MESSAGE)
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _check_not_written(dst: Path, written: set[str]) -> None:
+    """Refuse to write the same output twice in one run (e.g. ``a/x.png b/x.png -o dir``)."""
+    if _key(dst) in written:
+        raise FileError(dst, "already written from another input in this run; not overwriting it")
+
+
+def _new_file_mode(dst: Path) -> int:
+    """Permission bits for the output: keep an existing file's, else 0o666 minus the umask."""
+    with suppress(OSError):
+        return dst.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_directory(directory: Path) -> None:
+    if os.name != "posix":
+        return
+    with suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_atomic(dst: Path, write: Callable[[IO[bytes]], object], *, force: bool) -> None:
+    """Write a file atomically: temporary file in the same directory, fsync, :func:`os.replace`.
+
+    On any failure (including KeyboardInterrupt) the temporary file is removed and ``dst`` is left
+    as it was.
+
+    Args:
+        dst: The output path.
+        write: Called with the open binary temporary file; writes the whole content.
+        force: Replace ``dst`` if it exists; otherwise raise :class:`FileError` if it appeared.
+
+    Raises:
+        FileError: The file could not be written (the message names the reason).
+    """
+    directory = dst.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise FileError(dst, f"cannot write: {describe_error(exc)}") from None
+    tmp: Path | None = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with suppress(OSError):
+            os.chmod(tmp_name, _new_file_mode(dst))
+        if not force and (dst.exists() or dst.is_symlink()):
+            raise FileError(dst, EXISTS_MESSAGE)
+        os.replace(tmp_name, dst)
+        tmp = None
+        _fsync_directory(directory)
+    except (OSError, ValueError) as exc:
+        raise FileError(dst, f"cannot write: {describe_error(exc)}") from None
+    finally:
+        if tmp is not None:
+            with suppress(OSError):
+                tmp.unlink()
+
+
+def _destination(src: Path, output: Path | None, output_is_dir: bool, suffix: str) -> Path:
+    if output is None:
+        return src.with_suffix(suffix)
+    if output_is_dir:
+        return output / src.with_suffix(suffix).name
+    return output
+
+
+def _resolve_output(output: Path | None, n_inputs: int) -> bool:
+    """Validate ``-o`` against the number of inputs; return whether it is a directory."""
+    if output is None:
+        return False
+    if output.is_dir():
+        return True
+    if n_inputs > 1:
+        name = click.format_filename(output)
+        raise click.BadParameter(
+            f"with several inputs, -o must be an existing directory: {name}",
+            param_hint="'-o' / '--output'",
+        )
+    return False
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _run_batch(
+    inputs: Sequence[Path], process: Callable[[Path], None], *, verbose: bool, label: str
+) -> int:
+    """Run ``process`` on every input, reporting errors per file. Returns the number of failures."""
+    show_bar = len(inputs) > 1 and not verbose and _stderr_is_tty()
+    bar_cm: Any
+    if show_bar:
+        bar_cm = click.progressbar(
+            inputs,
+            label=label,
+            file=sys.stderr,
+            item_show_func=lambda p: None if p is None else click.format_filename(p),
+        )
+    else:
+        bar_cm = nullcontext(inputs)
+    failures = 0
+    with bar_cm as items:
+        for src in items:
+            try:
+                process(src)
+            except (FileError, *FILE_ERRORS) as exc:
+                if show_bar:  # clear the bar's line; it is redrawn on the next item
+                    click.echo("\r\x1b[K", err=True, nl=False)
+                if isinstance(exc, FileError):
+                    _report(exc.path, exc.message)
+                else:
+                    _report(src, _strip_path_prefix(describe_error(exc), src))
+                failures += 1
+    return failures
+
+
+def _format_qualities(qualities: Iterable[int]) -> str:
+    values = sorted(qualities)
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}-{values[-1]}"
+    return ",".join(str(q) for q in values)
+
+
+def _format_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _verbose(ctx: click.Context, local: bool) -> bool:
+    return local or bool((ctx.obj or {}).get("verbose"))
+
+
+def _output_format(dst: Path) -> str:
+    """Pillow format name that writes ``dst``'s extension."""
+    ext = dst.suffix.lower()
+    if not ext:
+        raise FileError(dst, "no file extension to choose the image format from (e.g. use .png)")
+    Image.init()
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        raise FileError(
+            dst, f"cannot write '{ext}' images; use .png, .webp, .tiff, .bmp or .jpg for example"
+        )
+    return fmt
+
+
+def _check_mode_for_format(dst: Path, fmt: str, mode: str) -> None:
+    if fmt == "JPEG" and mode in _ALPHA_MODES:
+        raise FileError(
+            dst,
+            f"JPEG cannot store the alpha channel of this {mode} image; "
+            "write .png, .webp or .tiff instead",
+        )
+
+
+def _save_params(fmt: str, img: Image.Image) -> dict[str, Any]:
+    params = dict(_SAVE_PARAMS.get(fmt, {}))
+    icc = img.info.get("icc_profile")
+    if icc and fmt in _ICC_FORMATS:
+        params["icc_profile"] = icc
+    exif = img.info.get("exif")
+    if exif and fmt in _EXIF_FORMATS:
+        params["exif"] = exif
+    return params
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"{PROG} {getattr(aecodec, '__version__', 'unknown')}")
+    ctx.exit()
+
+
+# --------------------------------------------------------------------------------------------------
+# commands
+
+_INPUT_PATH = click.Path(path_type=Path)
+_verbose_option = click.option(
+    "-v", "--verbose", "verbose_here", is_flag=True, help="Same as `aecodec -v`."
+)
+_force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Print one line per file (size, bpp, time).")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """aecodec: a learned (autoencoder) image codec. Files use the .aec suffix."""
+    ctx.ensure_object(dict)["verbose"] = verbose
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=_INPUT_PATH)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Output file (one input) or existing directory (several inputs). "
+    "Default: each input with the suffix .aec, beside it.",
+)
+@click.option(
+    "-q",
+    "--quality",
+    type=int,
+    metavar="Q",
+    default=None,
+    help="Quality level: higher means more bytes and better quality. "
+    "Valid levels: see `aecodec models`. [default: aecodec.DEFAULT_QUALITY]",
+)
+@click.option("--model", metavar="NAME", default=None, help="Model to use (see `aecodec models`).")
+@_force_option
+@_verbose_option
+@click.pass_context
+@_handle_interrupt
+def compress(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    output: Path | None,
+    quality: int | None,
+    model: str | None,
+    force: bool,
+    verbose_here: bool,
+) -> None:
+    """Compress images to .aec files.
+
+    INPUTS are image files Pillow can read (PNG, JPEG, TIFF, WebP, ...); L, LA, RGB and RGBA images
+    keep their mode.
+    """
+    verbose = _verbose(ctx, verbose_here)
+    _check_model_and_quality(model, quality)
+    output_is_dir = _resolve_output(output, len(inputs))
+    written: set[str] = set()
+
+    def process(src: Path) -> None:
+        start = time.perf_counter()
+        dst = _destination(src, output, output_is_dir, AEC_SUFFIX)
+        if src.is_dir():
+            raise FileError(src, "Is a directory")
+        if not src.exists():
+            raise FileError(src, "No such file or directory")
+        _check_destination(src, dst, force)
+        _check_not_written(dst, written)
+        data = aecodec.compress(src, quality, model=model)
+        write_atomic(dst, lambda fh: fh.write(data), force=force)
+        written.add(_key(dst))
+        if verbose:
+            header = aecodec.info(data)
+            pixels = int(header["width"]) * int(header["height"])
+            bpp = 8 * len(data) / pixels
+            elapsed = time.perf_counter() - start
+            click.echo(
+                f"{click.format_filename(src)} -> {click.format_filename(dst)}: "
+                f"{len(data)} bytes, {bpp:.3f} bpp, {elapsed:.2f} s",
+                err=True,
+            )
+
+    if _run_batch(inputs, process, verbose=verbose, label="compressing"):
+        ctx.exit(1)
+
+
+def _check_model_and_quality(model: str | None, quality: int | None) -> None:
+    """Usage errors (exit 2) for an unknown model or a quality the model does not have."""
+    try:
+        valid = list(aecodec.qualities(model))
+    except (AecodecError, OSError) as exc:
+        if model is not None:
+            try:
+                names = [str(m["name"]) for m in aecodec.models()]
+            except (AecodecError, OSError):
+                names = []
+            if model not in names:
+                available = ", ".join(names) if names else "none"
+                raise click.BadParameter(
+                    f"unknown model {model!r}; available: {available}", param_hint="'--model'"
+                ) from None
+        _fail(describe_error(exc))
+    if quality is not None and quality not in valid:
+        which = f"model {model!r}" if model else "the default model"
+        raise click.BadParameter(
+            f"{quality} is not a quality of {which}; valid qualities: "
+            + ", ".join(str(q) for q in valid),
+            param_hint="'-q' / '--quality'",
+        )
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=_INPUT_PATH)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Output image (one input; its extension picks the format: .png, .webp (lossless), "
+    ".tiff, .bmp, .jpg, ...) or existing directory (several inputs). "
+    "Default: each input with the suffix .png, beside it.",
+)
+@_force_option
+@_verbose_option
+@click.pass_context
+@_handle_interrupt
+def decompress(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    output: Path | None,
+    force: bool,
+    verbose_here: bool,
+) -> None:
+    """Decompress .aec files to images (PNG by default)."""
+    verbose = _verbose(ctx, verbose_here)
+    output_is_dir = _resolve_output(output, len(inputs))
+    written: set[str] = set()
+
+    def process(src: Path) -> None:
+        start = time.perf_counter()
+        dst = _destination(src, output, output_is_dir, IMAGE_SUFFIX)
+        fmt = _output_format(dst)
+        _check_destination(src, dst, force)
+        _check_not_written(dst, written)
+        data = src.read_bytes()
+        header = aecodec.info(data)  # cheap: refuse JPEG + alpha before the expensive decode
+        _check_mode_for_format(dst, fmt, str(header["mode"]))
+        img = aecodec.decompress(data)
+        _check_mode_for_format(dst, fmt, img.mode)
+        params = _save_params(fmt, img)
+        write_atomic(dst, lambda fh: img.save(fh, format=fmt, **params), force=force)
+        written.add(_key(dst))
+        if verbose:
+            elapsed = time.perf_counter() - start
+            click.echo(
+                f"{click.format_filename(src)} -> {click.format_filename(dst)}: "
+                f"{img.width}x{img.height} {img.mode}, {elapsed:.2f} s",
+                err=True,
+            )
+
+    if _run_batch(inputs, process, verbose=verbose, label="decompressing"):
+        ctx.exit(1)
+
+
+_INFO_LABELS = (
+    "file",
+    "format",
+    "model",
+    "quality",
+    "size",
+    "mode",
+    "tiles",
+    "bytes",
+    "bpp",
+    "icc",
+    "exif",
+)
+
+
+@main.command()
+@click.argument("file", type=_INPUT_PATH)
+@click.option("--json", "as_json", is_flag=True, help="Print the header as JSON.")
+@click.pass_context
+@_handle_interrupt
+def info(ctx: click.Context, file: Path, as_json: bool) -> None:
+    """Show the header of an .aec file."""
+    try:
+        header = aecodec.info(file.read_bytes())
+    except FILE_ERRORS as exc:
+        _report(file, _strip_path_prefix(describe_error(exc), file))
+        ctx.exit(1)
+        return
+    if as_json:
+        click.echo(json.dumps(header, indent=2))
+        return
+    g = header.get
+    rows = {
+        "file": click.format_filename(file),
+        "format": f"aecodec container v{g('format_version')}",
+        "model": f"{g('model')} (weights {g('weights_hash')})",
+        "quality": str(g("quality")),
+        "size": f"{g('width')}x{g('height')}",
+        "mode": f"{g('mode')}, {g('bit_depth')} bits per channel",
+        "tiles": f"{g('num_tiles')} of {g('tile_width')}x{g('tile_height')}",
+        "bytes": str(g("bytes")),
+        "bpp": f"{float(g('bpp') or 0):.3f}",
+        "icc": "yes" if g("has_icc") else "no",
+        "exif": "yes" if g("has_exif") else "no",
+    }
+    width = max(len(k) for k in _INFO_LABELS) + 2
+    for key in _INFO_LABELS:
+        click.echo(f"{key + ':':<{width}}{rows[key]}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_context
+@_handle_interrupt
+def models(ctx: click.Context, as_json: bool) -> None:
+    """List the bundled models (* marks the default)."""
+    try:
+        entries = list(aecodec.models())
+    except FILE_ERRORS as exc:
+        _fail(describe_error(exc))
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    table = [("NAME", "", "QUALITIES", "SIZE", "SHA256", "DESCRIPTION")]
+    for m in entries:
+        table.append(
+            (
+                str(m.get("name", "")),
+                "*" if m.get("default") else "",
+                _format_qualities(m.get("qualities", [])),
+                _format_size(int(m.get("bytes", 0))),
+                str(m.get("sha256", ""))[:12],
+                str(m.get("description", "")),
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)] + [row[-1]]
+        click.echo("  ".join(cells).rstrip())
+
+
+# --- training commands (lead) ---
+# The `train` and `export` subcommands are added below by the lead. Do not add them above.
+
+
+def _find_demo_image() -> Path | None:
+    root = Path(__file__).resolve().parent.parent
+    for p in (
+        root / "kodak" / "images" / "kodim23.png",
+        root.parent / "shared" / "kodak" / "kodim23.png",
+    ):
+        if p.is_file():
+            return p
+    return None
+
+
+@main.command()
+@click.argument(
+    "image", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "-q", "--quality", type=int, default=None, help="Quality level (default: the model's)."
+)
+@click.option("--model", metavar="NAME", default=None, help="Model to use (see `aecodec models`).")
+@_handle_interrupt
+def demo(image: Path | None, quality: int | None, model: str | None) -> None:
+    """Compress and decompress one image; print size, bpp, PSNR and times.
+
+    IMAGE defaults to Kodak's kodim23.png when present (kodak/images or ../shared/kodak),
+    else a synthetic 512x512 test picture.
+    """
+    import time
+
+    import numpy as np
+
+    import aecodec
+
+    _check_model_and_quality(model, quality)
+    t0 = time.perf_counter()
+    codec = aecodec.get_codec(model)
+    t_load = time.perf_counter() - t0
+    src = image or _find_demo_image()
+    if src is None:
+        yy, xx = np.mgrid[0:512, 0:512]
+        arr = np.stack([xx // 2, yy // 2, (xx + yy) // 4], -1).astype(np.uint8)
+        label = "synthetic 512x512 gradient"
+    else:
+        arr = np.asarray(Image.open(src).convert("RGB"))
+        label = str(src)
+    q = quality or codec.default_quality
+    codec.compress(arr[:64, :64], quality=q)  # warm-up: first call pays one-off costs
+    t0 = time.perf_counter()
+    data = codec.compress(arr, quality=q)
+    t_enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = np.asarray(codec.decompress(data))
+    t_dec = time.perf_counter() - t0
+    h, w = arr.shape[:2]
+    mse = float(np.mean((arr.astype(np.float64) - out.astype(np.float64)) ** 2))
+    psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    click.echo(f"image     {label} ({w}x{h})")
+    click.echo(
+        f"model     {codec.name} (sha256 {codec.sha256[:12]}), quality {q} of {codec.qualities}"
+    )
+    click.echo(f"size      {len(data)} bytes, {8 * len(data) / (w * h):.4f} bpp")
+    click.echo(f"PSNR-RGB  {psnr:.2f} dB")
+    click.echo(f"time      load {t_load:.2f} s, encode {t_enc:.3f} s, decode {t_dec:.3f} s")
+
+
+@main.command()
+@click.option(
+    "--data", default="../shared/train", show_default=True, help="Folder of training images."
+)
+@click.option(
+    "--run",
+    "run_dir",
+    default="runs/default",
+    show_default=True,
+    help="Run folder (checkpoints, metrics).",
+)
+@click.option("--steps", type=int, default=20000, show_default=True, help="Total optimizer steps.")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option(
+    "--crop", type=int, default=128, show_default=True, help="Crop side (multiple of 16)."
+)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate.")
+@click.option("--warmup", type=int, default=300, show_default=True, help="Linear warm-up steps.")
+@click.option(
+    "--final-lr-ratio", type=float, default=0.05, show_default=True, help="Cosine decay floor."
+)
+@click.option(
+    "--lambdas", default=None, help="Comma-separated RD trade-offs, one per quality (ascending)."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--threads", type=int, default=2, show_default=True, help="torch threads per process."
+)
+@click.option("--val-every", type=int, default=500, show_default=True)
+@click.option("--ckpt-every", type=int, default=200, show_default=True)
+@click.option(
+    "--init", "init", default="", help="Start from these weights (.safetensors or checkpoint)."
+)
+@click.option("--channels", type=int, default=None, help="Hidden width N.")
+@click.option("--latent-channels", type=int, default=None, help="Latent channels M.")
+@click.option("--codebook-size", type=int, default=None, help="Codewords per group K.")
+@click.option("--name", default=None, help="Model name (written into bitstreams).")
+@click.option("--resume", is_flag=True, help="Continue the run in --run exactly where it stopped.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+def train(**kw: Any) -> None:
+    """Train the VQ model (also under `torchrun --nproc_per_node=N`)."""
+    import logging
+
+    from aecodec.train.loop import TrainConfig
+    from aecodec.train.loop import train as run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    model: dict[str, Any] = {}
+    for key in ("channels", "latent_channels", "codebook_size", "name"):
+        if kw[key] is not None:
+            model[key] = kw[key]
+    if kw["lambdas"]:
+        model["lambdas"] = [float(v) for v in kw["lambdas"].split(",")]
+    cfg = TrainConfig(
+        data=kw["data"],
+        run=kw["run_dir"],
+        steps=kw["steps"],
+        batch=kw["batch"],
+        crop=kw["crop"],
+        lr=kw["lr"],
+        warmup=kw["warmup"],
+        final_lr_ratio=kw["final_lr_ratio"],
+        seed=kw["seed"],
+        threads=kw["threads"],
+        val_every=kw["val_every"],
+        ckpt_every=kw["ckpt_every"],
+        init=kw["init"],
+        model=model,
+    )
+    try:
+        run = run_training(cfg, resume=kw["resume"], progress=not kw["no_progress"])
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        _fail(describe_error(exc))
+    click.echo(f"run folder: {run}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", default=None, help="Model name (default: the run's).")
+@click.option(
+    "--weights-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write (default: the bundled aecodec/weights).",
+)
+@click.option("--default-quality", type=int, default=None)
+@click.option("--description", default="", help="One line for `aecodec models`.")
+@click.option("--no-default", is_flag=True, help="Do not make it the default model.")
+def export(
+    run: Path,
+    name: str | None,
+    weights_dir: Path | None,
+    default_quality: int | None,
+    description: str,
+    no_default: bool,
+) -> None:
+    """Export a run's best checkpoint to safetensors weights + manifest entry."""
+    from aecodec.model.registry import WEIGHTS_DIR
+    from aecodec.train.export import export as do_export
+    from aecodec.train.export import run_summary
+
+    try:
+        entry = do_export(
+            run,
+            name=name,
+            weights_dir=weights_dir or WEIGHTS_DIR,
+            default_quality=default_quality,
+            description=description,
+            make_default=not no_default,
+            training=run_summary(run),
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(describe_error(exc))
+    click.echo(f"wrote {entry['file']} ({entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...)")

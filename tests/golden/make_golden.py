@@ -1,0 +1,101 @@
+"""Regenerate the golden files (run only when the bitstream format changes on purpose).
+
+    .venv/bin/python tests/golden/make_golden.py
+
+Writes ``tiny.safetensors`` (a small random-initialised model used only by tests), a few
+``.aec`` files made with it, and ``expected.json`` with the decoded indices' sha256 and the
+decoded pixels (as PNG) that ``tests/test_golden.py`` must keep reproducing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+TINY = dict(
+    name="aecodec-test-tiny",
+    channels=8,
+    latent_channels=8,
+    group_dim=2,
+    codebook_size=16,
+    num_contexts=2,
+    lambdas=(0.01, 0.05),
+)
+
+
+def tiny_model_file(out: Path, seed: int = 0) -> Path:
+    """Write a deterministic random-initialised tiny model to ``out`` (tests use it too)."""
+    from aecodec.model.config import ModelConfig
+    from aecodec.model.vqvae import VQVAE
+    from aecodec.train.export import write_weights
+
+    torch.manual_seed(seed)
+    net = VQVAE(ModelConfig(**TINY))
+    with torch.no_grad():
+        # Spread the latent over several codewords so the golden files use many indices.
+        net.log_gain.fill_(3.5)
+        net.log_inv_gain.fill_(-3.5)
+        net.quantizer.logits.add_(torch.randn_like(net.quantizer.logits))
+    write_weights(net, out, default_quality=1, training={"note": "random init, tests only"})
+    return out
+
+
+def sample_images() -> dict[str, np.ndarray]:
+    """Small synthetic images (smooth gradients plus noise) in each mode."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:37, 0:53]
+    rgb = np.stack([xx * 4, yy * 6, (xx + yy) * 3], -1) + rng.integers(0, 40, (37, 53, 3))
+    rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+    alpha = (np.arange(53)[None, :] * 5 % 256 * np.ones((37, 1))).astype(np.uint8)
+    return {
+        "rgb_53x37": rgb,
+        "l_53x37": rgb[:, :, 1],
+        "rgba_53x37": np.dstack([rgb, alpha]),
+    }
+
+
+def main() -> None:
+    from aecodec.codec import Codec
+
+    model = tiny_model_file(HERE / "tiny.safetensors")
+    codec = Codec(str(model), tile_size=32)
+    expected = {}
+    for name, arr in sample_images().items():
+        for quality in codec.qualities:
+            stem = f"{name}_q{quality}"
+            data = codec.compress(arr, quality=quality)
+            (HERE / f"{stem}.aec").write_bytes(data)
+            image = codec.decompress(data)
+            image.save(HERE / f"{stem}.png")
+            tiles = _tile_index_hashes(codec, data)
+            expected[stem] = {
+                "sha256_file": hashlib.sha256(data).hexdigest(),
+                "tile_indices_sha256": tiles,
+                "mode": image.mode,
+                "size": list(image.size),
+            }
+    (HERE / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+
+
+def _tile_index_hashes(codec: object, data: bytes) -> list[str]:
+    from aecodec import container, imageio
+    from aecodec.entropy import decode_indices
+
+    bs = container.unpack(data)
+    h = bs.header
+    out = []
+    for (_, _, w, th), payload in zip(
+        imageio.tiles(h.width, h.height, h.tile_width, h.tile_height), bs.tiles, strict=True
+    ):
+        idx = decode_indices(payload, codec.tables, h.quality - 1, -(-th // 16), -(-w // 16))
+        out.append(hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest())
+    return out
+
+
+if __name__ == "__main__":
+    main()

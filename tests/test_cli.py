@@ -1,0 +1,532 @@
+"""Tests of the ``aecodec`` command line: in-process with CliRunner, and via subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+
+import aecodec
+from cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+W, H = 48, 40
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> None:
+    """A training run shares the CPU: keep torch to one thread."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test in its own directory so messages use short relative names."""
+    monkeypatch.chdir(tmp_path)
+
+
+def _pixels(mode: str, seed: int = 0) -> np.ndarray:
+    """A small smooth image plus a little noise (cheap to code, not trivial)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:H, 0:W]
+    base = (x * 255 // (W - 1) + y * 3) % 256
+    channels = {"L": 1, "RGB": 3, "RGBA": 4, "LA": 2}[mode]
+    planes = [(base + 40 * c + rng.integers(0, 8, (H, W))) % 256 for c in range(channels)]
+    if mode in ("RGBA", "LA"):
+        planes[-1] = rng.integers(0, 256, (H, W))  # arbitrary alpha: must survive exactly
+    arr = np.stack(planes, axis=-1).astype(np.uint8)
+    return arr[..., 0] if channels == 1 else arr
+
+
+def _make_png(path: Path, mode: str = "RGB", seed: int = 0) -> Path:
+    Image.fromarray(_pixels(mode, seed), mode).save(path)
+    return path
+
+
+def run(*args: object) -> Result:
+    """Invoke the CLI in-process; never lets a traceback through."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output
+    if result.exception is not None:
+        assert isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+def _error_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def _leftovers(directory: Path) -> list[str]:
+    """Temporary files the atomic writer might have left behind."""
+    return sorted(p.name for p in directory.rglob("*") if p.name.endswith(".tmp"))
+
+
+# --- round trips and output names -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_round_trip_keeps_mode_size_and_alpha(tmp_path: Path, mode: str) -> None:
+    src = _make_png(tmp_path / f"img_{mode}.png", mode)
+    before = src.read_bytes()
+
+    result = run("compress", src.name)
+    assert result.exit_code == 0, result.output
+    assert result.output == ""
+    aec = tmp_path / f"img_{mode}.aec"
+    assert aec.read_bytes()[:4] == b"\x89AEC"
+    assert src.read_bytes() == before  # the input is never modified
+
+    result = run("decompress", aec.name, "-o", "out.png")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out.png") as img:
+        assert img.mode == mode
+        assert img.size == (W, H)
+        if mode == "RGBA":
+            np.testing.assert_array_equal(np.asarray(img)[..., 3], _pixels(mode)[..., 3])
+    assert _leftovers(tmp_path) == []
+
+
+def test_default_output_names(tmp_path: Path) -> None:
+    _make_png(tmp_path / "photo.png")
+    assert run("compress", "photo.png").exit_code == 0
+    assert (tmp_path / "photo.aec").is_file()
+
+    (tmp_path / "photo.png").rename(tmp_path / "original.png")
+    result = run("decompress", "photo.aec")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "photo.png") as img:
+        assert img.format == "PNG"
+        assert img.size == (W, H)
+
+
+def test_output_file(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    (tmp_path / "sub").mkdir()
+    assert run("compress", "a.png", "-o", "sub/custom.bin").exit_code == 0
+    assert (tmp_path / "sub" / "custom.bin").is_file()
+    assert not (tmp_path / "a.aec").exists()
+
+    assert run("decompress", "sub/custom.bin", "-o", "sub/back.png").exit_code == 0
+    assert (tmp_path / "sub" / "back.png").is_file()
+
+
+def test_output_directory_single_input(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    (tmp_path / "out").mkdir()
+    assert run("compress", "a.png", "-o", "out").exit_code == 0
+    assert (tmp_path / "out" / "a.aec").is_file()
+
+
+def test_output_directory_several_inputs(tmp_path: Path) -> None:
+    for i, name in enumerate(["a", "b", "c"]):
+        _make_png(tmp_path / f"{name}.png", seed=i)
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "dec").mkdir()
+
+    result = run("compress", "a.png", "b.png", "c.png", "-o", "enc")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # no progress bar when stderr is not a terminal
+    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == ["a.aec", "b.aec", "c.aec"]
+
+    result = run("decompress", "enc/a.aec", "enc/b.aec", "enc/c.aec", "-o", "dec")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_several_inputs_need_an_existing_directory(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    _make_png(tmp_path / "b.png", seed=1)
+    result = run("compress", "a.png", "b.png", "-o", "nodir")
+    assert result.exit_code == 2
+    assert "existing directory" in result.stderr
+    assert not (tmp_path / "nodir").exists()
+    assert not (tmp_path / "a.aec").exists()
+
+
+def test_same_output_twice_in_one_run(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    (tmp_path / "out").mkdir()
+    _make_png(tmp_path / "one" / "x.png")
+    _make_png(tmp_path / "two" / "x.png", seed=1)
+    result = run("compress", "one/x.png", "two/x.png", "-o", "out", "--force")
+    assert result.exit_code == 1
+    assert _error_lines(result) == [
+        "aecodec: error: out/x.aec: already written from another input in this run; "
+        "not overwriting it"
+    ]
+    first = (tmp_path / "out" / "x.aec").read_bytes()
+    assert run("compress", "one/x.png", "-o", "single.aec").exit_code == 0
+    assert (tmp_path / "single.aec").read_bytes() == first
+
+
+@pytest.mark.parametrize(
+    ("suffix", "fmt"),
+    [(".png", "PNG"), (".webp", "WEBP"), (".tiff", "TIFF"), (".bmp", "BMP"), (".jpg", "JPEG")],
+)
+def test_decompress_format_follows_extension(tmp_path: Path, suffix: str, fmt: str) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    assert run("decompress", "a.aec", "-o", "ref.png").exit_code == 0
+    result = run("decompress", "a.aec", "-o", f"out{suffix}")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / f"out{suffix}") as img, Image.open(tmp_path / "ref.png") as ref:
+        assert img.format == fmt
+        assert img.size == (W, H)
+        if fmt != "JPEG":  # every other format here is lossless: same pixels as the PNG
+            np.testing.assert_array_equal(np.asarray(img.convert("RGB")), np.asarray(ref))
+
+
+def test_rgba_to_jpeg_is_a_clear_error(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png", "RGBA")
+    assert run("compress", "a.png").exit_code == 0
+    result = run("decompress", "a.aec", "-o", "out.jpg")
+    assert result.exit_code == 1
+    lines = _error_lines(result)
+    assert len(lines) == 1
+    assert lines[0].startswith("aecodec: error: out.jpg: ")
+    assert "alpha" in lines[0]
+    assert not (tmp_path / "out.jpg").exists()
+
+
+def test_unknown_output_extension(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    result = run("decompress", "a.aec", "-o", "out.nosuchformat")
+    assert result.exit_code == 1
+    lines = _error_lines(result)
+    assert len(lines) == 1
+    assert lines[0].startswith("aecodec: error: out.nosuchformat: ")
+    assert not (tmp_path / "out.nosuchformat").exists()
+
+
+# --- overwriting ------------------------------------------------------------------------------
+
+
+def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    existing = tmp_path / "a.aec"
+    existing.write_bytes(b"precious")
+
+    result = run("compress", "a.png")
+    assert result.exit_code == 1
+    assert _error_lines(result) == ["aecodec: error: a.aec: exists; pass --force to overwrite"]
+    assert existing.read_bytes() == b"precious"
+
+    result = run("compress", "a.png", "--force")
+    assert result.exit_code == 0, result.output
+    assert existing.read_bytes()[:4] == b"\x89AEC"
+    assert _leftovers(tmp_path) == []
+
+
+def test_decompress_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    before = (tmp_path / "a.png").read_bytes()
+    result = run("decompress", "a.aec")  # default output a.png exists (it is the original)
+    assert result.exit_code == 1
+    assert "exists; pass --force to overwrite" in result.stderr
+    assert (tmp_path / "a.png").read_bytes() == before
+    assert run("decompress", "a.aec", "--force").exit_code == 0
+    with Image.open(tmp_path / "a.png") as img:
+        assert img.size == (W, H)
+
+
+def test_refuses_output_equal_to_input(tmp_path: Path) -> None:
+    src = _make_png(tmp_path / "a.png")
+    before = src.read_bytes()
+    result = run("compress", "a.png", "-o", "a.png", "--force")
+    assert result.exit_code == 1
+    assert "input" in result.stderr
+    assert src.read_bytes() == before
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def test_batch_with_bad_files_keeps_going(tmp_path: Path) -> None:
+    _make_png(tmp_path / "good1.png")
+    (tmp_path / "x.png").write_text("this is not an image\n")
+    (tmp_path / "dir.png").mkdir()
+    _make_png(tmp_path / "good2.png", seed=1)
+
+    result = run("compress", "good1.png", "x.png", "missing.png", "dir.png", "good2.png")
+    assert result.exit_code == 1
+    assert (tmp_path / "good1.aec").is_file()
+    assert (tmp_path / "good2.aec").is_file()
+    for bad in ("x", "missing", "dir"):
+        assert not (tmp_path / f"{bad}.aec").exists()
+    lines = _error_lines(result)
+    assert len(lines) == 3
+    for line, name in zip(lines, ["x.png", "missing.png", "dir.png"], strict=True):
+        assert line.startswith(f"aecodec: error: {name}: ")
+    assert result.stdout == ""
+    assert _leftovers(tmp_path) == []
+
+
+def test_decompress_batch_with_bad_files(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    (tmp_path / "junk.aec").write_bytes(b"not an aec file at all")
+    (tmp_path / "folder.aec").mkdir()
+    (tmp_path / "dec").mkdir()
+    result = run("decompress", "junk.aec", "missing.aec", "folder.aec", "a.aec", "-o", "dec")
+    assert result.exit_code == 1
+    lines = _error_lines(result)
+    assert len(lines) == 3
+    for line, name in zip(lines, ["junk.aec", "missing.aec", "folder.aec"], strict=True):
+        assert line.startswith(f"aecodec: error: {name}: ")
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["a.png"]
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_aec(tmp_path: Path, damage: str) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    data = bytearray((tmp_path / "a.aec").read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x55
+    else:
+        del data[len(data) - 7 :]
+    (tmp_path / "a.aec").write_bytes(bytes(data))
+
+    result = run("decompress", "a.aec", "-o", "out.png")
+    assert result.exit_code == 1
+    lines = _error_lines(result)
+    assert len(lines) == 1
+    assert lines[0].startswith("aecodec: error: a.aec: ")
+    assert not (tmp_path / "out.png").exists()
+
+    result = run("info", "a.aec")
+    assert result.exit_code == 1
+    assert len(_error_lines(result)) == 1
+    assert result.stdout == ""
+    assert _leftovers(tmp_path) == []
+
+
+def test_invalid_quality_lists_valid_values(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    valid = aecodec.qualities()
+    for bad in (0, max(valid) + 1):
+        result = run("compress", "-q", bad, "a.png")
+        assert result.exit_code == 2
+        assert ", ".join(str(q) for q in valid) in result.stderr
+        assert not (tmp_path / "a.aec").exists()
+
+
+def test_unknown_model(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    result = run("compress", "--model", "no-such-model", "a.png")
+    assert result.exit_code == 2
+    assert "no-such-model" in result.stderr
+    for m in aecodec.models():
+        assert m["name"] in result.stderr
+
+
+def test_write_failure_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _make_png(tmp_path / "a.png")
+    existing = tmp_path / "a.aec"
+    existing.write_bytes(b"precious")
+
+    def broken_replace(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    result = run("compress", "a.png", "--force")
+    assert result.exit_code == 1
+    lines = _error_lines(result)
+    assert len(lines) == 1
+    assert lines[0].startswith("aecodec: error: a.aec: ")
+    assert "No space left on device" in lines[0]
+    assert existing.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.aec", "a.png"]
+
+
+def test_failure_mid_write_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png", "-o", "a.aec").exit_code == 0
+    (tmp_path / "old.png").write_bytes(b"precious")
+
+    def half_save(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        fp.write(b"\x89PNG partial")  # type: ignore[attr-defined]
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(Image.Image, "save", half_save)
+    result = run("decompress", "a.aec", "-o", "new.png")
+    assert result.exit_code == 1
+    assert "Input/output error" in result.stderr
+    assert not (tmp_path / "new.png").exists()
+
+    result = run("decompress", "a.aec", "-o", "old.png", "--force")
+    assert result.exit_code == 1
+    assert (tmp_path / "old.png").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.aec", "a.png", "old.png"]
+
+
+def test_keyboard_interrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _make_png(tmp_path / "a.png")
+    _make_png(tmp_path / "b.png", seed=1)
+    assert run("compress", "a.png", "-o", "a.aec").exit_code == 0
+
+    def interrupted_save(self: Image.Image, fp: object, *args: object, **kwargs: object) -> None:
+        fp.write(b"\x89PNG partial")  # type: ignore[attr-defined]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", interrupted_save)
+    (tmp_path / "dec").mkdir()
+    result = run("decompress", "a.aec", "a.aec", "-o", "dec")
+    assert result.exit_code == 130
+    assert _error_lines(result) == ["aecodec: interrupted"]
+    assert list((tmp_path / "dec").iterdir()) == []
+    assert _leftovers(tmp_path) == []
+
+
+# --- verbose, info, models, version -----------------------------------------------------------
+
+
+def test_verbose_lines(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    _make_png(tmp_path / "b.png", "L", seed=1)
+    result = run("-v", "compress", "a.png", "b.png")
+    assert result.exit_code == 0, result.output
+    lines = _error_lines(result)
+    assert len(lines) == 2
+    for line, name in zip(lines, ["a", "b"], strict=True):
+        m = re.fullmatch(
+            rf"{name}\.png -> {name}\.aec: (\d+) bytes, (\d+\.\d{{3}}) bpp, \d+\.\d\d s", line
+        )
+        assert m, line
+        size = (tmp_path / f"{name}.aec").stat().st_size
+        assert int(m.group(1)) == size
+        assert float(m.group(2)) == pytest.approx(8 * size / (W * H), abs=1e-3)
+
+    (tmp_path / "dec").mkdir()
+    result = run("-v", "decompress", "a.aec", "b.aec", "-o", "dec")
+    assert result.exit_code == 0, result.output
+    lines = _error_lines(result)
+    assert re.fullmatch(rf"a\.aec -> dec/a\.png: {W}x{H} RGB, \d+\.\d\d s", lines[0]), lines
+    assert re.fullmatch(rf"b\.aec -> dec/b\.png: {W}x{H} L, \d+\.\d\d s", lines[1]), lines
+
+
+def test_info_text_and_json(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png", "RGBA")
+    quality = aecodec.qualities()[0]
+    assert run("compress", "-q", quality, "a.png").exit_code == 0
+    size = (tmp_path / "a.aec").stat().st_size
+
+    result = run("info", "a.aec")
+    assert result.exit_code == 0, result.output
+    fields = dict(re.split(r":\s+", line, maxsplit=1) for line in result.stdout.splitlines())
+    assert fields["size"] == f"{W}x{H}"
+    assert fields["mode"].startswith("RGBA")
+    assert fields["quality"] == str(quality)
+    assert fields["bytes"] == str(size)
+    assert float(fields["bpp"]) == pytest.approx(8 * size / (W * H), abs=1e-3)
+    assert fields["model"].startswith(aecodec.models()[0]["name"])
+    assert "tiles" in fields
+
+    result = run("info", "--json", "a.aec")
+    assert result.exit_code == 0, result.output
+    header = json.loads(result.stdout)
+    assert header["width"] == W
+    assert header["height"] == H
+    assert header["mode"] == "RGBA"
+    assert header["quality"] == quality
+    assert header["bytes"] == size
+
+
+def test_info_missing_file() -> None:
+    result = run("info", "nope.aec")
+    assert result.exit_code == 1
+    assert _error_lines(result) == ["aecodec: error: nope.aec: No such file or directory"]
+
+
+def test_models() -> None:
+    result = run("models")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "QUALITIES", "SIZE"]
+    entries = aecodec.models()
+    assert len(lines) == 1 + len(entries)
+    for entry, line in zip(entries, lines[1:], strict=True):
+        cells = line.split()
+        assert cells[0] == entry["name"]
+        assert ("*" in cells) == bool(entry["default"])
+        assert entry["sha256"][:12] in cells
+        q = entry["qualities"]
+        assert f"{min(q)}-{max(q)}" in cells or ",".join(map(str, q)) in cells
+
+    result = run("models", "--json")
+    assert [m["name"] for m in json.loads(result.stdout)] == [m["name"] for m in entries]
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"aecodec {aecodec.__version__}"
+
+
+# --- real subprocesses ------------------------------------------------------------------------
+
+
+def _subprocess(*args: object) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_import_is_cheap() -> None:
+    proc = _subprocess("-c", "import sys, cli.main; assert 'torch' not in sys.modules, 'torch'")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_subprocess_compress(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    proc = _subprocess("-m", "aecodec", "compress", "a.png")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert (tmp_path / "a.aec").read_bytes()[:4] == b"\x89AEC"
+
+
+def test_subprocess_decompress(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png", "RGBA")
+    assert run("compress", "a.png").exit_code == 0
+    proc = _subprocess("-m", "aecodec", "-v", "decompress", "a.aec", "-o", "b.png")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("a.aec -> b.png: 48x40 RGBA")
+    with Image.open(tmp_path / "b.png") as img:
+        assert (img.mode, img.size) == ("RGBA", (W, H))
+
+
+def test_subprocess_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.aec").write_bytes(b"\x89AEC garbage")
+    proc = _subprocess("-m", "aecodec", "decompress", "bad.aec")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("aecodec: error: bad.aec: ")
+    assert not (tmp_path / "bad.png").exists()

@@ -1,0 +1,200 @@
+"""The codec path end to end: sizes, modes, alpha, determinism, errors, the public API."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from conftest import ROOT, kodak_path, smooth_image
+from PIL import Image
+
+import aecodec
+from aecodec import FormatError, ModelError, container
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 5), (61, 47), (769, 513)])
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_round_trip_keeps_size_mode_and_exact_alpha(tiny_codec, size, mode) -> None:
+    w, h = size
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    arr = smooth_image(w, h, channels)
+    img = Image.fromarray(arr[:, :, 0] if mode == "L" else arr, mode)
+    out = tiny_codec.decompress(tiny_codec.compress(img, quality=2))
+    assert out.size == (w, h)
+    assert out.mode == mode
+    if mode == "RGBA":
+        np.testing.assert_array_equal(np.asarray(out)[:, :, 3], arr[:, :, 3])
+
+
+def test_default_model_round_trip_quality(default_codec) -> None:
+    arr = smooth_image(96, 80)
+    data = default_codec.compress(arr)
+    out = np.asarray(default_codec.decompress(data))
+    assert out.shape == arr.shape
+    assert psnr(arr, out) > 20.0
+
+
+def test_kodim23_default_quality_above_26db() -> None:
+    path = kodak_path("kodim23.png")
+    data = aecodec.compress(path)
+    out = aecodec.decompress(data)
+    ref = np.asarray(Image.open(path).convert("RGB"))
+    assert out.size == (768, 512) and out.mode == "RGB"
+    assert psnr(ref, np.asarray(out)) > 26.0
+
+
+def test_inputs_numpy_pil_and_path_agree(tiny_codec, tmp_path) -> None:
+    arr = smooth_image(40, 30)
+    p = tmp_path / "x.png"
+    Image.fromarray(arr).save(p)
+    a = tiny_codec.compress(arr, quality=1)
+    assert tiny_codec.compress(Image.fromarray(arr), quality=1) == a
+    assert tiny_codec.compress(p, quality=1) == a
+    assert tiny_codec.compress(str(p), quality=1) == a
+
+
+def test_mode_conversions(tiny_codec) -> None:
+    pal = Image.fromarray(smooth_image(20, 10)).convert("P")
+    assert tiny_codec.decompress(tiny_codec.compress(pal, quality=1)).mode == "RGB"
+    la = Image.fromarray(smooth_image(20, 10, 2), "LA")
+    out = tiny_codec.decompress(tiny_codec.compress(la, quality=1))
+    assert out.mode == "LA"
+    np.testing.assert_array_equal(np.asarray(out)[:, :, 1], np.asarray(la)[:, :, 1])
+    with pytest.warns(UserWarning, match="16-bit"):
+        data = tiny_codec.compress(np.full((8, 8), 40000, dtype=np.uint16), quality=1)
+    assert tiny_codec.decompress(data).mode == "L"
+
+
+def test_exif_orientation_applied(tiny_codec, tmp_path) -> None:
+    img = Image.fromarray(smooth_image(30, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    p = tmp_path / "rot.jpg"
+    img.save(p, exif=exif.tobytes())
+    out = tiny_codec.decompress(tiny_codec.compress(p, quality=1))
+    assert out.size == (20, 30)
+
+
+def test_icc_profile_carried(tiny_codec) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    img = Image.fromarray(smooth_image(16, 16))
+    img.info["icc_profile"] = icc
+    assert tiny_codec.decompress(tiny_codec.compress(img, quality=1)).info["icc_profile"] == icc
+
+
+def test_compress_is_byte_identical_across_calls_and_threads(tiny_codec) -> None:
+    arr = smooth_image(90, 70)
+    first = tiny_codec.compress(arr, quality=2)
+    assert tiny_codec.compress(arr, quality=2) == first
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: tiny_codec.compress(arr, quality=2), range(8)))
+    assert all(r == first for r in results)
+
+
+_DECODE_SCRIPT = """
+import sys, hashlib, numpy as np, torch
+torch.set_num_threads(int(sys.argv[1]))
+import aecodec
+data = open(sys.argv[2], 'rb').read()
+if sys.argv[3] == 'decode':
+    print(hashlib.sha256(np.asarray(aecodec.decompress(data)).tobytes()).hexdigest())
+else:
+    from PIL import Image
+    print(hashlib.sha256(aecodec.compress(Image.open(sys.argv[2]))).hexdigest())
+"""
+
+
+def _run(threads: int, path: str, what: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    res = subprocess.run(
+        [sys.executable, "-c", _DECODE_SCRIPT, str(threads), path, what],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+        check=True,
+    )
+    return res.stdout.strip()
+
+
+def test_decoding_and_encoding_identical_across_processes_and_thread_counts(tmp_path) -> None:
+    arr = smooth_image(200, 136)
+    src = tmp_path / "src.png"
+    Image.fromarray(arr).save(src)
+    enc = {_run(t, str(src), "encode") for t in (1, 2)}
+    assert len(enc) == 1, "encoding differs between thread counts"
+    aec = tmp_path / "x.aec"
+    aec.write_bytes(aecodec.compress(arr))
+    dec = {_run(t, str(aec), "decode") for t in (1, 2)}
+    assert len(dec) == 1, "decoded pixels differ between thread counts"
+
+
+def test_invalid_quality_and_input_errors(tiny_codec) -> None:
+    with pytest.raises(ValueError, match="choose one of"):
+        tiny_codec.compress(smooth_image(8, 8), quality=99)
+    with pytest.raises(aecodec.ImageError, match="shape"):
+        tiny_codec.compress(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(aecodec.ImageError, match="no pixels"):
+        tiny_codec.compress(np.zeros((0, 4, 3), np.uint8))
+    with pytest.raises(TypeError):
+        tiny_codec.compress(12345)
+
+
+def test_file_from_another_model_names_it(tiny_codec, default_codec) -> None:
+    data = tiny_codec.compress(smooth_image(16, 16), quality=1)
+    with pytest.raises(ModelError, match="aecodec-test-tiny"):
+        default_codec.decompress(data)
+    with pytest.raises(ModelError, match="aecodec-test-tiny"):
+        aecodec.decompress(data)
+
+
+def test_corrupt_file_raises_format_error(tiny_codec) -> None:
+    data = bytearray(tiny_codec.compress(smooth_image(16, 16), quality=1))
+    data[len(data) // 2] ^= 0x10
+    with pytest.raises(FormatError):
+        tiny_codec.decompress(bytes(data))
+    with pytest.raises(FormatError):
+        aecodec.decompress(b"")
+
+
+def test_pixel_limit_enforced_on_decode(tiny_codec) -> None:
+    data = tiny_codec.compress(smooth_image(40, 40), quality=1)
+    with pytest.raises(FormatError, match=r"max_pixels|MAX_PIXELS|limit"):
+        tiny_codec.decompress(data, max_pixels=1000)
+
+
+def test_public_api_surface() -> None:
+    qs = aecodec.qualities()
+    assert qs == sorted(qs) and len(qs) >= 6
+    assert aecodec.DEFAULT_QUALITY in qs
+    names = [m["name"] for m in aecodec.models()]
+    assert any(m["default"] for m in aecodec.models())
+    info = aecodec.info(aecodec.compress(smooth_image(33, 17), quality=qs[0]))
+    assert info["width"] == 33 and info["height"] == 17 and info["model"] in names
+    assert info["bpp"] == pytest.approx(8 * info["bytes"] / (33 * 17))
+
+
+def test_codec_is_picklable(tiny_codec) -> None:
+    clone = pickle.loads(pickle.dumps(tiny_codec))
+    arr = smooth_image(20, 20)
+    assert clone.compress(arr, quality=1) == tiny_codec.compress(arr, quality=1)
+
+
+def test_container_header_matches_input(tiny_codec) -> None:
+    data = tiny_codec.compress(smooth_image(70, 33, 4), quality=2)
+    h = container.read_header(data)
+    assert (h.width, h.height, h.mode, h.quality) == (70, 33, "RGBA", 2)
+    assert h.model == "aecodec-test-tiny"
