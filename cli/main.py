@@ -660,7 +660,7 @@ def demo(image: Path | None, quality: int | None, model: str | None) -> None:
     "--data", default="../shared/train", show_default=True, help="Folder of training images."
 )
 @click.option(
-    "--run",
+    "--run-dir",
     "run_dir",
     default="runs/default",
     show_default=True,
@@ -692,7 +692,9 @@ def demo(image: Path | None, quality: int | None, model: str | None) -> None:
 @click.option("--latent-channels", type=int, default=None, help="Latent channels M.")
 @click.option("--codebook-size", type=int, default=None, help="Codewords per group K.")
 @click.option("--name", default=None, help="Model name (written into bitstreams).")
-@click.option("--resume", is_flag=True, help="Continue the run in --run exactly where it stopped.")
+@click.option(
+    "--resume", is_flag=True, help="Continue the run in --run-dir exactly where it stopped."
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 def train(**kw: Any) -> None:
     """Train the VQ model (also under `torchrun --nproc_per_node=N`)."""

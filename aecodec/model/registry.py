@@ -28,6 +28,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_FORMAT = "aecodec-weights"
 WEIGHTS_FORMAT_VERSION = "1"
+METADATA_KEY = "aecodec"
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def read_config(model: str | None = None, weights_dir: Path = WEIGHTS_DIR) -> Mo
     path = weights_dir / manifest["models"][name]["file"]
     try:
         with safe_open(str(path), framework="numpy") as fh:
-            return ModelConfig.from_json((fh.metadata() or {})["config"])
+            return ModelConfig.from_json(_metadata(fh)["config"])
     except Exception as exc:
         raise ModelError(f"cannot read the config of model {name!r} from {path}: {exc}") from exc
 
@@ -138,7 +139,7 @@ def load_weights(model: str | Path | None = None, weights_dir: Path = WEIGHTS_DI
         raise ModelError(f"unknown model {str(model)!r} (bundled models: {known})")
     try:
         with safe_open(str(path), framework="numpy") as fh:
-            meta = fh.metadata() or {}
+            meta = _metadata(fh)
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except Exception as exc:  # safetensors raises its own error types
         raise ModelError(f"cannot read weights {path}: {exc}") from exc
@@ -156,3 +157,9 @@ def load_weights(model: str | Path | None = None, weights_dir: Path = WEIGHTS_DI
     )
     default_quality = int(entry.get("default_quality", meta.get("default_quality", 1)))
     return LoadedWeights(config.name, config, tensors, tables, digest, default_quality)
+
+
+def _metadata(fh: Any) -> dict[str, str]:
+    """The aecodec metadata of an open safetensors file (``{}`` if it has none)."""
+    raw = (fh.metadata() or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}

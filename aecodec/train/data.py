@@ -28,9 +28,12 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def split_files(files: list[Path], num_val: int) -> tuple[list[Path], list[Path]]:
-    """Deterministic train/validation split by a hash of each file name (not its order)."""
+    """Deterministic train/validation split by a hash of each file name (not its order).
+
+    At most a quarter of the files go to validation.
+    """
     ranked = sorted(files, key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
-    num_val = min(num_val, max(len(files) - 1, 0))
+    num_val = min(num_val, len(files) // 4)
     val = sorted(ranked[:num_val])
     train = sorted(ranked[num_val:])
     return train, val
@@ -79,6 +82,10 @@ class CropSampler:
                 patch = patch[::-1]
             out[i] = patch
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+    def qualities(self, size: int, num_qualities: int) -> torch.Tensor:
+        """``long [size]`` quality indices drawn uniformly (from the same saved RNG)."""
+        return torch.from_numpy(self.rng.integers(0, num_qualities, size)).long()
 
     def state(self) -> dict:
         """The RNG state, for exact resume."""

@@ -14,6 +14,7 @@ from aecodec.entropy import EntropyTables, tables_from_logits
 from aecodec.model.config import ModelConfig
 from aecodec.model.registry import (
     MANIFEST_NAME,
+    METADATA_KEY,
     WEIGHTS_DIR,
     WEIGHTS_FORMAT,
     WEIGHTS_FORMAT_VERSION,
@@ -92,7 +93,9 @@ def write_weights(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
+    # One metadata key: safetensors keeps metadata in a hash map whose order is random, and
+    # the file (and so its sha256) must be a pure function of the weights.
+    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     tmp.chmod(0o644)
     os.replace(tmp, out)
     return sha256_file(out)

@@ -137,8 +137,13 @@ def build_optimizer(net: VQVAE, cfg: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+def train(
+    cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_at: int | None = None
+) -> Path:
     """Run (or resume) training; returns the run folder.
+
+    ``stop_at`` ends this process after that step (with a checkpoint) without changing the
+    schedule, as an interruption would; ``--resume`` then continues exactly.
 
     Checkpoints (``checkpoint.pt`` every ``ckpt_every`` steps, ``best.pt`` at the best
     validation RD cost) hold the model, optimizer, step and every RNG state, written to a
@@ -177,6 +182,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     files = list_images(cfg.data)
     train_files, val_files = split_files(files, cfg.num_val)
     shard = train_files[rank::world]
+    if not shard:
+        raise ValueError(
+            f"process {rank} of {world} has no training images ({len(train_files)} in "
+            f"{cfg.data} after holding out {len(val_files)} for validation)"
+        )
     sampler = CropSampler(shard, cfg.crop, cfg.seed * 1000 + rank)
     val = validation_crops(val_files, cfg.val_crop) if rank == 0 and val_files else None
 
@@ -204,14 +214,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
-    qgen = torch.Generator().manual_seed(cfg.seed * 7919 + rank + step)
     t0 = time.time()
-    while step < cfg.steps:
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    while step < end:
         f = lr_factor(step, cfg)
         opt.param_groups[0]["lr"] = cfg.lr * f
         opt.param_groups[1]["lr"] = cfg.lr_table * f
         x = sampler.batch(cfg.batch)
-        q = torch.randint(0, model_cfg.num_qualities, (cfg.batch,), generator=qgen)
+        q = sampler.qualities(cfg.batch, model_cfg.num_qualities)
         loss, stats = rd_loss(model, model_cfg, x, q, cfg.commit_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -225,7 +235,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             )
         if rank != 0:
             continue
-        last = step == cfg.steps
+        last = step == end
         if val is not None and (step % cfg.val_every == 0 or last):
             rows = validate(net, val)
             used, ppl = codebook_usage(net(x[:4], q[:4]).indices, model_cfg.codebook_size)

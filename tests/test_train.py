@@ -1,0 +1,195 @@
+"""Training: loss decreases, resume equals uninterrupted, export/load round trip, torchrun DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, smooth_image
+from PIL import Image
+
+from aecodec.train.loop import TrainConfig, rd_loss, train
+
+TINY_MODEL = {
+    "name": "aecodec-train-test",
+    "channels": 8,
+    "latent_channels": 8,
+    "group_dim": 2,
+    "codebook_size": 16,
+    "num_contexts": 2,
+    "lambdas": [0.01, 0.05],
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("data")
+    for i in range(6):
+        Image.fromarray(smooth_image(80, 64, seed=i)).save(d / f"img{i}.png")
+    return d
+
+
+def _cfg(data_dir: Path, run: Path, steps: int, **kw) -> TrainConfig:
+    base = dict(
+        data=str(data_dir),
+        run=str(run),
+        steps=steps,
+        batch=4,
+        crop=32,
+        lr=3e-3,
+        warmup=2,
+        val_every=5,
+        ckpt_every=5,
+        num_val=2,
+        val_crop=32,
+        threads=1,
+        model=dict(TINY_MODEL),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _fixed_batch(data_dir: Path) -> torch.Tensor:
+    arr = np.asarray(Image.open(data_dir / "img0.png"))[:32, :32]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float().div(255).repeat(2, 1, 1, 1)
+
+
+def _state(run: Path) -> dict:
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+
+
+def test_loss_decreases_and_metrics_are_logged(data_dir, tmp_path) -> None:
+    from aecodec.model.config import ModelConfig
+    from aecodec.model.vqvae import VQVAE
+
+    run = train(_cfg(data_dir, tmp_path / "r", 60), progress=False)
+    cfg = ModelConfig.from_json(json.dumps(TINY_MODEL))
+    x, q = _fixed_batch(data_dir), torch.tensor([0, 1])
+    torch.manual_seed(0)
+    fresh = VQVAE(cfg)
+    trained = VQVAE(cfg)
+    trained.load_state_dict(_state(run)["model"])
+    with torch.no_grad():
+        before, _ = rd_loss(fresh, cfg, x, q, 0.25)
+        after, _ = rd_loss(trained, cfg, x, q, 0.25)
+    assert after < 0.7 * before
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    rec = json.loads(lines[-1])
+    assert rec["step"] == 60 and len(rec["val"]) == 2
+    assert 0 < rec["codebook_used"] <= 1 and rec["perplexity"] >= 1
+
+
+def test_resume_equals_uninterrupted(data_dir, tmp_path) -> None:
+    full = train(_cfg(data_dir, tmp_path / "full", 8), progress=False)
+    part = _cfg(data_dir, tmp_path / "part", 8)
+    train(part, progress=False, stop_at=3)
+    assert _state(tmp_path / "part")["step"] == 3
+    train(part, resume=True, progress=False)
+    a, b = _state(full)["model"], _state(tmp_path / "part")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_refuses_to_overwrite_a_run_and_resume_needs_a_checkpoint(data_dir, tmp_path) -> None:
+    cfg = _cfg(data_dir, tmp_path / "r", 2)
+    train(cfg, progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg, progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(_cfg(data_dir, tmp_path / "none", 2), resume=True, progress=False)
+
+
+def test_export_load_round_trip_gives_identical_bitstreams(data_dir, tmp_path) -> None:
+    from aecodec.codec import Codec
+    from aecodec.model.registry import load_weights
+    from aecodec.train.export import export
+
+    run = train(_cfg(data_dir, tmp_path / "r", 6), progress=False)
+    e1 = export(run, weights_dir=tmp_path / "w1", description="t")
+    e2 = export(run, weights_dir=tmp_path / "w2", description="t")
+    assert e1["sha256"] == e2["sha256"]
+    manifest = json.loads((tmp_path / "w1" / "manifest.json").read_text())
+    assert manifest["default"] == "aecodec-train-test"
+    w = load_weights("aecodec-train-test", weights_dir=tmp_path / "w1")
+    assert w.sha256 == e1["sha256"] and w.config.lambdas == (0.01, 0.05)
+    img = smooth_image(50, 40)
+    c1 = Codec(str(tmp_path / "w1" / e1["file"]))
+    c2 = Codec(str(tmp_path / "w2" / e2["file"]))
+    data = c1.compress(img, quality=2)
+    assert data == c2.compress(img, quality=2)
+    assert c2.decompress(data).size == (50, 40)
+
+
+def test_weights_failing_sha256_are_refused(data_dir, tmp_path) -> None:
+    from aecodec.errors import ModelError
+    from aecodec.model.registry import load_weights
+    from aecodec.train.export import export
+
+    run = train(_cfg(data_dir, tmp_path / "r", 2), progress=False)
+    e = export(run, weights_dir=tmp_path / "w")
+    path = tmp_path / "w" / e["file"]
+    raw = bytearray(path.read_bytes())
+    raw[-10] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ModelError, match="sha256"):
+        load_weights("aecodec-train-test", weights_dir=tmp_path / "w")
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        load_weights("nope", weights_dir=tmp_path / "w")
+
+
+def test_torchrun_two_processes_then_single_process_resume(data_dir, tmp_path) -> None:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed next to this Python")
+    run = tmp_path / "ddp"
+    args = [
+        "--data",
+        str(data_dir),
+        "--run-dir",
+        str(run),
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--crop",
+        "32",
+        "--threads",
+        "1",
+        "--val-every",
+        "2",
+        "--ckpt-every",
+        "2",
+        "--channels",
+        "8",
+        "--latent-channels",
+        "8",
+        "--codebook-size",
+        "16",
+        "--lambdas",
+        "0.01,0.05",
+        "--name",
+        "aecodec-ddp-test",
+        "--no-progress",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "aecodec.train", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
+    state = _state(run)
+    assert state["step"] == 4
+    train_cfg = TrainConfig(**state["train_config"])
+    train_cfg.steps = 6
+    train(train_cfg, resume=True, progress=False)
+    assert _state(run)["step"] == 6
