@@ -4,7 +4,8 @@
 
     image --imageio.load--> Picture (uint8 RGB [H, W, 3], mode, alpha, ICC, EXIF)
       -> tiles (raster order), each edge-padded to a multiple of 16
-      -> VQVAE.encode_indices -> int [G, h, w] -> entropy.encode_indices -> tile payload
+      -> VQVAE.analyse (tile + 64 px margin) -> VQVAE.quantize -> int [G, h, w]
+      -> entropy.encode_indices -> tile payload
       -> container.pack (header, tile payloads, zlib alpha, ICC, EXIF, CRC32) -> bytes
 
 Decoding reverses it; the indices it decodes depend only on integers (the file and the
@@ -24,6 +25,8 @@ from aecodec.errors import FormatError, ModelError
 from aecodec.model.registry import load_weights
 
 DEFAULT_TILE = 1024
+# Pixels of neighbouring tiles the transforms see around each tile (a multiple of 16).
+MARGIN = 64
 
 
 class Codec:
@@ -117,8 +120,8 @@ class Codec:
         tw = min(self.tile_size, _ceil16(pic.width))
         th = min(self.tile_size, _ceil16(pic.height))
         payloads = [
-            self._encode_tile(pic.rgb[y : y + h, x : x + w], q)
-            for x, y, w, h in imageio.tiles(pic.width, pic.height, tw, th)
+            self._encode_tile(pic.rgb, rect, q)
+            for rect in imageio.tiles(pic.width, pic.height, tw, th)
         ]
         alpha = zlib.compress(pic.alpha.tobytes(), 9) if pic.alpha is not None else None
         header = container.Header(
@@ -134,19 +137,42 @@ class Codec:
         bs = container.Bitstream(header, tuple(payloads), alpha=alpha, icc=pic.icc, exif=pic.exif)
         return container.pack(bs)
 
-    def encode_tile_indices(self, rgb: np.ndarray, quality: int) -> np.ndarray:
-        """VQ indices of one tile: ``uint8 [h, w, 3]`` -> ``int64 [G, ceil(h/16), ceil(w/16)]``."""
+    def encode_tile_indices(
+        self, rgb: np.ndarray, rect: tuple[int, int, int, int], quality: int
+    ) -> np.ndarray:
+        """VQ indices of one tile of an image.
+
+        The analysis transform sees the tile plus a margin of :data:`MARGIN` pixels of its
+        neighbours (clipped to the image), so tiles join without seams; only the tile's own
+        latent positions are kept.
+
+        Args:
+            rgb: ``uint8 [H, W, 3]``, the whole image.
+            rect: ``(x, y, w, h)`` of the tile; x and y multiples of 16.
+            quality: quality level.
+
+        Returns:
+            ``int64 [G, ceil(h/16), ceil(w/16)]``.
+        """
         import torch
 
         q = self._check_quality(quality)
-        padded = imageio.pad_to_multiple(rgb, self.config.downsampling)
-        x = torch.tensor(padded).permute(2, 0, 1)[None].float() / 255.0
+        x, y, w, h = rect
+        s = self.config.downsampling
+        x0, y0 = max(0, x - MARGIN), max(0, y - MARGIN)
+        x1 = min(rgb.shape[1], x + w + MARGIN)
+        y1 = min(rgb.shape[0], y + h + MARGIN)
+        region = imageio.pad_to_multiple(rgb[y0:y1, x0:x1], s)
+        t = torch.tensor(region).permute(2, 0, 1)[None].float() / 255.0
         with torch.inference_mode():
-            idx = self.net.encode_indices(x, q - 1, self._bits[q - 1], self._lut)
+            lat = self.net.analyse(t, q - 1)
+            ly, lx = (y - y0) // s, (x - x0) // s
+            lat = lat[:, :, ly : ly + -(-h // s), lx : lx + -(-w // s)]
+            idx = self.net.quantize(lat, self._bits[q - 1], self._lut)
         return idx[0].numpy()
 
-    def _encode_tile(self, rgb: np.ndarray, quality: int) -> bytes:
-        return encode_indices(self.encode_tile_indices(rgb, quality), self.tables, quality - 1)
+    def _encode_tile(self, rgb: np.ndarray, rect: tuple[int, int, int, int], q: int) -> bytes:
+        return encode_indices(self.encode_tile_indices(rgb, rect, q), self.tables, q - 1)
 
     # ------------------------------------------------------------------------ decode
     def decompress(self, data: bytes, max_pixels: int | None = None) -> Any:
@@ -181,16 +207,26 @@ class Codec:
                 f"quality {h.quality} is out of range for model {self.name!r} "
                 f"(1..{self.config.num_qualities})"
             )
-        out = np.empty((h.height, h.width, 3), dtype=np.uint8)
         s = self.config.downsampling
-        for (x, y, w, th), payload in zip(
-            imageio.tiles(h.width, h.height, h.tile_width, h.tile_height), bs.tiles, strict=True
-        ):
+        rects = imageio.tiles(h.width, h.height, h.tile_width, h.tile_height)
+        # 1. Entropy-decode every tile's indices (integers only) into one latent grid.
+        grid = np.empty((self.config.num_groups, -(-h.height // s), -(-h.width // s)), np.int16)
+        for (x, y, w, th), payload in zip(rects, bs.tiles, strict=True):
             lh, lw = -(-th // s), -(-w // s)
             idx = decode_indices(payload, self.tables, h.quality - 1, lh, lw)
+            grid[:, y // s : y // s + lh, x // s : x // s + lw] = idx
+        # 2. Synthesize tile by tile, each with a margin of neighbouring latents (no seams).
+        out = np.empty((h.height, h.width, 3), dtype=np.uint8)
+        m = MARGIN // s
+        for x, y, w, th in rects:
+            ly0, lx0 = max(0, y // s - m), max(0, x // s - m)
+            ly1 = min(grid.shape[1], -(-(y + th) // s) + m)
+            lx1 = min(grid.shape[2], -(-(x + w) // s) + m)
+            window = torch.from_numpy(grid[None, :, ly0:ly1, lx0:lx1].astype(np.int64))
             with torch.inference_mode():
-                x_hat = self.net.decode_indices(torch.from_numpy(idx)[None], h.quality - 1)
-            tile = x_hat[0, :, :th, :w].mul(255.0).round_().to(torch.uint8)
+                x_hat = self.net.decode_indices(window, h.quality - 1)
+            oy, ox = y - ly0 * s, x - lx0 * s
+            tile = x_hat[0, :, oy : oy + th, ox : ox + w].mul(255.0).round_().to(torch.uint8)
             out[y : y + th, x : x + w] = tile.permute(1, 2, 0).numpy()
         return out, bs
 

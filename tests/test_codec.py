@@ -198,3 +198,25 @@ def test_container_header_matches_input(tiny_codec) -> None:
     h = container.read_header(data)
     assert (h.width, h.height, h.mode, h.quality) == (70, 33, "RGBA", 2)
     assert h.model == "aecodec-test-tiny"
+
+
+def test_tiles_join_without_seams() -> None:
+    """PSNR in 16-pixel bands around tile borders is within 0.5 dB of the rest."""
+    from aecodec.codec import Codec
+
+    arr = smooth_image(384, 256, seed=5)
+    tile = 128
+    codec = Codec(tile_size=tile)
+    out = np.asarray(codec.decompress(codec.compress(arr, quality=codec.qualities[-2])))
+    assert aecodec.info(codec.compress(arr))["num_tiles"] == 6
+    err = (arr.astype(np.float64) - out) ** 2
+    band = np.zeros(arr.shape[:2], dtype=bool)
+    for b in range(tile, arr.shape[1], tile):
+        band[:, b - 8 : b + 8] = True
+    for b in range(tile, arr.shape[0], tile):
+        band[b - 8 : b + 8, :] = True
+
+    def db(mask: np.ndarray) -> float:
+        return 10 * np.log10(255.0**2 / err[mask].mean())
+
+    assert abs(db(band) - db(~band)) < 0.5

@@ -104,23 +104,26 @@ class VQVAE(nn.Module):
         return TrainOutput(x_hat=x_hat, bits=bits, commit=commit, indices=idx)
 
     @torch.no_grad()
-    def encode_indices(
-        self, x: torch.Tensor, q: int, bits: torch.Tensor, level_lut: torch.Tensor
+    def analyse(self, x: torch.Tensor, q: int) -> torch.Tensor:
+        """Coding path: ``[1, 3, H, W]`` in [0, 1] (H, W multiples of 16) -> gained latent
+        ``[1, M, H/16, W/16]`` of quality index ``q``."""
+        gain, _ = self.gains(torch.tensor([q]))
+        return self.g_a(x) * gain
+
+    @torch.no_grad()
+    def quantize(
+        self, y: torch.Tensor, bits: torch.Tensor, level_lut: torch.Tensor
     ) -> torch.Tensor:
-        """Coding path, encoder side.
+        """Coding path: entropy-constrained assignment of a gained latent.
 
         Args:
-            x: ``[1, 3, H, W]`` in [0, 1], H and W multiples of 16.
-            q: quality index.
+            y: ``[1, M, h, w]`` from :meth:`analyse`.
             bits: ``[G, C, K]`` code lengths of the integer tables used for coding.
             level_lut: ``long [G, K]`` frozen codeword levels.
 
         Returns:
-            ``long [1, G, H/16, W/16]`` indices.
+            ``long [1, G, h, w]`` indices.
         """
-        qt = torch.tensor([q])
-        gain, _ = self.gains(qt)
-        y = self.g_a(x) * gain
         return self.quantizer.assign(y, bits.unsqueeze(0), level_lut)
 
     @torch.no_grad()
@@ -128,4 +131,4 @@ class VQVAE(nn.Module):
         """Coding path, decoder side: ``long [B, G, h, w]`` -> ``[B, 3, 16h, 16w]`` in [0, 1]."""
         qt = torch.full((idx.shape[0],), q, dtype=torch.long)
         _, inv_gain = self.gains(qt)
-        return self.g_s(self.quantizer.dequantize(idx) * inv_gain).clamp_(0.0, 1.0)
+        return self.g_s(self.quantizer.dequantize(idx.long()) * inv_gain).clamp_(0.0, 1.0)
