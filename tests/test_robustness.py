@@ -1,0 +1,177 @@
+"""Hostile inputs: mutated bitstreams through the whole decoder, bad images, safe loading."""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, smooth_image
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from aecodec import FormatError, ImageError, ModelError, container
+
+
+@pytest.fixture(scope="module")
+def valid_file(tiny_codec) -> bytes:
+    return tiny_codec.compress(smooth_image(70, 50, 4), quality=2)
+
+
+def _fix_crc(data: bytes) -> bytes:
+    body = data[:-4]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _decode_or_clean_error(codec, data: bytes) -> None:
+    try:
+        img = codec.decompress(data, max_pixels=1 << 20)
+    except (FormatError, ModelError):
+        return
+    h = container.read_header(data, max_pixels=1 << 20)
+    assert img.size == (h.width, h.height) and img.mode == h.mode
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_mutated_payloads_with_valid_crc_never_crash(tiny_codec, valid_file, data) -> None:
+    """Corruption that slips past the CRC (recomputed) reaches the entropy decoder: it must
+    give FormatError or a well-formed image, never another exception."""
+    raw = bytearray(valid_file)
+    for _ in range(data.draw(st.integers(1, 8))):
+        pos = data.draw(st.integers(0, len(raw) - 5))
+        raw[pos] = data.draw(st.integers(0, 255))
+    _decode_or_clean_error(tiny_codec, _fix_crc(bytes(raw)))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(blob=st.binary(max_size=300))
+def test_arbitrary_bytes_give_format_error(tiny_codec, blob) -> None:
+    with pytest.raises((FormatError, ModelError)):
+        tiny_codec.decompress(blob)
+    with pytest.raises((FormatError, ModelError)):
+        tiny_codec.decompress(container.MAGIC + blob)
+
+
+def test_every_truncation_and_bit_flip_is_detected(tiny_codec, valid_file) -> None:
+    for cut in range(len(valid_file)):
+        with pytest.raises(FormatError):
+            tiny_codec.decompress(valid_file[:cut])
+    for i in range(0, len(valid_file) * 8, 7):
+        raw = bytearray(valid_file)
+        raw[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(FormatError):
+            tiny_codec.decompress(bytes(raw))
+    with pytest.raises(FormatError, match=r"trailing|CRC"):
+        tiny_codec.decompress(valid_file + b"\0")
+
+
+def test_alpha_bomb_is_refused(tiny_codec, valid_file) -> None:
+    bs = container.unpack(valid_file)
+    bomb = zlib.compress(b"\0" * (70 * 50 * 1000), 9)  # inflates far past width*height
+    evil = container.Bitstream(bs.header, bs.tiles, alpha=bomb)
+    with pytest.raises(FormatError, match="alpha"):
+        tiny_codec.decompress(container.pack(evil))
+
+
+def test_unknown_model_is_named(tiny_codec, valid_file) -> None:
+    import aecodec
+
+    bs = container.unpack(valid_file)
+    h = bs.header
+    other = container.Header(
+        model="someone-elses-model",
+        weights_hash=h.weights_hash,
+        quality=h.quality,
+        width=h.width,
+        height=h.height,
+        mode=h.mode,
+        tile_width=h.tile_width,
+        tile_height=h.tile_height,
+    )
+    data = container.pack(container.Bitstream(other, bs.tiles, alpha=bs.alpha))
+    with pytest.raises(ModelError, match="someone-elses-model"):
+        aecodec.decompress(data)
+    with pytest.raises(ModelError, match="someone-elses-model"):
+        tiny_codec.decompress(data)
+
+
+def test_hostile_images(tiny_codec, tmp_path) -> None:
+    png = tmp_path / "ok.png"
+    Image.fromarray(smooth_image(40, 30)).save(png)
+    jpg = tmp_path / "ok.jpg"
+    Image.fromarray(smooth_image(40, 30)).save(jpg)
+    trunc_png = tmp_path / "trunc.png"
+    trunc_png.write_bytes(png.read_bytes()[:60])
+    trunc_jpg = tmp_path / "trunc.jpg"
+    trunc_jpg.write_bytes(jpg.read_bytes()[:200])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for bad in (trunc_png, trunc_jpg, text, empty):
+        with pytest.raises(ImageError):
+            tiny_codec.compress(bad, quality=1)
+    with pytest.raises(IsADirectoryError):
+        tiny_codec.compress(tmp_path, quality=1)
+    with pytest.raises(FileNotFoundError):
+        tiny_codec.compress(tmp_path / "missing.png", quality=1)
+
+
+def test_decompression_bomb_image_is_refused(tiny_codec, tmp_path, monkeypatch) -> None:
+    p = tmp_path / "big.png"
+    Image.new("RGB", (200, 200)).save(p)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 200x200 > 2x the limit
+    with pytest.raises(ImageError, match=r"pixels|bomb"):
+        tiny_codec.compress(p, quality=1)
+
+
+def test_no_pickle_on_the_coding_path() -> None:
+    """torch.load (pickle) may only appear in training code, never where user files go."""
+    offenders = []
+    for path in (ROOT / "aecodec").rglob("*.py"):
+        if "train" in path.relative_to(ROOT / "aecodec").parts:
+            continue
+        if re.search(r"torch\.load|pickle\.load", path.read_text()):
+            offenders.append(str(path))
+    assert offenders == []
+
+
+def test_weights_sha256_is_checked_for_bundled_models(tmp_path) -> None:
+    import json
+    import shutil
+
+    from aecodec.model.registry import WEIGHTS_DIR, load_weights
+
+    manifest = json.loads((WEIGHTS_DIR / "manifest.json").read_text())
+    name = manifest["default"]
+    entry = manifest["models"][name]
+    shutil.copy(WEIGHTS_DIR / entry["file"], tmp_path / entry["file"])
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert load_weights(name, weights_dir=tmp_path).sha256 == entry["sha256"]
+    with open(tmp_path / entry["file"], "r+b") as fh:
+        fh.seek(-3, 2)
+        fh.write(b"\x01\x02\x03")
+    with pytest.raises(ModelError, match="sha256"):
+        load_weights(name, weights_dir=tmp_path)
+
+
+def test_input_is_never_modified(tiny_codec, tmp_path) -> None:
+    arr = smooth_image(33, 21)
+    before = arr.copy()
+    tiny_codec.compress(arr, quality=1)
+    np.testing.assert_array_equal(arr, before)
+    p = tmp_path / "in.png"
+    Image.fromarray(arr).save(p)
+    raw = p.read_bytes()
+    tiny_codec.compress(p, quality=1)
+    assert p.read_bytes() == raw
+    assert Path(p).stat().st_size == len(raw)
