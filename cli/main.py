@@ -696,6 +696,7 @@ def demo(image: Path | None, quality: int | None, model: str | None) -> None:
     "--resume", is_flag=True, help="Continue the run in --run-dir exactly where it stopped."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast for the transforms (faster).")
 def train(**kw: Any) -> None:
     """Train the VQ model (also under `torchrun --nproc_per_node=N`)."""
     import logging
@@ -724,6 +725,7 @@ def train(**kw: Any) -> None:
         val_every=kw["val_every"],
         ckpt_every=kw["ckpt_every"],
         init=kw["init"],
+        bf16=kw["bf16"],
         model=model,
     )
     try:

@@ -13,8 +13,9 @@ class GDN(nn.Module):
     ``y_i = x_i / sqrt(beta_i + sum_j gamma_ij * x_j^2)`` (``inverse=False``) or
     ``y_i = x_i * sqrt(...)`` (``inverse=True``, IGDN in the synthesis transform).
 
-    ``beta`` and ``gamma`` are stored as square roots and squared in the forward pass, with
-    small lower bounds, which keeps them non-negative and training stable at high learning rates.
+    ``gamma`` is used through ``abs`` (non-negative, with a gradient everywhere but at 0; the
+    off-diagonal entries start slightly positive so they can learn) and ``beta`` through a lower
+    bound, which keeps the denominator positive and training stable at high learning rates.
 
     Args:
         channels: number of channels C of the input ``[B, C, H, W]``.
@@ -25,12 +26,12 @@ class GDN(nn.Module):
         super().__init__()
         self.inverse = inverse
         self.beta = nn.Parameter(torch.ones(channels))
-        self.gamma = nn.Parameter(torch.eye(channels) * 0.1**0.5)
+        self.gamma = nn.Parameter(torch.eye(channels) * 0.1 + 1e-3 * (1 - torch.eye(channels)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        beta = self.beta.clamp_min(1e-3) ** 2
-        gamma = self.gamma.clamp_min(0.0) ** 2
+        beta = self.beta.clamp_min(1e-3)
+        gamma = self.gamma.abs()
         norm = F.conv2d(x * x, gamma.view(c, c, 1, 1), beta)
         return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)
 

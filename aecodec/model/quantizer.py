@@ -38,6 +38,11 @@ def _contexts_torch(levels: torch.Tensor, num_contexts: int) -> torch.Tensor:
     return out
 
 
+# Temperature of the soft assignment used for the rate gradient, in squared latent units
+# (the initial codebook is the unit lattice).
+SOFT_TEMP = 0.5
+
+
 class ProductVQ(nn.Module):
     """Product (grouped) VQ with entropy-constrained assignment and context tables.
 
@@ -92,11 +97,13 @@ class ProductVQ(nn.Module):
         b, g, h, w, d = v.shape
         return v.permute(0, 1, 4, 2, 3).reshape(b, g * d, h, w)
 
-    def _distances(self, yg: torch.Tensor) -> torch.Tensor:
-        """``[B, G, h, w, d] -> [B, G, h, w, K]`` squared distances to every codeword."""
+    def _distances(self, yg: torch.Tensor, detach: bool = True) -> torch.Tensor:
+        """``[B, G, h, w, d] -> [B, G, h, w, K]`` squared distances to every codeword
+        (the codebook detached from the graph when ``detach``)."""
         b, g, h, w, d = yg.shape
         flat = yg.reshape(b, g, h * w, d).transpose(0, 1)  # [G, B, hw, d]
-        dist = torch.cdist(flat, self.codebook.detach().unsqueeze(1), p=2.0)
+        cb = self.codebook.detach() if detach else self.codebook
+        dist = torch.cdist(flat, cb.unsqueeze(1), p=2.0)
         dist = dist.pow(2)  # [G, B, hw, K]
         return dist.transpose(0, 1).reshape(b, g, h, w, -1)
 
@@ -105,6 +112,7 @@ class ProductVQ(nn.Module):
         y: torch.Tensor,
         bits: torch.Tensor,
         level_lut: torch.Tensor | None = None,
+        dist: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Entropy-constrained assignment.
 
@@ -112,13 +120,14 @@ class ProductVQ(nn.Module):
             y: ``[B, G*d, h, w]`` latent (already multiplied by the quality gain).
             bits: ``[B, G, C, K]`` code length in bits of each index under each context.
             level_lut: ``long [G, K]``; defaults to :meth:`level_lut`.
+            dist: precomputed ``[B, G, h, w, K]`` squared distances (optional).
 
         Returns:
             ``long [B, G, h, w]`` indices. Two passes: the first assigns with the context-averaged
             code lengths, the second with the contexts implied by the first pass.
         """
         lut = self.level_lut() if level_lut is None else level_lut
-        dist = self._distances(self._split(y))  # [B, G, h, w, K]
+        dist = self._distances(self._split(y)) if dist is None else dist  # [B, G, h, w, K]
         beta = self.rate_weight
         mean_bits = bits.mean(dim=2)  # [B, G, K]
         idx = (dist + beta * mean_bits[:, :, None, None, :]).argmin(-1)
@@ -159,13 +168,19 @@ class ProductVQ(nn.Module):
         """
         log2p = self.log2_probs(q)
         lut = self.level_lut()
+        dist = self._distances(self._split(y), detach=True)  # grad to y only
         with torch.no_grad():
-            idx = self.assign(y.detach(), -log2p.detach(), lut)
+            idx = self.assign(y.detach(), -log2p.detach(), lut, dist=dist.detach())
             ctx = self.contexts(idx, lut)
         c = self.dequantize(idx)
         y_hat = c + (y - y.detach())
         sel = _gather_ctx_bits(log2p, ctx)  # [B, G, h, w, K]
-        bits = -sel.gather(-1, idx.unsqueeze(-1)).squeeze(-1).sum(dim=(1, 2, 3))
+        hard = -sel.gather(-1, idx.unsqueeze(-1)).squeeze(-1).sum(dim=(1, 2, 3))
+        # The hard code length has no gradient w.r.t. y; its soft-assignment expectation
+        # (soft-to-hard VQ, Agustsson et al. 2017) gives the encoder the rate gradient.
+        soft_assign = torch.softmax(-dist / SOFT_TEMP, -1)
+        soft = -(soft_assign * sel.detach()).sum(dim=(1, 2, 3, 4))
+        bits = hard + soft - soft.detach()
         commit = (y - c.detach()).pow(2).sum(dim=(1, 2, 3))
         return y_hat, idx, bits, commit
 

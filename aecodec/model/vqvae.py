@@ -90,17 +90,23 @@ class VQVAE(nn.Module):
             self.log_inv_gain[q].exp()[:, :, None, None],
         )
 
-    def forward(self, x: torch.Tensor, q: torch.Tensor) -> TrainOutput:
+    def forward(self, x: torch.Tensor, q: torch.Tensor, bf16: bool = False) -> TrainOutput:
         """Training pass (never produces bytes).
 
         Args:
             x: ``[B, 3, H, W]`` in [0, 1], H and W multiples of 16.
             q: ``long [B]`` quality index per sample.
+            bf16: run ``g_a`` and ``g_s`` under bfloat16 autocast (faster on CPUs with
+                AVX512-BF16); the quantizer and the losses stay in float32.
         """
         gain, inv_gain = self.gains(q)
-        y = self.g_a(x) * gain
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            y = self.g_a(x)
+        y = y.float() * gain
         y_hat, idx, bits, commit = self.quantizer(y, q)
-        x_hat = self.g_s(y_hat * inv_gain)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            x_hat = self.g_s(y_hat * inv_gain)
+        x_hat = x_hat.float()
         return TrainOutput(x_hat=x_hat, bits=bits, commit=commit, indices=idx)
 
     @torch.no_grad()

@@ -51,6 +51,7 @@ class TrainConfig:
     num_val: int = 16
     val_crop: int = 256
     init: str = ""
+    bf16: bool = False
     model: dict = field(default_factory=dict)
 
 
@@ -63,13 +64,18 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 def rd_loss(
-    model: nn.Module, cfg: ModelConfig, x: torch.Tensor, q: torch.Tensor, commit_weight: float
+    model: nn.Module,
+    cfg: ModelConfig,
+    x: torch.Tensor,
+    q: torch.Tensor,
+    commit_weight: float,
+    bf16: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """``bpp + lambda_q * 255^2 * MSE + commitment`` averaged over the batch.
 
     ``model`` is the :class:`VQVAE` or its DistributedDataParallel wrapper.
     """
-    out = model(x, q)
+    out = model(x, q, bf16)
     pixels = x.shape[2] * x.shape[3]
     lam = torch.tensor(cfg.lambdas, dtype=x.dtype)[q]
     mse = (out.x_hat - x).pow(2).mean(dim=(1, 2, 3))
@@ -222,7 +228,7 @@ def train(
         opt.param_groups[1]["lr"] = cfg.lr_table * f
         x = sampler.batch(cfg.batch)
         q = sampler.qualities(cfg.batch, model_cfg.num_qualities)
-        loss, stats = rd_loss(model, model_cfg, x, q, cfg.commit_weight)
+        loss, stats = rd_loss(model, model_cfg, x, q, cfg.commit_weight, cfg.bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
