@@ -773,3 +773,15 @@ def export(
     except (FileNotFoundError, ValueError) as exc:
         _fail(describe_error(exc))
     click.echo(f"wrote {entry['file']} ({entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...)")
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """RD benchmark on Kodak vs JPEG & co (= python -m benchmarks.rd; --help for options)."""
+    from benchmarks.rd import main as rd_main
+
+    rd_main.main(list(args), prog_name="aecodec bench")

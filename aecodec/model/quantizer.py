@@ -97,12 +97,16 @@ class ProductVQ(nn.Module):
         b, g, h, w, d = v.shape
         return v.permute(0, 1, 4, 2, 3).reshape(b, g * d, h, w)
 
-    def _distances(self, yg: torch.Tensor, detach: bool = True) -> torch.Tensor:
-        """``[B, G, h, w, d] -> [B, G, h, w, K]`` squared distances to every codeword
-        (the codebook detached from the graph when ``detach``)."""
+    def _distances(
+        self, yg: torch.Tensor, detach: bool = True, group_slice: slice | None = None
+    ) -> torch.Tensor:
+        """``[B, G', h, w, d] -> [B, G', h, w, K]`` squared distances to every codeword of
+        the groups ``group_slice`` (all by default; the codebook detached when ``detach``)."""
         b, g, h, w, d = yg.shape
-        flat = yg.reshape(b, g, h * w, d).transpose(0, 1)  # [G, B, hw, d]
+        flat = yg.reshape(b, g, h * w, d).transpose(0, 1)  # [G', B, hw, d]
         cb = self.codebook.detach() if detach else self.codebook
+        if group_slice is not None:
+            cb = cb[group_slice]
         dist = torch.cdist(flat, cb.unsqueeze(1), p=2.0)
         dist = dist.pow(2)  # [G, B, hw, K]
         return dist.transpose(0, 1).reshape(b, g, h, w, -1)
@@ -127,13 +131,39 @@ class ProductVQ(nn.Module):
             code lengths, the second with the contexts implied by the first pass.
         """
         lut = self.level_lut() if level_lut is None else level_lut
-        dist = self._distances(self._split(y)) if dist is None else dist  # [B, G, h, w, K]
         beta = self.rate_weight
         mean_bits = bits.mean(dim=2)  # [B, G, K]
-        idx = (dist + beta * mean_bits[:, :, None, None, :]).argmin(-1)
+        if dist is not None:
+            idx = (dist + beta * mean_bits[:, :, None, None, :]).argmin(-1)
+            ctx = self.contexts(idx, lut)
+            return (dist + beta * _gather_ctx_bits(bits, ctx)).argmin(-1)
+        # Coding path: the same two passes, a few groups at a time so the [.., K] cost
+        # tensors stay small (cache-friendly, bounded memory on large tiles).
+        yg = self._split(y)
+        per_group = yg.shape[0] * yg.shape[2] * yg.shape[3] * self.codebook_size
+        chunk = max(1, (1 << 22) // per_group)
+        groups = range(0, self.num_groups, chunk)
+        idx = torch.cat(
+            [
+                (
+                    self._distances(yg[:, s : s + chunk], group_slice=slice(s, s + chunk))
+                    + beta * mean_bits[:, s : s + chunk, None, None, :]
+                ).argmin(-1)
+                for s in groups
+            ],
+            dim=1,
+        )
         ctx = self.contexts(idx, lut)
-        ctx_bits = _gather_ctx_bits(bits, ctx)  # [B, G, h, w, K]
-        return (dist + beta * ctx_bits).argmin(-1)
+        return torch.cat(
+            [
+                (
+                    self._distances(yg[:, s : s + chunk], group_slice=slice(s, s + chunk))
+                    + beta * _gather_ctx_bits(bits[:, s : s + chunk], ctx[:, s : s + chunk])
+                ).argmin(-1)
+                for s in groups
+            ],
+            dim=1,
+        )
 
     def contexts(self, idx: torch.Tensor, level_lut: torch.Tensor) -> torch.Tensor:
         """``long [B, G, h, w]`` indices -> ``long [B, G, h, w]`` contexts."""
