@@ -220,3 +220,19 @@ def test_tiles_join_without_seams() -> None:
         return 10 * np.log10(255.0**2 / err[mask].mean())
 
     assert abs(db(band) - db(~band)) < 0.5
+
+
+def _compress_in_worker(args: tuple) -> bytes:
+    codec, arr = args
+    return codec.compress(arr, quality=2)
+
+
+def test_codec_works_from_several_processes(tiny_codec) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    arrs = [smooth_image(30 + i, 20, seed=i) for i in range(4)]
+    serial = [tiny_codec.compress(a, quality=2) for a in arrs]
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        parallel = list(pool.map(_compress_in_worker, [(tiny_codec, a) for a in arrs]))
+    assert parallel == serial
