@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,8 +42,8 @@ def split_files(files: list[Path], num_val: int) -> tuple[list[Path], list[Path]
 
 def load_rgb(path: Path, min_side: int) -> np.ndarray:
     """``uint8 [H, W, 3]``, upscaled (bicubic) if its shorter side is under ``min_side``."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    with Image.open(path) as src:
+        im = src.convert("RGB")
         if min(im.size) < min_side:
             s = min_side / min(im.size)
             im = im.resize(
@@ -87,11 +88,11 @@ class CropSampler:
         """``long [size]`` quality indices drawn uniformly (from the same saved RNG)."""
         return torch.from_numpy(self.rng.integers(0, num_qualities, size)).long()
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         """The RNG state, for exact resume."""
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
-    def set_state(self, state: dict) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state`."""
         self.rng.bit_generator.state = state
 
