@@ -18,14 +18,19 @@ def analysis_transform(n: int, m: int) -> nn.Sequential:
 
 
 def synthesis_transform(n: int, m: int) -> nn.Sequential:
-    """``g_s``: ``[B, M, h, w] -> [B, 3, 16h, 16w]``."""
+    """``g_s``: ``[B, M, h, w] -> [B, 3, 16h, 16w]``.
+
+    LeakyReLU instead of IGDN: IGDN grows quadratically with its input and diverged within
+    40 steps at the learning rates that make CPU training affordable (measured: 1e-3), while
+    this decoder reached a higher PSNR in the same steps than GDN/IGDN at 1e-4.
+    """
     return nn.Sequential(
         deconv(m, n),
-        GDN(n, inverse=True),
+        nn.LeakyReLU(0.1),
         deconv(n, n),
-        GDN(n, inverse=True),
+        nn.LeakyReLU(0.1),
         deconv(n, n),
-        GDN(n, inverse=True),
+        nn.LeakyReLU(0.1),
         deconv(n, 3),
     )
 
