@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
+import make_golden
 import torch
 
 from aecodec.model.config import ModelConfig
 from aecodec.model.vqvae import VQVAE
 
-CFG = ModelConfig(
-    name="t",
-    channels=8,
-    latent_channels=8,
-    group_dim=2,
-    codebook_size=16,
-    num_contexts=2,
-    lambdas=(0.01, 0.05),
-)
+CFG = ModelConfig(**make_golden.TINY)
 
 
 def _net() -> VQVAE:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ def main() -> None:
             (HERE / f"{stem}.aec").write_bytes(data)
             image = codec.decompress(data)
             image.save(HERE / f"{stem}.png")
-            tiles = _tile_index_hashes(codec, data)
+            tiles = tile_index_hashes(codec, data)
             expected[stem] = {
                 "sha256_file": hashlib.sha256(data).hexdigest(),
                 "tile_indices_sha256": tiles,
@@ -82,7 +83,8 @@ def main() -> None:
     (HERE / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
 
 
-def _tile_index_hashes(codec: object, data: bytes) -> list[str]:
+def tile_index_hashes(codec: Any, data: bytes) -> list[str]:
+    """sha256 of each tile's decoded indices (int64 little-endian), in raster order."""
     from aecodec import container, imageio
     from aecodec.entropy import decode_indices
 
