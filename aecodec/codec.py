@@ -21,7 +21,7 @@ import numpy as np
 
 from aecodec import container, imageio
 from aecodec.entropy import decode_indices, encode_indices
-from aecodec.errors import FormatError, ModelError
+from aecodec.errors import FormatError, ImageError, ModelError
 from aecodec.model.registry import load_weights
 
 DEFAULT_TILE = 1024
@@ -113,7 +113,7 @@ class Codec:
         q = self._check_quality(quality)
         pic = imageio.load(image)
         if pic.width * pic.height > container.MAX_PIXELS:
-            raise ValueError(
+            raise ImageError(
                 f"image has {pic.width * pic.height} pixels, over the limit "
                 f"{container.MAX_PIXELS}; raise aecodec.container.MAX_PIXELS to code it"
             )
