@@ -47,6 +47,7 @@ class Codec:
     def __init__(self, model: str | None = None, tile_size: int = DEFAULT_TILE) -> None:
         import torch
 
+        from aecodec.model.layers import polyphase_synthesis
         from aecodec.model.vqvae import VQVAE
 
         if tile_size < 16 or tile_size % 16 or tile_size > 65520:
@@ -67,6 +68,8 @@ class Codec:
                 f"weights of {self.name!r} do not match its config "
                 f"(missing {missing}, unexpected {unexpected})"
             )
+        # Same function, thread-count-independent arithmetic (see PolyphaseDeconv).
+        net.g_s = polyphase_synthesis(net.g_s)
         self.net = net.eval()
         for p in self.net.parameters():
             p.requires_grad_(False)

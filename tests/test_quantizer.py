@@ -57,3 +57,16 @@ def test_rate_term_biases_assignment_to_cheap_codewords() -> None:
     expensive = bits.clone()
     expensive[..., near[0, :, 0, 0]] = 100.0  # make the nearest codeword very costly
     assert (qz.assign(y, expensive) != near).all()
+
+
+def test_polyphase_synthesis_equals_transposed_convolutions() -> None:
+    from aecodec.model.layers import polyphase_synthesis
+
+    net = _net()
+    idx = torch.randint(0, CFG.codebook_size, (1, CFG.num_groups, 3, 5))
+    y = net.quantizer.dequantize(idx)
+    with torch.no_grad():
+        ref = net.g_s(y)
+        got = polyphase_synthesis(net.g_s)(y)
+    assert got.shape == ref.shape == (1, 3, 48, 80)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
