@@ -134,6 +134,53 @@ def test_jpeg_decode(benchmark, rgb):
     assert out.shape == rgb.shape
 
 
+@pytest.fixture(scope="module")
+def factorized():
+    """CompressAI bmshj2018-factorized, quality 8 architecture (N=192, M=320).
+
+    Weights are randomly initialised (no pretrained download here): the timing reference is the
+    architecture's compute and entropy coding, which do not depend on trained values.
+    """
+    zoo = pytest.importorskip("compressai.zoo")
+    import torch
+
+    if THREADS > 0:
+        torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    net = zoo.bmshj2018_factorized(quality=8, pretrained=False).eval()
+    net.update(force=True)
+    return net
+
+
+def _tensor(rgb: np.ndarray):
+    import torch
+
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255.0
+
+
+def test_compressai_factorized_encode(benchmark, factorized, rgb):
+    import torch
+
+    x = _tensor(rgb)
+    benchmark.group = "compressai bmshj2018-factorized q8 arch 768x512"
+    with torch.no_grad():
+        out = benchmark.pedantic(factorized.compress, args=(x,), rounds=ROUNDS)
+    benchmark.extra_info["bytes"] = sum(len(s[0]) for s in out["strings"])
+
+
+def test_compressai_factorized_decode(benchmark, factorized, rgb):
+    import torch
+
+    x = _tensor(rgb)
+    with torch.no_grad():
+        out = factorized.compress(x)
+        benchmark.group = "compressai bmshj2018-factorized q8 arch 768x512"
+        rec = benchmark.pedantic(
+            factorized.decompress, args=(out["strings"], out["shape"]), rounds=ROUNDS
+        )
+    assert rec["x_hat"].shape == x.shape
+
+
 # ------------------------------------------------------------------ cold start (subprocesses)
 
 
