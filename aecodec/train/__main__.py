@@ -1,6 +1,8 @@
-"""``python -m aecodec.train``: the same as ``aecodec train``."""
+"""``python -m aecodec.train``: the same as ``aecodec train`` (also under ``torchrun``)."""
+
+import sys
 
 from cli.main import main
 
 if __name__ == "__main__":
-    main(["train", *__import__("sys").argv[1:]], prog_name="python -m aecodec.train")
+    main(["train", *sys.argv[1:]], prog_name="python -m aecodec.train")
