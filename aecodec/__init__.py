@@ -110,8 +110,8 @@ def qualities(model: str | None = None) -> list[int]:
 
 def info(data: bytes) -> dict[str, Any]:
     """Header fields of an ``.aec`` file as JSON-able values (validates the whole container)."""
-    h = container.read_header(data)
     bs = container.unpack(data)
+    h = bs.header
     return {
         "format_version": container.FORMAT_VERSION,
         "model": h.model,
