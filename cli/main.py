@@ -686,17 +686,35 @@ def demo(image: Path | None, quality: int | None, model: str | None) -> None:
 @click.option("--val-every", type=int, default=500, show_default=True)
 @click.option("--ckpt-every", type=int, default=200, show_default=True)
 @click.option(
-    "--init", "init", default="", help="Start from these weights (.safetensors or checkpoint)."
+    "--init",
+    "init",
+    default="",
+    help="Start from these weights (.safetensors or checkpoint), or 'pca' (a PCA block coder; "
+    "needs --linear-path).",
 )
 @click.option("--channels", type=int, default=None, help="Hidden width N.")
 @click.option("--latent-channels", type=int, default=None, help="Latent channels M.")
 @click.option("--codebook-size", type=int, default=None, help="Codewords per group K.")
+@click.option("--group-dim", type=int, default=None, help="Dimensions per codebook d.")
+@click.option(
+    "--linear-path/--no-linear-path",
+    default=None,
+    help="Add a linear 16x16 block transform beside the convolutions.",
+)
 @click.option("--name", default=None, help="Model name (written into bitstreams).")
 @click.option(
     "--resume", is_flag=True, help="Continue the run in --run-dir exactly where it stopped."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast for the transforms (faster).")
+@click.option(
+    "--arch",
+    type=click.Choice(["vq", "factorized"]),
+    default="vq",
+    show_default=True,
+    help="vq: the aecodec model; factorized: the same-budget CompressAI bmshj2018-factorized "
+    "baseline (one rate point: pass one --lambdas value).",
+)
 def train(**kw: Any) -> None:
     """Train the VQ model (also under `torchrun --nproc_per_node=N`)."""
     import logging
@@ -706,7 +724,7 @@ def train(**kw: Any) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     model: dict[str, Any] = {}
-    for key in ("channels", "latent_channels", "codebook_size", "name"):
+    for key in ("channels", "latent_channels", "codebook_size", "group_dim", "linear_path", "name"):
         if kw[key] is not None:
             model[key] = kw[key]
     if kw["lambdas"]:
@@ -726,6 +744,7 @@ def train(**kw: Any) -> None:
         ckpt_every=kw["ckpt_every"],
         init=kw["init"],
         bf16=kw["bf16"],
+        arch=kw["arch"],
         model=model,
     )
     try:
@@ -755,11 +774,25 @@ def export(
     description: str,
     no_default: bool,
 ) -> None:
-    """Export a run's best checkpoint to safetensors weights + manifest entry."""
+    """Export a run's best checkpoint to safetensors weights + manifest entry.
+
+    A run of the CompressAI baseline (--arch factorized) is written as RUN/compressai.pt
+    instead, for `aecodec bench --codecs compressai-factorized --compressai-checkpoint`.
+    """
     from aecodec.model.registry import WEIGHTS_DIR
     from aecodec.train.export import export as do_export
-    from aecodec.train.export import run_summary
+    from aecodec.train.export import load_checkpoint, run_summary
 
+    try:
+        ck = load_checkpoint(run)
+        if ck.get("train_config", {}).get("arch", "vq") == "factorized":
+            from aecodec.train.baseline import export_compressai
+
+            out = export_compressai(ck, run / "compressai.pt")
+            click.echo(f"wrote {out} (CompressAI FactorizedPrior state dict, not bundled)")
+            return
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(describe_error(exc))
     try:
         entry = do_export(
             run,

@@ -70,3 +70,50 @@ def test_polyphase_synthesis_equals_transposed_convolutions() -> None:
         got = polyphase_synthesis(net.g_s)(y)
     assert got.shape == ref.shape == (1, 3, 48, 80)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+
+
+def _scalar_net(linear_path: bool = True) -> VQVAE:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        name="aecodec-scalar-test",
+        channels=8,
+        latent_channels=6,
+        group_dim=1,
+        codebook_size=64,
+        num_contexts=3,
+        lambdas=(0.01, 0.05),
+        linear_path=linear_path,
+    )
+    net = VQVAE(cfg)
+    with torch.no_grad():
+        net.quantizer.logits.normal_()  # uneven tables, so the rate term matters
+    return net
+
+
+def test_scalar_fast_path_assigns_like_the_full_search() -> None:
+    """Training's 9-candidate search for 1-D codebooks picks what the coding path's search over
+    all K codewords picks, and its code lengths are those of the chosen indices."""
+    net = _scalar_net()
+    qz = net.quantizer
+    y = torch.randn(3, 6, 5, 4) * 6
+    q = torch.tensor([0, 1, 1])
+    y_hat, idx, bits, _ = qz(y, q)
+    log2p = qz.log2_probs(q).detach()
+    assert torch.equal(idx, qz.assign(y, -log2p))
+    ctx = qz.contexts(idx, qz.level_lut())
+    g = torch.arange(6).view(1, -1, 1, 1)
+    b = torch.arange(3).view(-1, 1, 1, 1)
+    expected = -log2p[b, g, ctx, idx].sum(dim=(1, 2, 3))
+    torch.testing.assert_close(bits.detach(), expected)
+    torch.testing.assert_close(y_hat.detach(), qz.dequantize(idx))
+
+
+def test_linear_path_decoder_is_polyphase_convertible_and_exact() -> None:
+    from aecodec.model.layers import polyphase_synthesis
+
+    net = _scalar_net().eval()
+    y = torch.randn(1, 6, 3, 5)
+    with torch.no_grad():
+        ref = net.g_s(y)
+        got = polyphase_synthesis(net.g_s)(y)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)

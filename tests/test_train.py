@@ -193,3 +193,62 @@ def test_torchrun_two_processes_then_single_process_resume(data_dir, tmp_path) -
     train_cfg.steps = 6
     train(train_cfg, resume=True, progress=False)
     assert _state(run)["step"] == 6
+
+
+def test_pca_init_starts_from_a_block_transform_coder(data_dir) -> None:
+    """With ``--init pca`` the untrained model is the PCA block coder: g_s(g_a(x)) is the
+    orthogonal projection of each 16x16 block onto M principal components (so it beats any
+    other M-dimensional linear projection, here M-1 of the same components), and every
+    quality's gained coefficients stay inside the codebook."""
+    from torch.nn import functional as F
+
+    from aecodec.model.config import ModelConfig
+    from aecodec.model.vqvae import VQVAE
+    from aecodec.train.data import CropSampler, list_images
+    from aecodec.train.init import pca_init
+
+    cfg = ModelConfig(
+        name="t", channels=8, latent_channels=12, group_dim=1, codebook_size=64,
+        num_contexts=2, lambdas=(0.002, 0.05), linear_path=True,
+    )  # fmt: skip
+    net = VQVAE(cfg)
+    pca_init(net, CropSampler(list_images(data_dir), 32, 0), crops=64)
+    x = CropSampler(list_images(data_dir), 32, 1).batch(8)
+    with torch.no_grad():
+        y = net.g_a(x)
+        rec = net.g_s(y)
+        v = net.g_s.linear.proj.weight[:, :, 0, 0]  # [768, M]
+        torch.testing.assert_close(v.T @ v, torch.eye(12), atol=1e-4, rtol=0)
+        # The projection on the first M-1 components only: strictly worse.
+        y_short = y.clone()
+        y_short[:, -1] = 0
+        worse = net.g_s(y_short)
+        for q in range(2):
+            gain, _ = net.gains(torch.tensor([q]))
+            assert (y * gain).abs().max() <= 30
+    mse = F.mse_loss(rec, x).item()
+    assert mse < F.mse_loss(worse, x).item()
+    assert -10 * np.log10(mse) > 25  # smooth test images: few components suffice
+    # Finer steps at higher quality.
+    assert (net.log_gain[1] >= net.log_gain[0]).all()
+
+
+def test_factorized_baseline_trains_with_the_same_script_and_exports(data_dir, tmp_path) -> None:
+    pytest.importorskip("compressai")
+    from compressai.models import FactorizedPrior
+
+    from aecodec.train.baseline import export_compressai
+
+    model = {"name": "baseline-test", "channels": 8, "latent_channels": 8, "lambdas": [0.01]}
+    run = train(_cfg(data_dir, tmp_path / "b", 6, arch="factorized", model=model), progress=False)
+    rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["step"] == 6 and len(rec["val"]) == 1
+    out = export_compressai(_state(run), tmp_path / "b.pt")
+    net = FactorizedPrior.from_state_dict(torch.load(out, weights_only=True)).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        enc = net.compress(x)
+        dec = net.decompress(enc["strings"], enc["shape"])["x_hat"]
+    assert dec.shape == x.shape
+    with pytest.raises(ValueError, match="one rate point"):
+        train(_cfg(data_dir, tmp_path / "c", 2, arch="factorized"), progress=False)

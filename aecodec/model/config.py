@@ -27,6 +27,9 @@ class ModelConfig:
             ``argmin_k ||y - c_k||^2 + beta * bits_k``, in squared latent units per bit.
         lambdas: the rate-distortion trade-off of each quality level, low rate first.
         prob_bits: precision of the integer probability tables (frequencies sum to 2^prob_bits).
+        linear_path: add a linear 16x16 block transform beside the convolutional ``g_a`` and
+            ``g_s`` (initialised to the PCA of training patches, see
+            :func:`aecodec.train.init.pca_init`), so training starts from a transform coder.
     """
 
     name: str = "aecodec-vq-small"
@@ -38,6 +41,7 @@ class ModelConfig:
     rate_weight: float = 0.1
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     prob_bits: int = 16
+    linear_path: bool = False
 
     def __post_init__(self) -> None:
         if self.latent_channels % self.group_dim:

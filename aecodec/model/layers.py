@@ -78,15 +78,71 @@ class PolyphaseDeconv(nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(kernel.reshape(cout * 4, cin, 3, 3))
             bias = layer.bias.detach() if layer.bias is not None else torch.zeros(cout)
-            self.conv.bias.copy_(bias.repeat_interleave(4))
+            self.conv.bias.copy_(bias.repeat_interleave(4))  # type: ignore[union-attr]
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shuffle(self.conv(x))
 
 
-def polyphase_synthesis(g_s: nn.Sequential) -> nn.Sequential:
-    """A copy of ``g_s`` with every transposed convolution replaced by :class:`PolyphaseDeconv`."""
+def polyphase_synthesis(g_s: nn.Module) -> nn.Module:
+    """A copy of ``g_s`` with every transposed convolution replaced by :class:`PolyphaseDeconv`
+    (``g_s`` is an ``nn.Sequential`` or a :class:`LinearPlusConv` around one)."""
+    if isinstance(g_s, LinearPlusConv):
+        return LinearPlusConv(g_s.linear, polyphase_synthesis(g_s.conv))
+    if not isinstance(g_s, nn.Sequential):
+        raise TypeError(f"polyphase_synthesis: unsupported synthesis module {type(g_s).__name__}")
     return nn.Sequential(
         *(PolyphaseDeconv(m) if isinstance(m, nn.ConvTranspose2d) else m for m in g_s)
     )
+
+
+class BlockAnalysis(nn.Module):
+    """Linear block transform ``[B, 3, H, W] -> [B, M, H/b, W/b]``: each b x b RGB block is
+    flattened (:class:`~torch.nn.PixelUnshuffle`) and multiplied by an ``M x 3b^2`` matrix."""
+
+    def __init__(self, m: int, block: int = 16) -> None:
+        super().__init__()
+        self.unshuffle = nn.PixelUnshuffle(block)
+        self.proj = nn.Conv2d(3 * block * block, m, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _float64_proj(self.proj, self.unshuffle(x))
+
+
+class BlockSynthesis(nn.Module):
+    """Linear block transform ``[B, M, h, w] -> [B, 3, bh, bw]``, the transpose layout of
+    :class:`BlockAnalysis` (a 1x1 convolution, then :class:`~torch.nn.PixelShuffle`)."""
+
+    def __init__(self, m: int, block: int = 16) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(m, 3 * block * block, 1)
+        self.shuffle = nn.PixelShuffle(block)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(_float64_proj(self.proj, y))
+
+
+def _float64_proj(proj: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``proj(x)`` computed in float64 and rounded to float32. A float32 1x1 convolution goes
+    through a GEMM whose summation order depends on the thread count (measured: decoded pixels
+    differed between 1 and 2 threads); in float64 those differences are ~1e-16 relative and
+    vanish in the rounding to float32, so the decoder gives the same pixels on any thread count."""
+    w, b = proj.weight.double(), proj.bias.double() if proj.bias is not None else None
+    return F.conv2d(x.double(), w, b).float()
+
+
+class LinearPlusConv(nn.Module):
+    """``f(x) = linear(x) + conv(x)``: a linear block transform (always float32, also under
+    autocast: its outputs are the large-range coefficients the quantizer needs exactly) plus a
+    convolutional residual that learns what the blocks cannot (overlap, non-linearity)."""
+
+    def __init__(self, linear: nn.Module, conv: nn.Module) -> None:
+        super().__init__()
+        self.linear = linear
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            base = self.linear(x.float())
+        return base + self.conv(x).float()

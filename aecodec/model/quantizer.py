@@ -132,6 +132,9 @@ class ProductVQ(nn.Module):
         """
         lut = self.level_lut() if level_lut is None else level_lut
         beta = self.rate_weight
+        if dist is None and self.window_search_is_exact():
+            cand = self._scalar_candidates(y)
+            return self._assign_scalar(self._scalar_distances(y, cand).detach(), cand, bits, lut)
         mean_bits = bits.mean(dim=2)  # [B, G, K]
         if dist is not None:
             idx = (dist + beta * mean_bits[:, :, None, None, :]).argmin(-1)
@@ -196,6 +199,8 @@ class ProductVQ(nn.Module):
             code length of each sample under the learned tables, ``commit [B]`` the summed
             squared distance ``||y - sg(c)||^2`` of each sample.
         """
+        if self.group_dim == 1:
+            return self._forward_scalar(y, q)
         log2p = self.log2_probs(q)
         lut = self.level_lut()
         dist = self._distances(self._split(y), detach=True)  # grad to y only
@@ -213,6 +218,78 @@ class ProductVQ(nn.Module):
         bits = hard + soft - soft.detach()
         commit = (y - c.detach()).pow(2).sum(dim=(1, 2, 3))
         return y_hat, idx, bits, commit
+
+    # ------------------------------------------------------- one-dimensional codebooks
+    def window_search_is_exact(self) -> bool:
+        """True for 1-D codebooks whose codewords are still within ``SCALAR_WINDOW - 1`` of
+        their initial integer-lattice positions ``k - K/2``: then the ``2W+1`` codewords around
+        ``round(y) + K/2`` hold the nearest one and every codeword that could beat it in the
+        entropy-constrained cost (one lattice step further costs >= 1 / rate_weight bits)."""
+        if self.group_dim != 1:
+            return False
+        lattice = torch.arange(self.codebook_size, dtype=torch.float32) - self.codebook_size // 2
+        drift = (self.codebook.detach()[:, :, 0] - lattice).abs().max()
+        return bool(drift < SCALAR_WINDOW - 1)
+
+    def _scalar_candidates(self, y: torch.Tensor) -> torch.Tensor:
+        """``[B, G, h, w]`` -> ``long [B, G, h, w, 2W+1]`` candidate indices."""
+        k = self.codebook_size
+        offsets = torch.arange(-SCALAR_WINDOW, SCALAR_WINDOW + 1, device=y.device)
+        centre = (y.detach().round().clamp(-k, k).long() + k // 2).clamp(0, k - 1)
+        return (centre.unsqueeze(-1) + offsets).clamp(0, k - 1)
+
+    def _scalar_distances(self, y: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """Squared distances ``[B, G, h, w, 2W+1]`` of ``y`` to its candidates (grad to y)."""
+        gidx = torch.arange(self.num_groups, device=y.device).view(1, -1, 1, 1, 1)
+        return (y.unsqueeze(-1) - self.codebook.detach()[:, :, 0][gidx, cand]).pow(2)
+
+    @staticmethod
+    def _candidate_bits(table: torch.Tensor, ctx: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """Code lengths ``[B, G, h, w, 2W+1]`` of the candidates from ``table [B, G, C, K]``
+        (log2 probabilities or negated code lengths, as given) under contexts ``ctx``."""
+        b, g, c, k = table.shape
+        index = (ctx.unsqueeze(-1) * k + cand).reshape(b, g, -1)
+        return table.reshape(b, g, c * k).gather(2, index).reshape(cand.shape)
+
+    def _assign_scalar(
+        self, dist: torch.Tensor, cand: torch.Tensor, bits: torch.Tensor, lut: torch.Tensor
+    ) -> torch.Tensor:
+        """The two-pass entropy-constrained assignment of :meth:`assign` over the candidates;
+        ``bits [B, G, C, K]`` are code lengths. Returns ``long [B, G, h, w]`` indices."""
+        b, g = cand.shape[:2]
+        mean_bits = bits.mean(dim=2).gather(2, cand.reshape(b, g, -1)).reshape(cand.shape)
+        first = cand.gather(-1, (dist + self.rate_weight * mean_bits).argmin(-1, keepdim=True))
+        ctx = self.contexts(first.squeeze(-1), lut)
+        cost = dist + self.rate_weight * self._candidate_bits(bits, ctx, cand)
+        return cand.gather(-1, cost.argmin(-1, keepdim=True)).squeeze(-1)
+
+    def _forward_scalar(
+        self, y: torch.Tensor, q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` for 1-D codebooks: the same assignment and code lengths computed on
+        the ``2W+1`` candidates around ``round(y) + K/2`` instead of all K codewords (the
+        search the coding path uses while :meth:`window_search_is_exact`); many times faster."""
+        cand = self._scalar_candidates(y)
+        dist = self._scalar_distances(y, cand)  # grad to y only
+        log2p = self.log2_probs(q)  # [B, G, C, K]
+        lut = self.level_lut()
+        with torch.no_grad():
+            idx = self._assign_scalar(dist.detach(), cand, -log2p.detach(), lut)
+            ctx = self.contexts(idx, lut)
+        c = self.dequantize(idx)
+        y_hat = c + (y - y.detach())
+        sel = -self._candidate_bits(log2p, ctx, cand)  # [B, G, h, w, 2W+1], grad to tables
+        chosen = (cand == idx.unsqueeze(-1)).float()
+        hard = (sel * chosen).sum(dim=(1, 2, 3, 4))
+        soft_assign = torch.softmax(-dist / SOFT_TEMP, -1)
+        soft = (soft_assign * sel.detach()).sum(dim=(1, 2, 3, 4))
+        bits = hard + soft - soft.detach()
+        commit = (y - c.detach()).pow(2).sum(dim=(1, 2, 3))
+        return y_hat, idx, bits, commit
+
+
+# Half-width of the candidate window of the one-dimensional fast path.
+SCALAR_WINDOW = 4
 
 
 def _gather_ctx_bits(table: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:

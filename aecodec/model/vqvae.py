@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 from aecodec.model.config import ModelConfig
-from aecodec.model.layers import GDN, conv, deconv
+from aecodec.model.layers import (
+    GDN,
+    BlockAnalysis,
+    BlockSynthesis,
+    LinearPlusConv,
+    conv,
+    deconv,
+)
 from aecodec.model.quantizer import ProductVQ
 
 
@@ -43,13 +50,15 @@ class TrainOutput:
         x_hat: ``[B, 3, H, W]`` reconstruction (not clamped).
         bits: ``[B]`` code length of each sample under the learned tables.
         commit: ``[B]`` summed squared latent quantization error of each sample.
-        indices: ``long [B, G, h, w]``.
+        indices: ``long [B, G, h, w]`` (``None`` for models without a codebook).
+        aux: a scalar loss added as is to the training loss (``None``: nothing to add).
     """
 
     x_hat: torch.Tensor
     bits: torch.Tensor
     commit: torch.Tensor
-    indices: torch.Tensor
+    indices: torch.Tensor | None
+    aux: torch.Tensor | None = None
 
 
 class VQVAE(nn.Module):
@@ -73,8 +82,11 @@ class VQVAE(nn.Module):
         super().__init__()
         self.config = config
         n, m, q = config.channels, config.latent_channels, config.num_qualities
-        self.g_a = analysis_transform(n, m)
-        self.g_s = synthesis_transform(n, m)
+        self.g_a: nn.Module = analysis_transform(n, m)
+        self.g_s: nn.Module = synthesis_transform(n, m)
+        if config.linear_path:
+            self.g_a = LinearPlusConv(BlockAnalysis(m), self.g_a)
+            self.g_s = LinearPlusConv(BlockSynthesis(m), self.g_s)
         # Higher quality -> larger gain -> finer effective quantization.
         init = torch.linspace(-1.0, 1.5, q).unsqueeze(1).expand(q, m).clone()
         self.log_gain = nn.Parameter(init)

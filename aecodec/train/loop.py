@@ -41,6 +41,7 @@ class TrainConfig:
     crop: int = 128
     lr: float = 1e-3
     lr_table: float = 1e-2
+    lr_linear: float = 1e-4
     warmup: int = 300
     final_lr_ratio: float = 0.05
     commit_weight: float = 0.25
@@ -52,6 +53,7 @@ class TrainConfig:
     val_crop: int = 256
     init: str = ""
     bf16: bool = False
+    arch: str = "vq"
     model: dict = field(default_factory=dict)
 
 
@@ -82,6 +84,8 @@ def rd_loss(
     bpp = out.bits / pixels
     commit = commit_weight * out.commit / (cfg.rate_weight * pixels)
     loss = (bpp + lam * 255.0**2 * mse + commit).mean()
+    if out.aux is not None:
+        loss = loss + out.aux
     psnr = (-10 * torch.log10(mse.detach().clamp_min(1e-10))).mean()
     stats = {
         "loss": loss.item(),
@@ -133,14 +137,29 @@ def _dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def build_model(config: ModelConfig, arch: str) -> VQVAE:
+    """``arch`` "vq" (the codec's :class:`VQVAE`) or "factorized" (the same-budget CompressAI
+    baseline of :mod:`aecodec.train.baseline`, typed as a VQVAE for the loop's purposes)."""
+    if arch == "vq":
+        return VQVAE(config)
+    if arch == "factorized":
+        from aecodec.train.baseline import FactorizedBaseline
+
+        return FactorizedBaseline(config)  # type: ignore[return-value]
+    raise ValueError(f"unknown --arch {arch!r}: choose vq or factorized")
+
+
 def build_optimizer(net: VQVAE, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam; the probability tables get their own (higher) learning rate."""
-    tables = [net.quantizer.logits]
-    table_ids = {id(p) for p in tables}
-    rest = [p for p in net.parameters() if id(p) not in table_ids]
-    return torch.optim.Adam(
-        [{"params": rest, "lr": cfg.lr}, {"params": tables, "lr": cfg.lr_table}]
-    )
+    """Adam; the probability tables get their own (higher) learning rate and the linear block
+    transforms (if any) a lower one, ``lr_linear`` (orthonormal PCA weights are ~0.04 in size)."""
+    tables = [net.quantizer.logits] if hasattr(net, "quantizer") else []
+    linear = [p for n, p in net.named_parameters() if ".linear." in n]
+    special = {id(p) for p in tables + linear}
+    rest = [p for p in net.parameters() if id(p) not in special]
+    groups = [{"params": rest, "lr": cfg.lr}, {"params": tables, "lr": cfg.lr_table}]
+    if linear:
+        groups.append({"params": linear, "lr": cfg.lr_linear})
+    return torch.optim.Adam(groups)
 
 
 def train(
@@ -178,12 +197,11 @@ def train(
 
     model_cfg = ModelConfig.from_json(json.dumps(cfg.model))
     torch.manual_seed(cfg.seed)
-    net = VQVAE(model_cfg)
-    if cfg.init and state is None:
+    net = build_model(model_cfg, cfg.arch)
+    if cfg.init and cfg.init != "pca" and state is None:
         from aecodec.train.export import load_state_dict_file
 
         net.load_state_dict(load_state_dict_file(cfg.init), strict=False)
-    opt = build_optimizer(net, cfg)
 
     files = list_images(cfg.data)
     train_files, val_files = split_files(files, cfg.num_val)
@@ -194,6 +212,13 @@ def train(
             f"{cfg.data} after holding out {len(val_files)} for validation)"
         )
     sampler = CropSampler(shard, cfg.crop, cfg.seed * 1000 + rank)
+    if cfg.init == "pca" and state is None:
+        from aecodec.train.init import pca_init
+
+        # Its own sampler, so the training crops are the same with and without it; under DDP,
+        # rank 0's result is broadcast to every process when the model is wrapped.
+        pca_init(net, CropSampler(train_files, cfg.crop, cfg.seed * 1000 + 999))
+    opt = build_optimizer(net, cfg)
     val = validation_crops(val_files, cfg.val_crop) if rank == 0 and val_files else None
 
     step, best, cpu_base = 0, math.inf, 0.0
@@ -226,6 +251,8 @@ def train(
         f = lr_factor(step, cfg)
         opt.param_groups[0]["lr"] = cfg.lr * f
         opt.param_groups[1]["lr"] = cfg.lr_table * f
+        if len(opt.param_groups) > 2:
+            opt.param_groups[2]["lr"] = cfg.lr_linear * f
         x = sampler.batch(cfg.batch)
         q = sampler.qualities(cfg.batch, model_cfg.num_qualities)
         loss, stats = rd_loss(model, model_cfg, x, q, cfg.commit_weight, cfg.bf16)
@@ -244,7 +271,8 @@ def train(
         last = step == end
         if val is not None and (step % cfg.val_every == 0 or last):
             rows = validate(net, val)
-            used, ppl = codebook_usage(net(x[:4], q[:4]).indices, model_cfg.codebook_size)
+            idx = net(x[:4], q[:4]).indices
+            used, ppl = codebook_usage(idx, model_cfg.codebook_size) if idx is not None else (0, 0)
             cost = _rd_cost(rows, model_cfg.lambdas)
             rec = {
                 "step": step,
