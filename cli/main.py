@@ -681,6 +681,20 @@ def demo(image: Path | None, quality: int | None, model: str | None) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--commit-weight",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Weight of the commitment term ||y - sg(c)||^2 (in rate units).",
+)
+@click.option(
+    "--quality-balance",
+    type=float,
+    default=0.75,
+    show_default=True,
+    help="Weight each sample's loss by (lambda_min / lambda_q) ** this (evens out gradients).",
+)
+@click.option(
     "--threads", type=int, default=2, show_default=True, help="torch threads per process."
 )
 @click.option("--val-every", type=int, default=500, show_default=True)
@@ -739,6 +753,8 @@ def train(**kw: Any) -> None:
         warmup=kw["warmup"],
         final_lr_ratio=kw["final_lr_ratio"],
         seed=kw["seed"],
+        commit_weight=kw["commit_weight"],
+        quality_balance=kw["quality_balance"],
         threads=kw["threads"],
         val_every=kw["val_every"],
         ckpt_every=kw["ckpt_every"],

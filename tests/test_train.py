@@ -252,3 +252,18 @@ def test_factorized_baseline_trains_with_the_same_script_and_exports(data_dir, t
     assert dec.shape == x.shape
     with pytest.raises(ValueError, match="one rate point"):
         train(_cfg(data_dir, tmp_path / "c", 2, arch="factorized"), progress=False)
+
+
+def test_quality_balance_reweights_each_sample_by_its_lambda(data_dir) -> None:
+    from aecodec.model.config import ModelConfig
+    from aecodec.model.vqvae import VQVAE
+
+    cfg = ModelConfig.from_json(json.dumps(TINY_MODEL))  # lambdas 0.01, 0.05
+    torch.manual_seed(0)
+    net = VQVAE(cfg).eval()
+    x = _fixed_batch(data_dir)[:1]
+    with torch.no_grad():
+        plain = [rd_loss(net, cfg, x, torch.tensor([q]), 0.25)[0] for q in (0, 1)]
+        bal = [rd_loss(net, cfg, x, torch.tensor([q]), 0.25, balance=1.0)[0] for q in (0, 1)]
+    torch.testing.assert_close(bal[0], plain[0])
+    torch.testing.assert_close(bal[1], plain[1] * 0.01 / 0.05)

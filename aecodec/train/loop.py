@@ -45,6 +45,7 @@ class TrainConfig:
     warmup: int = 300
     final_lr_ratio: float = 0.05
     commit_weight: float = 0.25
+    quality_balance: float = 0.75
     seed: int = 0
     threads: int = 2
     val_every: int = 500
@@ -72,8 +73,16 @@ def rd_loss(
     q: torch.Tensor,
     commit_weight: float,
     bf16: bool = False,
+    balance: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``bpp + lambda_q * 255^2 * MSE + commitment`` averaged over the batch.
+    """``bpp + lambda_q * 255^2 * MSE + commitment`` of each sample, weighted by
+    ``(lambda_min / lambda_q) ** balance`` and averaged over the batch.
+
+    Without the weights (``balance`` 0) the distortion gradients of the highest quality are
+    ~40x those of the lowest (lambdas span 100x, errors only ~3x), so Adam's step sizes are set
+    by the high qualities and the shared transforms hardly learn for the low ones (measured:
+    qualities 1-5 flat for 2,500 steps while 7-8 improved). ``balance`` 0.75 evens them out;
+    each quality's own optimum is unchanged (its gains and tables see a constant factor).
 
     ``model`` is the :class:`VQVAE` or its DistributedDataParallel wrapper.
     """
@@ -83,7 +92,8 @@ def rd_loss(
     mse = (out.x_hat - x).pow(2).mean(dim=(1, 2, 3))
     bpp = out.bits / pixels
     commit = commit_weight * out.commit / (cfg.rate_weight * pixels)
-    loss = (bpp + lam * 255.0**2 * mse + commit).mean()
+    weight = (min(cfg.lambdas) / lam) ** balance
+    loss = (weight * (bpp + lam * 255.0**2 * mse + commit)).mean()
     if out.aux is not None:
         loss = loss + out.aux
     psnr = (-10 * torch.log10(mse.detach().clamp_min(1e-10))).mean()
@@ -255,7 +265,9 @@ def train(
             opt.param_groups[2]["lr"] = cfg.lr_linear * f
         x = sampler.batch(cfg.batch)
         q = sampler.qualities(cfg.batch, model_cfg.num_qualities)
-        loss, stats = rd_loss(model, model_cfg, x, q, cfg.commit_weight, cfg.bf16)
+        loss, stats = rd_loss(
+            model, model_cfg, x, q, cfg.commit_weight, cfg.bf16, cfg.quality_balance
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
