@@ -106,12 +106,27 @@ def test_refuses_to_overwrite_a_run_and_resume_needs_a_checkpoint(data_dir, tmp_
         train(_cfg(data_dir, tmp_path / "none", 2), resume=True, progress=False)
 
 
-def test_export_load_round_trip_gives_identical_bitstreams(data_dir, tmp_path) -> None:
+SCALAR_LINEAR_MODEL = {
+    **TINY_MODEL,
+    "latent_channels": 12,
+    "group_dim": 1,
+    "codebook_size": 64,
+    "linear_path": True,
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "init"), [(TINY_MODEL, ""), (SCALAR_LINEAR_MODEL, "pca")], ids=["vq2d", "pca-1d"]
+)
+def test_export_load_round_trip_gives_identical_bitstreams(
+    data_dir, tmp_path, model, init
+) -> None:
     from aecodec.codec import Codec
     from aecodec.model.registry import load_weights
     from aecodec.train.export import export
 
-    run = train(_cfg(data_dir, tmp_path / "r", 6), progress=False)
+    cfg = _cfg(data_dir, tmp_path / "r", 6, model=dict(model), init=init)
+    run = train(cfg, progress=False)
     e1 = export(run, weights_dir=tmp_path / "w1", description="t")
     e2 = export(run, weights_dir=tmp_path / "w2", description="t")
     assert e1["sha256"] == e2["sha256"]

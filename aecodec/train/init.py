@@ -73,15 +73,13 @@ def pca_init(net: VQVAE, sampler: CropSampler, crops: int = 512, batch: int = 8)
     vq = net.quantizer
     lut = vq.level_lut()
     counts = torch.full_like(vq.logits, 0.1, dtype=torch.float64)
+    no_rate = torch.zeros(1, *vq.logits.shape[1:])  # assignment by distance alone
     y = net.g_a(x)
     for qi in range(cfg.num_qualities):
         gain, _ = net.gains(torch.tensor([qi]))
         for i in range(0, y.shape[0], 64):
             yq = y[i : i + 64] * gain
-            if vq.group_dim == 1:  # the initial codebook is the integer lattice
-                idx = (yq.round().long() + vq.codebook_size // 2).clamp(0, vq.codebook_size - 1)
-            else:
-                idx = vq._distances(vq._split(yq)).argmin(-1)  # nearest codeword
+            idx = vq.assign(yq, no_rate.expand(yq.shape[0], -1, -1, -1), lut)
             ctx = vq.contexts(idx, lut)
             flat = (ctx * vq.codebook_size + idx).transpose(0, 1).reshape(vq.num_groups, -1)
             c = counts[qi].view(vq.num_groups, -1)
