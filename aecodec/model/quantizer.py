@@ -224,7 +224,8 @@ class ProductVQ(nn.Module):
         """True for 1-D codebooks whose codewords are still within ``SCALAR_WINDOW - 1`` of
         their initial integer-lattice positions ``k - K/2``: then the ``2W+1`` codewords around
         ``round(y) + K/2`` hold the nearest one and every codeword that could beat it in the
-        entropy-constrained cost (one lattice step further costs >= 1 / rate_weight bits)."""
+        entropy-constrained cost (one outside the window is more than ``W - 1`` farther, so it
+        would have to save over ``(W - 1)^2 / rate_weight`` = 90 bits)."""
         if self.group_dim != 1:
             return False
         lattice = torch.arange(self.codebook_size, dtype=torch.float32) - self.codebook_size // 2
@@ -279,8 +280,7 @@ class ProductVQ(nn.Module):
         c = self.dequantize(idx)
         y_hat = c + (y - y.detach())
         sel = -self._candidate_bits(log2p, ctx, cand)  # [B, G, h, w, 2W+1], grad to tables
-        chosen = (cand == idx.unsqueeze(-1)).float()
-        hard = (sel * chosen).sum(dim=(1, 2, 3, 4))
+        hard = -self._candidate_bits(log2p, ctx, idx.unsqueeze(-1)).sum(dim=(1, 2, 3, 4))
         soft_assign = torch.softmax(-dist / SOFT_TEMP, -1)
         soft = (soft_assign * sel.detach()).sum(dim=(1, 2, 3, 4))
         bits = hard + soft - soft.detach()

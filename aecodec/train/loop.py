@@ -81,8 +81,10 @@ def rd_loss(
     Without the weights (``balance`` 0) the distortion gradients of the highest quality are
     ~40x those of the lowest (lambdas span 100x, errors only ~3x), so Adam's step sizes are set
     by the high qualities and the shared transforms hardly learn for the low ones (measured:
-    qualities 1-5 flat for 2,500 steps while 7-8 improved). ``balance`` 0.75 evens them out;
-    each quality's own optimum is unchanged (its gains and tables see a constant factor).
+    qualities 1-5 flat for 2,500 steps while 7-8 improved). ``balance`` 0.75 brings the
+    gradients to the same order; in a 500-step probe it helped the low qualities slightly at
+    the top quality's expense (the bundled model was trained with it). Each quality's own
+    optimum is unchanged (its gains and tables see a constant factor).
 
     ``model`` is the :class:`VQVAE` or its DistributedDataParallel wrapper.
     """
