@@ -236,3 +236,11 @@ def test_codec_works_from_several_processes(tiny_codec) -> None:
     with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
         parallel = list(pool.map(_compress_in_worker, [(tiny_codec, a) for a in arrs]))
     assert parallel == serial
+
+
+def test_files_of_the_previous_default_model_still_decode() -> None:
+    """aecodec-vq-small stays bundled: a file written with it decodes with the default API."""
+    arr = smooth_image(64, 48)
+    data = aecodec.compress(arr, quality=3, model="aecodec-vq-small")
+    assert aecodec.info(data)["model"] == "aecodec-vq-small"
+    assert aecodec.decompress(data).size == (64, 48)
