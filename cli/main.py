@@ -30,11 +30,10 @@ import PIL
 from PIL import Image
 
 import aecodec
+from aecodec import output as outputs
 from aecodec.errors import AecodecError
 
 PROG = "aecodec"
-AEC_SUFFIX = ".aec"
-IMAGE_SUFFIX = ".png"
 
 EXISTS_MESSAGE = "exists; pass --force to overwrite"
 
@@ -47,15 +46,6 @@ FILE_ERRORS: tuple[type[BaseException], ...] = (
     Image.DecompressionBombError,
     ValueError,
 )
-
-# Extra Pillow save parameters per output format: keep the decoded pixels exact where possible.
-_SAVE_PARAMS: dict[str, dict[str, Any]] = {
-    "WEBP": {"lossless": True, "exact": True},
-    "JPEG": {"quality": 95, "subsampling": 0},
-}
-_ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
-_EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
-_ALPHA_MODES = frozenset({"RGBA", "LA"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -212,27 +202,42 @@ def write_atomic(dst: Path, write: Callable[[IO[bytes]], object], *, force: bool
                 tmp.unlink()
 
 
-def _destination(src: Path, output: Path | None, output_is_dir: bool, suffix: str) -> Path:
+def _destination(
+    src: Path, output: Path | None, output_is_dir: bool, name: Callable[[Path], Path]
+) -> Path:
+    """The output of ``src``: ``-o`` itself, or the default name (beside it or in ``-o``)."""
     if output is None:
-        return src.with_suffix(suffix)
+        return name(src)
     if output_is_dir:
-        return output / src.with_suffix(suffix).name
+        return output / name(src).name
     return output
 
 
-def _resolve_output(output: Path | None, n_inputs: int) -> bool:
-    """Validate ``-o`` against the number of inputs; return whether it is a directory."""
+def _resolve_output(output: str | None, n_inputs: int) -> tuple[Path | None, bool]:
+    """Validate ``-o`` against the number of inputs; return it and whether it is a directory.
+
+    ``-o DIR/`` (trailing slash) always means a folder and creates it; ``-o DIR`` is a folder if
+    it exists. Several inputs need a folder.
+    """
     if output is None:
-        return False
-    if output.is_dir():
-        return True
+        return None, False
+    path = Path(output)
+    if output.endswith(("/", os.sep)):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail(f"{click.format_filename(output)}: cannot create folder: {describe_error(exc)}")
+        return path, True
+    if path.is_dir():
+        return path, True
     if n_inputs > 1:
         name = click.format_filename(output)
         raise click.BadParameter(
-            f"with several inputs, -o must be an existing directory: {name}",
+            f"with several inputs, -o must be a folder: {name} is not one "
+            f"(end it with / to create it: -o {name}/)",
             param_hint="'-o' / '--output'",
         )
-    return False
+    return path, False
 
 
 def _stderr_is_tty() -> bool:
@@ -293,40 +298,6 @@ def _verbose(ctx: click.Context, local: bool) -> bool:
     return local or bool((ctx.obj or {}).get("verbose"))
 
 
-def _output_format(dst: Path) -> str:
-    """Pillow format name that writes ``dst``'s extension."""
-    ext = dst.suffix.lower()
-    if not ext:
-        raise FileError(dst, "no file extension to choose the image format from (e.g. use .png)")
-    Image.init()
-    fmt = Image.registered_extensions().get(ext)
-    if fmt is None or fmt not in Image.SAVE:
-        raise FileError(
-            dst, f"cannot write '{ext}' images; use .png, .webp, .tiff, .bmp or .jpg for example"
-        )
-    return fmt
-
-
-def _check_mode_for_format(dst: Path, fmt: str, mode: str) -> None:
-    if fmt == "JPEG" and mode in _ALPHA_MODES:
-        raise FileError(
-            dst,
-            f"JPEG cannot store the alpha channel of this {mode} image; "
-            "write .png, .webp or .tiff instead",
-        )
-
-
-def _save_params(fmt: str, img: Image.Image) -> dict[str, Any]:
-    params = dict(_SAVE_PARAMS.get(fmt, {}))
-    icc = img.info.get("icc_profile")
-    if icc and fmt in _ICC_FORMATS:
-        params["icc_profile"] = icc
-    exif = img.info.get("exif")
-    if exif and fmt in _EXIF_FORMATS:
-        params["exif"] = exif
-    return params
-
-
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
@@ -365,9 +336,9 @@ def main(ctx: click.Context, verbose: bool) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
-    help="Output file (one input) or existing directory (several inputs). "
-    "Default: each input with the suffix .aec, beside it.",
+    metavar="PATH",
+    help="Output file (one input) or folder (an existing one, or any path ending in /, "
+    "which is created). Default: each input with the suffix .aec, beside it.",
 )
 @click.option(
     "-q",
@@ -386,7 +357,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 def compress(
     ctx: click.Context,
     inputs: tuple[Path, ...],
-    output: Path | None,
+    output: str | None,
     quality: int | None,
     model: str | None,
     force: bool,
@@ -399,12 +370,12 @@ def compress(
     """
     verbose = _verbose(ctx, verbose_here)
     _check_model_and_quality(model, quality)
-    output_is_dir = _resolve_output(output, len(inputs))
+    out, output_is_dir = _resolve_output(output, len(inputs))
     written: set[str] = set()
 
     def process(src: Path) -> None:
         start = time.perf_counter()
-        dst = _destination(src, output, output_is_dir, AEC_SUFFIX)
+        dst = _destination(src, out, output_is_dir, outputs.compressed_name)
         if src.is_dir():
             raise FileError(src, "Is a directory")
         if not src.exists():
@@ -459,10 +430,19 @@ def _check_model_and_quality(model: str | None, quality: int | None) -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
-    help="Output image (one input; its extension picks the format: .png, .webp (lossless), "
-    ".tiff, .bmp, .jpg, ...) or existing directory (several inputs). "
-    "Default: each input with the suffix .png, beside it.",
+    metavar="PATH",
+    help="Output image (one input; its extension picks the format: .png, .tiff, .webp "
+    "(lossless), .bmp, ...) or folder (an existing one, or any path ending in /, which is "
+    "created). Default: each input with .png appended (photo.aec -> photo.aec.png, so the "
+    "original photo.png is never touched).",
+)
+@click.option(
+    "--output-quality",
+    type=click.IntRange(1, 100),
+    metavar="Q",
+    default=None,
+    help="Allow a lossy output format (.jpg, .avif, or lossy .webp) at this quality, 1-100. "
+    "Without it, only exact formats are written.",
 )
 @_force_option
 @_verbose_option
@@ -471,28 +451,34 @@ def _check_model_and_quality(model: str | None, quality: int | None) -> None:
 def decompress(
     ctx: click.Context,
     inputs: tuple[Path, ...],
-    output: Path | None,
+    output: str | None,
+    output_quality: int | None,
     force: bool,
     verbose_here: bool,
 ) -> None:
-    """Decompress .aec files to images (PNG by default)."""
+    """Decompress .aec files to images (lossless PNG by default)."""
     verbose = _verbose(ctx, verbose_here)
-    output_is_dir = _resolve_output(output, len(inputs))
+    out, output_is_dir = _resolve_output(output, len(inputs))
     written: set[str] = set()
 
     def process(src: Path) -> None:
         start = time.perf_counter()
-        dst = _destination(src, output, output_is_dir, IMAGE_SUFFIX)
-        fmt = _output_format(dst)
+        dst = _destination(src, out, output_is_dir, outputs.decompressed_name)
+        try:
+            fmt = outputs.image_format(dst, output_quality)
+        except AecodecError as exc:
+            raise FileError(dst, str(exc)) from None
         _check_destination(src, dst, force)
         _check_not_written(dst, written)
         data = src.read_bytes()
         header = aecodec.info(data)  # cheap: refuse JPEG + alpha before the expensive decode
-        _check_mode_for_format(dst, fmt, str(header["mode"]))
-        img = aecodec.decompress(data)
-        _check_mode_for_format(dst, fmt, img.mode)
-        params = _save_params(fmt, img)
-        write_atomic(dst, lambda fh: img.save(fh, format=fmt, **params), force=force)
+        try:
+            outputs.check_mode(fmt, str(header["mode"]))
+            img = aecodec.decompress(data)
+            params = outputs.save_options(fmt, img)
+        except aecodec.ImageError as exc:
+            raise FileError(dst, str(exc)) from None
+        write_atomic(dst, lambda fh: img.save(fh, format=fmt.name, **params), force=force)
         written.add(_key(dst))
         if verbose:
             elapsed = time.perf_counter() - start

@@ -96,17 +96,37 @@ def test_round_trip_keeps_mode_size_and_alpha(tmp_path: Path, mode: str) -> None
     assert _leftovers(tmp_path) == []
 
 
-def test_default_output_names(tmp_path: Path) -> None:
-    _make_png(tmp_path / "photo.png")
+def test_default_output_names_never_touch_the_original(tmp_path: Path) -> None:
+    """`compress photo.png && decompress photo.aec` succeeds and leaves photo.png alone."""
+    original = _make_png(tmp_path / "photo.png").read_bytes()
     assert run("compress", "photo.png").exit_code == 0
     assert (tmp_path / "photo.aec").is_file()
 
-    (tmp_path / "photo.png").rename(tmp_path / "original.png")
     result = run("decompress", "photo.aec")
     assert result.exit_code == 0, result.output
-    with Image.open(tmp_path / "photo.png") as img:
+    assert (tmp_path / "photo.png").read_bytes() == original
+    with Image.open(tmp_path / "photo.aec.png") as img:
         assert img.format == "PNG"
         assert img.size == (W, H)
+
+
+def test_compressing_an_aec_named_input_never_overwrites_it(tmp_path: Path) -> None:
+    Image.fromarray(_pixels("RGB")).save(tmp_path / "odd.aec", format="PNG")  # misleading name
+    before = (tmp_path / "odd.aec").read_bytes()
+    assert run("compress", "odd.aec").exit_code == 0
+    assert (tmp_path / "odd.aec").read_bytes() == before
+    assert (tmp_path / "odd.aec.aec").read_bytes()[:4] == b"\x89AEC"
+
+
+@pytest.mark.parametrize("command", ["compress", "decompress"])
+def test_trailing_slash_means_a_new_folder(tmp_path: Path, command: str) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    src = "a.png" if command == "compress" else "a.aec"
+    result = run(command, src, "-o", "new/deeper/")
+    assert result.exit_code == 0, result.output
+    name = "a.aec" if command == "compress" else "a.aec.png"
+    assert [p.name for p in (tmp_path / "new" / "deeper").iterdir()] == [name]
 
 
 def test_output_file(tmp_path: Path) -> None:
@@ -140,7 +160,8 @@ def test_output_directory_several_inputs(tmp_path: Path) -> None:
 
     result = run("decompress", "enc/a.aec", "enc/b.aec", "enc/c.aec", "-o", "dec")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["a.png", "b.png", "c.png"]
+    names = sorted(p.name for p in (tmp_path / "dec").iterdir())
+    assert names == ["a.aec.png", "b.aec.png", "c.aec.png"]
 
 
 def test_several_inputs_need_an_existing_directory(tmp_path: Path) -> None:
@@ -148,7 +169,8 @@ def test_several_inputs_need_an_existing_directory(tmp_path: Path) -> None:
     _make_png(tmp_path / "b.png", seed=1)
     result = run("compress", "a.png", "b.png", "-o", "nodir")
     assert result.exit_code == 2
-    assert "existing directory" in result.stderr
+    assert "must be a folder" in result.stderr
+    assert "-o nodir/" in result.stderr
     assert not (tmp_path / "nodir").exists()
     assert not (tmp_path / "a.aec").exists()
 
@@ -172,7 +194,7 @@ def test_same_output_twice_in_one_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("suffix", "fmt"),
-    [(".png", "PNG"), (".webp", "WEBP"), (".tiff", "TIFF"), (".bmp", "BMP"), (".jpg", "JPEG")],
+    [(".png", "PNG"), (".webp", "WEBP"), (".tiff", "TIFF"), (".bmp", "BMP"), (".qoi", "QOI")],
 )
 def test_decompress_format_follows_extension(tmp_path: Path, suffix: str, fmt: str) -> None:
     _make_png(tmp_path / "a.png")
@@ -183,14 +205,52 @@ def test_decompress_format_follows_extension(tmp_path: Path, suffix: str, fmt: s
     with Image.open(tmp_path / f"out{suffix}") as img, Image.open(tmp_path / "ref.png") as ref:
         assert img.format == fmt
         assert img.size == (W, H)
-        if fmt != "JPEG":  # every other format here is lossless: same pixels as the PNG
-            np.testing.assert_array_equal(np.asarray(img.convert("RGB")), np.asarray(ref))
+        # every format chosen without --output-quality is exact: the same pixels as the PNG
+        np.testing.assert_array_equal(np.asarray(img.convert("RGB")), np.asarray(ref))
+
+
+@pytest.mark.parametrize(("suffix", "fmt"), [(".jpg", "JPEG"), (".avif", "AVIF")])
+def test_lossy_output_needs_an_explicit_quality(tmp_path: Path, suffix: str, fmt: str) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    result = run("decompress", "a.aec", "-o", f"out{suffix}")
+    assert result.exit_code == 1
+    lines = _error_lines(result)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"aecodec: error: out{suffix}: {fmt} is lossy")
+    assert "--output-quality" in lines[0]
+    assert not (tmp_path / f"out{suffix}").exists()
+
+    result = run("decompress", "a.aec", "-o", f"out{suffix}", "--output-quality", 90)
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / f"out{suffix}") as img:
+        assert (img.format, img.size) == (fmt, (W, H))
+
+
+def test_lossy_webp_only_with_quality(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    assert run("decompress", "a.aec", "-o", "exact.webp").exit_code == 0
+    assert run("decompress", "a.aec", "-o", "lossy.webp", "--output-quality", 5).exit_code == 0
+    exact = (tmp_path / "exact.webp").stat().st_size
+    assert (tmp_path / "lossy.webp").stat().st_size < exact
+
+
+def test_gif_output_is_refused(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    for extra in ((), ("--output-quality", 90)):
+        result = run("decompress", "a.aec", "-o", "out.gif", *extra)
+        assert result.exit_code == 1
+        assert "256 colours" in result.stderr
+        assert ".png" in result.stderr
+    assert not (tmp_path / "out.gif").exists()
 
 
 def test_rgba_to_jpeg_is_a_clear_error(tmp_path: Path) -> None:
     _make_png(tmp_path / "a.png", "RGBA")
     assert run("compress", "a.png").exit_code == 0
-    result = run("decompress", "a.aec", "-o", "out.jpg")
+    result = run("decompress", "a.aec", "-o", "out.jpg", "--output-quality", 90)
     assert result.exit_code == 1
     lines = _error_lines(result)
     assert len(lines) == 1
@@ -233,13 +293,15 @@ def test_decompress_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     _make_png(tmp_path / "a.png")
     assert run("compress", "a.png").exit_code == 0
     before = (tmp_path / "a.png").read_bytes()
-    result = run("decompress", "a.aec")  # default output a.png exists (it is the original)
+    (tmp_path / "a.aec.png").write_bytes(b"precious")
+    result = run("decompress", "a.aec")
     assert result.exit_code == 1
-    assert "exists; pass --force to overwrite" in result.stderr
-    assert (tmp_path / "a.png").read_bytes() == before
+    assert _error_lines(result) == ["aecodec: error: a.aec.png: exists; pass --force to overwrite"]
+    assert (tmp_path / "a.aec.png").read_bytes() == b"precious"
     assert run("decompress", "a.aec", "--force").exit_code == 0
-    with Image.open(tmp_path / "a.png") as img:
+    with Image.open(tmp_path / "a.aec.png") as img:
         assert img.size == (W, H)
+    assert (tmp_path / "a.png").read_bytes() == before
 
 
 def test_refuses_output_equal_to_input(tmp_path: Path) -> None:
@@ -286,7 +348,7 @@ def test_decompress_batch_with_bad_files(tmp_path: Path) -> None:
     assert len(lines) == 3
     for line, name in zip(lines, ["junk.aec", "missing.aec", "folder.aec"], strict=True):
         assert line.startswith(f"aecodec: error: {name}: ")
-    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["a.png"]
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["a.aec.png"]
     assert _leftovers(tmp_path) == []
 
 
@@ -419,8 +481,8 @@ def test_verbose_lines(tmp_path: Path) -> None:
     result = run("-v", "decompress", "a.aec", "b.aec", "-o", "dec")
     assert result.exit_code == 0, result.output
     lines = _error_lines(result)
-    assert re.fullmatch(rf"a\.aec -> dec/a\.png: {W}x{H} RGB, \d+\.\d\d s", lines[0]), lines
-    assert re.fullmatch(rf"b\.aec -> dec/b\.png: {W}x{H} L, \d+\.\d\d s", lines[1]), lines
+    assert re.fullmatch(rf"a\.aec -> dec/a\.aec\.png: {W}x{H} RGB, \d+\.\d\d s", lines[0]), lines
+    assert re.fullmatch(rf"b\.aec -> dec/b\.aec\.png: {W}x{H} L, \d+\.\d\d s", lines[1]), lines
 
 
 def test_info_text_and_json(tmp_path: Path) -> None:
@@ -529,4 +591,4 @@ def test_subprocess_error(tmp_path: Path) -> None:
     lines = proc.stderr.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("aecodec: error: bad.aec: ")
-    assert not (tmp_path / "bad.png").exists()
+    assert not (tmp_path / "bad.aec.png").exists()
