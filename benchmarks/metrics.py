@@ -6,42 +6,14 @@ import math
 
 import numpy as np
 
+# PSNR has one home, in the library; re-exported here for the benchmarks.
+from aecodec.metrics import check_pair as _check_pair
+from aecodec.metrics import psnr_rgb
+
 __all__ = ["MS_SSIM_MIN_SIDE", "bpp", "ms_ssim", "ms_ssim_db", "psnr_rgb"]
 
 #: pytorch_msssim's 5-scale MS-SSIM with an 11-tap window needs the smaller side > 160 px.
 MS_SSIM_MIN_SIDE = 161
-
-
-def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(a)
-    b = np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
-    if a.dtype != np.uint8 or b.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images, got {a.dtype} and {b.dtype}")
-    if a.ndim not in (2, 3) or a.size == 0:
-        raise ValueError(f"expected a non-empty HxW or HxWxC image, got shape {a.shape}")
-    return a, b
-
-
-def psnr_rgb(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR over all pixels and channels of two 8-bit images (peak 255).
-
-    Args:
-        a: Reference, uint8, shape (H, W, C) or (H, W).
-        b: Distorted, same shape and dtype.
-
-    Returns:
-        PSNR in dB; ``math.inf`` for identical images.
-
-    Raises:
-        ValueError: Shapes or dtypes differ, or the arrays are not uint8 images.
-    """
-    a, b = _check_pair(a, b)
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(255.0**2 / mse)
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:

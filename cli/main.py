@@ -577,17 +577,6 @@ def models(ctx: click.Context, as_json: bool) -> None:
 # The `train` and `export` subcommands are added below by the lead. Do not add them above.
 
 
-def _find_demo_image() -> Path | None:
-    root = Path(__file__).resolve().parent.parent
-    for p in (
-        root / "kodak" / "images" / "kodim23.png",
-        root.parent / "shared" / "kodak" / "kodim23.png",
-    ):
-        if p.is_file():
-            return p
-    return None
-
-
 @main.command()
 @click.argument(
     "image", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -600,27 +589,24 @@ def _find_demo_image() -> Path | None:
 def demo(image: Path | None, quality: int | None, model: str | None) -> None:
     """Compress and decompress one image; print size, bpp, PSNR and times.
 
-    IMAGE defaults to Kodak's kodim23.png when present (kodak/images or ../shared/kodak),
-    else a synthetic 512x512 test picture.
+    IMAGE defaults to the photograph bundled with aecodec (Kodak's kodim23, 384x256).
     """
-    import time
-
     import numpy as np
 
-    import aecodec
+    from aecodec.data import sample_image
+    from aecodec.metrics import psnr_rgb
 
     _check_model_and_quality(model, quality)
     t0 = time.perf_counter()
     codec = aecodec.get_codec(model)
     t_load = time.perf_counter() - t0
-    src = image or _find_demo_image()
-    if src is None:
-        yy, xx = np.mgrid[0:512, 0:512]
-        arr = np.stack([xx // 2, yy // 2, (xx + yy) // 4], -1).astype(np.uint8)
-        label = "synthetic 512x512 gradient"
-    else:
-        arr = np.asarray(Image.open(src).convert("RGB"))
-        label = str(src)
+    src = image or sample_image()
+    try:
+        with Image.open(src) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except FILE_ERRORS as exc:
+        _report(src, _strip_path_prefix(describe_error(exc), src))
+        raise click.exceptions.Exit(1) from None
     q = quality or codec.default_quality
     codec.compress(arr[:64, :64], quality=q)  # warm-up: first call pays one-off costs
     t0 = time.perf_counter()
@@ -630,14 +616,12 @@ def demo(image: Path | None, quality: int | None, model: str | None) -> None:
     out = np.asarray(codec.decompress(data))
     t_dec = time.perf_counter() - t0
     h, w = arr.shape[:2]
-    mse = float(np.mean((arr.astype(np.float64) - out.astype(np.float64)) ** 2))
-    psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-    click.echo(f"image     {label} ({w}x{h})")
+    click.echo(f"image     {click.format_filename(src)} ({w}x{h})")
     click.echo(
         f"model     {codec.name} (sha256 {codec.sha256[:12]}), quality {q} of {codec.qualities}"
     )
     click.echo(f"size      {len(data)} bytes, {8 * len(data) / (w * h):.4f} bpp")
-    click.echo(f"PSNR-RGB  {psnr:.2f} dB")
+    click.echo(f"PSNR-RGB  {psnr_rgb(arr, out):.2f} dB")
     click.echo(f"time      load {t_load:.2f} s, encode {t_enc:.3f} s, decode {t_dec:.3f} s")
 
 

@@ -592,3 +592,16 @@ def test_subprocess_error(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert lines[0].startswith("aecodec: error: bad.aec: ")
     assert not (tmp_path / "bad.aec.png").exists()
+
+
+def test_demo_codes_the_bundled_photograph() -> None:
+    """A fresh clone's first run codes a real photo (not a flattering synthetic gradient)."""
+    result = run("demo")
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert lines["image"].endswith("kodim23-384x256.png (384x256)")
+    bpp = float(re.search(r"([\d.]+) bpp", lines["size"]).group(1))  # type: ignore[union-attr]
+    psnr = float(lines["PSNR-RGB"].split()[0])
+    # the default model at its default quality on this photo: ~0.54 bpp, ~32.5 dB
+    assert 0.3 < bpp < 0.8
+    assert 30.0 < psnr < 36.0

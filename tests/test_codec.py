@@ -53,6 +53,23 @@ def test_kodim23_default_quality_above_26db() -> None:
     assert psnr(ref, np.asarray(out)) > 26.0
 
 
+def test_bundled_sample_photo_rate_and_quality_increase_with_quality() -> None:
+    """The shipped photo (no Kodak download needed): every step up in quality costs bytes and
+    buys PSNR, and the default quality lands where the README's results say."""
+    from aecodec.data import SAMPLE_SIZE, sample_image
+
+    ref = np.asarray(Image.open(sample_image()).convert("RGB"))
+    assert ref.shape == (SAMPLE_SIZE[1], SAMPLE_SIZE[0], 3)
+    sizes, psnrs = [], []
+    for q in (1, aecodec.DEFAULT_QUALITY, aecodec.qualities()[-1]):
+        data = aecodec.compress(sample_image(), q)
+        sizes.append(len(data))
+        psnrs.append(psnr(ref, np.asarray(aecodec.decompress(data))))
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+    assert psnrs == sorted(psnrs)
+    assert psnrs[1] > 30.0
+
+
 def test_inputs_numpy_pil_and_path_agree(tiny_codec, tmp_path) -> None:
     arr = smooth_image(40, 30)
     p = tmp_path / "x.png"
