@@ -2,20 +2,25 @@
 
 Public API::
 
-    data = aecodec.compress(image, quality=5)      # PIL.Image, numpy uint8 array or path -> bytes
-    image = aecodec.decompress(data)               # -> PIL.Image, original size and mode
+    data = aecodec.compress(image, quality=5)      # PIL.Image, numpy array, path, file -> bytes
+    data = aecodec.compress(image, target_size=40_000)   # or target_bpp= / target_psnr=
+    image = aecodec.decompress(data)               # bytes, path or file -> PIL.Image
     aecodec.qualities()                            # [1, 2, ...], lowest rate first
     codec = aecodec.Codec()                        # load once, reuse (thread-safe, picklable)
 
-Importing this package is cheap; torch is loaded when the first codec is built.
+Importing this package is cheap (torch is loaded when the first codec is built) and registers
+the ``.aec`` format with Pillow: ``Image.open("x.aec")``, ``img.save("x.aec", quality=5)``.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import TYPE_CHECKING, Any
+import warnings
+from typing import IO, TYPE_CHECKING, Any
 
 from aecodec import container
+from aecodec import pillow as pillow  # registers the .aec format with Pillow
 from aecodec.errors import AecodecError, FormatError, ImageError, ModelError
 
 if TYPE_CHECKING:
@@ -23,6 +28,10 @@ if TYPE_CHECKING:
 
     from aecodec.codec import Codec
     from aecodec.imageio import ImageInput
+    from aecodec.output import Metadata
+
+#: What :func:`decompress` and :func:`info` read: the bytes, a path, or a binary file object.
+BytesSource = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
 
 __version__ = "0.1.0"
 
@@ -69,26 +78,103 @@ def get_codec(model: str | None = None) -> Codec:
         return codec
 
 
-def compress(image: ImageInput, quality: int | None = None, *, model: str | None = None) -> bytes:
+def _read_source(source: BytesSource) -> bytes:
+    """The bytes of an ``.aec`` given as bytes, a path or a binary file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as fh:
+            return fh.read()
+    if hasattr(source, "read"):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError("the file object must be opened in binary mode ('rb')")
+        return bytes(data)
+    raise TypeError(f"expected bytes, a path or a binary file object, got {type(source).__name__}")
+
+
+def _image_input(image: ImageInput | IO[bytes]) -> ImageInput:
+    """Open a binary file object with Pillow; anything else is passed on unchanged."""
+    if hasattr(image, "read") and not isinstance(image, (str, os.PathLike)):
+        from PIL import Image
+
+        return Image.open(image)  # type: ignore[arg-type]
+    return image  # type: ignore[return-value]
+
+
+def compress(
+    image: ImageInput | IO[bytes],
+    quality: int | None = None,
+    *,
+    model: str | None = None,
+    metadata: Metadata = "all",
+    target_bpp: float | None = None,
+    target_size: int | None = None,
+    target_psnr: float | None = None,
+) -> bytes:
     """Compress an image to ``.aec`` bytes.
 
     Args:
-        image: ``PIL.Image``, numpy ``uint8`` array (``[H, W]`` or ``[H, W, 1|2|3|4]``), or a path.
-        quality: one of :func:`qualities`; ``None`` uses the model's default.
+        image: ``PIL.Image``, numpy ``uint8`` array (``[H, W]`` or ``[H, W, 1|2|3|4]``), a path,
+            or a binary file object of an image file.
+        quality: one of :func:`qualities`; ``None`` uses the model's default (or the target's).
         model: bundled model name; ``None`` for the default model.
+        metadata: carry ``"all"`` (ICC and EXIF), ``"icc"``, ``"exif"`` or ``"none"``.
+        target_bpp: choose the highest quality whose file has at most this many bits per pixel.
+        target_size: choose the highest quality whose file has at most this many bytes.
+        target_psnr: choose the lowest quality whose decoding reaches this PSNR (dB, RGB).
+
+    Only one target may be given, and not together with ``quality``. A target that cannot be
+    met gives the closest file (lowest quality for a size, highest for a PSNR) and a
+    ``UserWarning``; :func:`aecodec.ratecontrol.compress_to_target` returns what was reached.
+
+    Raises:
+        ValueError: an invalid quality, several targets, or a quality with a target.
+        ImageError: the input is not an image aecodec can code.
     """
-    return get_codec(model).compress(image, quality)
+    codec = get_codec(model)
+    image = _image_input(image)
+    targets = {"target_bpp": target_bpp, "target_size": target_size, "target_psnr": target_psnr}
+    given = {k: v for k, v in targets.items() if v is not None}
+    if not given:
+        return codec.compress(image, quality, metadata=metadata)
+    if quality is not None:
+        raise ValueError(f"give either quality or {', '.join(given)}, not both")
+    from aecodec.ratecontrol import compress_to_target
+
+    result = compress_to_target(
+        codec,
+        image,
+        metadata=metadata,
+        target_bpp=target_bpp,
+        target_size=target_size,
+        target_psnr=target_psnr,
+    )
+    if not result.met:
+        ((name, value),) = given.items()
+        warnings.warn(
+            f"{name}={value} cannot be met; returning quality {result.quality} "
+            f"({result.bytes} bytes, {result.bpp:.3f} bpp)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return result.data
 
 
-def decompress(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
-    """Decode ``.aec`` bytes to a ``PIL.Image`` (same size and mode as the original).
+def decompress(source: BytesSource, *, max_pixels: int | None = None) -> Image.Image:
+    """Decode an ``.aec`` file to a ``PIL.Image`` (same size and mode as the original).
 
     The model is chosen by the name written in the file.
+
+    Args:
+        source: the file's bytes, its path, or a binary file object (read to the end).
+        max_pixels: refuse larger images; ``None`` for :data:`aecodec.container.MAX_PIXELS`.
 
     Raises:
         FormatError: the data is not a valid ``.aec`` file.
         ModelError: the model that made the file is not bundled with this aecodec.
     """
+    data = _read_source(source)
     header = container.read_header(data, max_pixels=max_pixels)
     from aecodec.model.registry import read_manifest
 
@@ -108,8 +194,13 @@ def qualities(model: str | None = None) -> list[int]:
     return list(range(1, read_config(model).num_qualities + 1))
 
 
-def info(data: bytes) -> dict[str, Any]:
-    """Header fields of an ``.aec`` file as JSON-able values (validates the whole container)."""
+def info(source: BytesSource) -> dict[str, Any]:
+    """Header fields of an ``.aec`` file as JSON-able values (validates the whole container).
+
+    Args:
+        source: the file's bytes, its path, or a binary file object (read to the end).
+    """
+    data = _read_source(source)
     bs = container.unpack(data)
     h = bs.header
     return {

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from aecodec import container, imageio
+from aecodec import container, imageio, output
 from aecodec.entropy import decode_indices, encode_indices
 from aecodec.errors import FormatError, ImageError, ModelError
 from aecodec.model.registry import load_weights
@@ -103,18 +103,26 @@ class Codec:
         return int(quality)
 
     # ------------------------------------------------------------------------ encode
-    def compress(self, image: imageio.ImageInput, quality: int | None = None) -> bytes:
+    def compress(
+        self,
+        image: imageio.ImageInput,
+        quality: int | None = None,
+        *,
+        metadata: output.Metadata = "all",
+    ) -> bytes:
         """Compress an image to ``.aec`` bytes.
 
         Args:
             image: ``PIL.Image``, numpy ``uint8`` array ``[H, W]``, ``[H, W, 1|2|3|4]``, or a path.
             quality: one of :attr:`qualities`; ``None`` = :attr:`default_quality`.
+            metadata: what to carry: ``"all"`` (ICC profile and EXIF), ``"icc"``, ``"exif"``
+                or ``"none"``. The EXIF orientation is applied to the pixels either way.
 
         Returns:
             The complete file (header, payloads, CRC32).
         """
         q = self._check_quality(quality)
-        pic = imageio.load(image)
+        pic = output.keep_metadata(imageio.load(image), metadata)
         if pic.width * pic.height > container.MAX_PIXELS:
             raise ImageError(
                 f"image has {pic.width * pic.height} pixels, over the limit "

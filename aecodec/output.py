@@ -16,13 +16,14 @@ The rules, shared by the command line and the batch API:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
 
 from aecodec.errors import ImageError
+from aecodec.imageio import Picture
 
 __all__ = [
     "AEC_SUFFIX",
@@ -34,6 +35,7 @@ __all__ = [
     "compressed_name",
     "decompressed_name",
     "image_format",
+    "keep_metadata",
     "save_options",
 ]
 
@@ -164,3 +166,22 @@ def save_options(fmt: ImageFormat, img: Image.Image) -> dict[str, Any]:
     if exif and fmt.name in _EXIF_FORMATS:
         params["exif"] = exif
     return params
+
+
+def keep_metadata(pic: Picture, metadata: Metadata) -> Picture:
+    """Drop the metadata a ``metadata=`` choice does not keep (as ``cwebp -metadata``).
+
+    Args:
+        pic: the loaded image.
+        metadata: ``"all"``, ``"icc"``, ``"exif"`` or ``"none"``.
+
+    Raises:
+        ValueError: an unknown choice.
+    """
+    if metadata not in METADATA_CHOICES:
+        raise ValueError(f"metadata must be one of {', '.join(METADATA_CHOICES)}; got {metadata!r}")
+    return replace(
+        pic,
+        icc=pic.icc if metadata in ("all", "icc") else None,
+        exif=pic.exif if metadata in ("all", "exif") else None,
+    )

@@ -1,0 +1,105 @@
+"""Pillow plugin for ``.aec`` files, in the shape of Pillow's own WebP and QOI plugins.
+
+``import aecodec`` registers it, after which::
+
+    from PIL import Image
+    with Image.open("photo.aec") as img:          # header only; pixels decode on load()
+        img.load()
+    img.save("copy.aec", quality=5)               # or target_size=, target_bpp=, target_psnr=
+
+``_accept`` checks the magic, ``AecImageFile._open`` parses the header (size and mode, no pixel
+decoding), ``load()`` decodes the whole image with the model named in the file, and ``_save``
+encodes. Save options: ``quality`` (the model's levels, see :func:`aecodec.qualities`),
+``model``, ``metadata`` (``"all"``, ``"icc"``, ``"exif"``, ``"none"``), ``target_bpp``,
+``target_size`` and ``target_psnr``; ``icc_profile=`` and ``exif=`` replace the image's own, as
+in Pillow's other plugins.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import IO, Any
+
+from PIL import Image, ImageFile
+
+from aecodec import container
+from aecodec.output import AEC_SUFFIX
+
+__all__ = ["FORMAT", "AecImageFile", "register"]
+
+FORMAT = "AEC"
+MIME = "image/x-aec"
+
+_SAVE_OPTIONS = ("model", "metadata", "target_bpp", "target_size", "target_psnr")
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[: len(container.MAGIC)] == container.MAGIC
+
+
+class AecImageFile(ImageFile.ImageFile):
+    """An ``.aec`` file opened by Pillow: modes L, LA, RGB and RGBA; ICC and EXIF in ``info``."""
+
+    format = FORMAT
+    format_description = "aecodec learned image codec"
+
+    def _open(self) -> None:
+        if self.fp is None:
+            raise SyntaxError("no file to read")
+        self._data = self.fp.read()
+        if not _accept(self._data):
+            raise SyntaxError("not an aecodec (.aec) file")
+        try:
+            bs = container.unpack(self._data)
+        except ValueError as exc:  # FormatError: Pillow reports SyntaxError as a broken file
+            raise SyntaxError(str(exc)) from exc
+        header = bs.header
+        self._size = (header.width, header.height)
+        self._mode = header.mode
+        if bs.icc:
+            self.info["icc_profile"] = bs.icc
+        if bs.exif:
+            self.info["exif"] = bs.exif
+        self.info["quality"] = header.quality
+        self.info["model"] = header.model
+        self._decoded = False
+
+    def load(self) -> Any:
+        """Decode the pixels (once) with the model named in the file."""
+        if not self._decoded:
+            import aecodec
+
+            decoded = aecodec.decompress(self._data)
+            if self.fp is not None and self._exclusive_fp:
+                self.fp.close()
+            self.fp = BytesIO(decoded.tobytes())
+            self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, self.mode)]
+            self._decoded = True
+        return super().load()
+
+
+def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    import aecodec
+
+    options = {k: im.encoderinfo[k] for k in _SAVE_OPTIONS if k in im.encoderinfo}
+    quality = im.encoderinfo.get("quality")
+    icc = im.encoderinfo.get("icc_profile")
+    exif = im.encoderinfo.get("exif")
+    if icc is not None or exif is not None:
+        im = im.copy()
+        if icc is not None:
+            im.info["icc_profile"] = icc
+        if exif is not None:
+            im.info["exif"] = exif.tobytes() if isinstance(exif, Image.Exif) else exif
+    fp.write(aecodec.compress(im, quality, **options))
+
+
+def register() -> None:
+    """Register the format with Pillow (``import aecodec`` does it; a second call is harmless)."""
+    Image.register_open(FORMAT, AecImageFile, _accept)
+    Image.register_save(FORMAT, _save)
+    Image.register_extension(FORMAT, AEC_SUFFIX)
+    Image.register_mime(FORMAT, MIME)
+
+
+register()
