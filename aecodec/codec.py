@@ -14,6 +14,9 @@ model's integer tables), never on floating-point results.
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 import zlib
 from typing import Any
 
@@ -28,9 +31,58 @@ DEFAULT_TILE = 1024
 # Pixels of neighbouring tiles the transforms see around each tile (a multiple of 16).
 MARGIN = 64
 
+# Codecs alive in this process, and codecs rebuilt here from a pickle (kept: a worker process
+# loads each model once, however many tasks it runs). Keyed by (model, tile_size).
+_live: weakref.WeakValueDictionary[tuple[str | None, int], Codec] = weakref.WeakValueDictionary()
+_shipped: dict[tuple[str | None, int], Codec] = {}
+_registry_lock = threading.RLock()
+_fork_hook_installed = False
+
+
+def _torch_single_thread() -> None:
+    """In a forked child: torch's OpenMP pool does not survive fork(); run single-threaded."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _install_fork_hook() -> None:
+    """Make forked workers (Linux's default ``multiprocessing`` start method) safe.
+
+    A forked child inherits the parent's OpenMP thread pool in a broken state, and its first
+    multi-threaded torch operation hangs forever. After a fork the child therefore runs torch
+    with one thread (results are identical: the arithmetic does not depend on the thread count).
+    """
+    global _fork_hook_installed
+    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_torch_single_thread)
+        _fork_hook_installed = True
+
+
+def _restore(model: str | None, tile_size: int, sha256: str) -> Codec:
+    """Unpickle a :class:`Codec`: reuse one of this process's codecs, else load it once."""
+    key = (model, tile_size)
+    with _registry_lock:
+        codec = _live.get(key) or _shipped.get(key)
+        if codec is None or codec.sha256 != sha256:
+            codec = Codec(model, tile_size)
+            if codec.sha256 != sha256:
+                raise ModelError(
+                    f"model {codec.name!r} here has other weights (sha256 {codec.sha256[:12]}) "
+                    f"than the pickled codec ({sha256[:12]}); install the same aecodec everywhere"
+                )
+            _shipped[key] = codec
+        return codec
+
 
 class Codec:
     """A loaded model, ready to compress and decompress; thread-safe and picklable.
+
+    Pickling sends only the model's name (and weights hash): a worker process loads the
+    weights on the first task and reuses them for the next ones. Worker processes may be
+    spawned (``multiprocessing.get_context("spawn")``, :mod:`aecodec.batch`) or forked (Linux's
+    default): forked children run torch single-threaded, since its thread pool does not survive
+    ``fork()``.
 
     Args:
         model: bundled model name, path to a ``.safetensors`` weights file, or ``None`` for
@@ -52,6 +104,7 @@ class Codec:
 
         if tile_size < 16 or tile_size % 16 or tile_size > 65520:
             raise ValueError(f"tile_size must be a multiple of 16 in 16..65520, got {tile_size}")
+        _install_fork_hook()
         self._model_arg = model
         self.tile_size = tile_size
         weights = load_weights(model)
@@ -79,9 +132,11 @@ class Codec:
             for q in range(self.config.num_qualities)
         ]
         self._lut = torch.from_numpy(self.tables.level_lut)
+        with _registry_lock:
+            _live.setdefault((model, tile_size), self)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Codec, (self._model_arg, self.tile_size))
+        return (_restore, (self._model_arg, self.tile_size, self.sha256))
 
     @property
     def qualities(self) -> list[int]:

@@ -1,0 +1,310 @@
+"""Batches of files on any :class:`concurrent.futures.Executor`: local processes or a cluster.
+
+::
+
+    from aecodec import batch
+    jobs = batch.plan(paths, "out/")                        # [(src, dst)], dst = out/NAME.aec
+    for r in batch.compress_files(jobs, quality=5, workers=2):   # local spawn process pool
+        print(r.src, r.status, r.bytes, r.error)
+
+    from distributed import Client                          # a Dask cluster
+    with Client("tcp://scheduler:8786") as client:
+        results = list(batch.compress_files(jobs, executor=client.get_executor()))
+
+The codec travels to the workers as a pickle of its model name and weights hash, so each
+worker process loads the weights once and reuses them for all its files. Workers read their
+inputs by path (on a cluster: a filesystem the workers share) and send the bytes back; the
+caller's process writes every output (atomically, never over an existing file). Jobs whose
+output exists are skipped, so an interrupted batch resumes where it stopped. Every file gets a
+:class:`FileResult`, failures included; one bad file never stops the batch.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from aecodec import output
+
+if TYPE_CHECKING:
+    from aecodec.codec import Codec
+
+__all__ = ["FileResult", "compress_files", "decompress_files", "plan"]
+
+StrPath = str | os.PathLike[str]
+Job = tuple[Path, Path]
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one file of a batch.
+
+    Attributes:
+        src: the input.
+        dst: the output.
+        status: ``"done"``, ``"skipped"`` (the output existed) or ``"failed"``.
+        bytes: size of the ``.aec`` file (compressed or read); ``None`` if failed or skipped.
+        bpp: bits per pixel of the ``.aec`` file.
+        quality: quality level of the ``.aec`` file.
+        seconds: coding time in the worker.
+        psnr: PSNR (dB, RGB) of the decoding, when asked for.
+        error: one-line reason of a failure.
+    """
+
+    src: Path
+    dst: Path
+    status: Literal["done", "skipped", "failed"]
+    bytes: int | None = None
+    bpp: float | None = None
+    quality: int | None = None
+    seconds: float | None = None
+    psnr: float | None = None
+    error: str | None = None
+
+
+def plan(
+    sources: Iterable[StrPath],
+    output_dir: StrPath | None = None,
+    *,
+    name: Callable[[Path], Path] = output.compressed_name,
+) -> list[Job]:
+    """Pair inputs with outputs: the default name, beside the input or in ``output_dir``.
+
+    Args:
+        sources: input paths.
+        output_dir: folder for the outputs; ``None`` writes each beside its input.
+        name: the naming rule (:func:`aecodec.output.compressed_name` or
+            :func:`aecodec.output.decompressed_name`).
+    """
+    jobs = []
+    for s in sources:
+        src = Path(s)
+        dst = name(src)
+        jobs.append((src, dst if output_dir is None else Path(output_dir) / dst.name))
+    return jobs
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _psnr(codec: Codec, reference: Any, data: bytes) -> float:
+    import numpy as np
+
+    from aecodec import imageio
+    from aecodec.metrics import psnr_rgb
+
+    decoded = np.asarray(codec.decompress(data).convert("RGB"))
+    return psnr_rgb(imageio.load(reference).rgb, decoded)
+
+
+def _compress_task(codec: Codec, src: Path, options: dict[str, Any], with_psnr: bool) -> Any:
+    """Worker side: returns ``(data, fields)`` or ``(None, error message)``."""
+    import aecodec
+
+    start = time.perf_counter()
+    try:
+        data = codec.compress(src, **options)
+        seconds = time.perf_counter() - start
+        header = aecodec.info(data)
+        psnr = _psnr(codec, src, data) if with_psnr else None
+    except (aecodec.AecodecError, OSError, ValueError, TypeError) as exc:
+        return None, " ".join(str(exc).split()) or type(exc).__name__
+    fields = {
+        "bytes": len(data),
+        "bpp": header["bpp"],
+        "quality": header["quality"],
+        "seconds": seconds,
+        "psnr": psnr,
+    }
+    return data, fields
+
+
+def _decompress_task(codec: Codec, src: Path, dst: Path, output_quality: int | None) -> Any:
+    """Worker side: decode and encode the output image in memory."""
+    import io
+
+    import aecodec
+
+    start = time.perf_counter()
+    try:
+        fmt = output.image_format(dst, output_quality)
+        data = src.read_bytes()
+        header = aecodec.info(data)
+        output.check_mode(fmt, str(header["mode"]))
+        img = codec.decompress(data)
+        buf = io.BytesIO()
+        img.save(buf, format=fmt.name, **output.save_options(fmt, img))
+    except (aecodec.AecodecError, OSError, ValueError, TypeError) as exc:
+        return None, " ".join(str(exc).split()) or type(exc).__name__
+    fields = {
+        "bytes": len(data),
+        "bpp": header["bpp"],
+        "quality": header["quality"],
+        "seconds": time.perf_counter() - start,
+    }
+    return buf.getvalue(), fields
+
+
+def write_new(dst: Path, data: bytes) -> None:
+    """Default writer: atomically create ``dst`` (temporary file, fsync, link); never overwrite.
+
+    Raises:
+        FileExistsError: ``dst`` exists.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, dst)
+    finally:
+        with suppress(OSError):
+            os.unlink(tmp)
+
+
+def _run(
+    jobs: Sequence[Job],
+    submit: Callable[[Executor, Path, Path], Future[Any]],
+    *,
+    executor: Executor | None,
+    workers: int | None,
+    threads: int | None,
+    skip_existing: bool,
+    write: Callable[[Path, bytes], None],
+) -> Iterator[FileResult]:
+    own = executor is None
+    if executor is None:
+        executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_set_threads,
+            initargs=(threads,),
+        )
+    try:
+        pending: dict[Future[Any], Job] = {}
+        for src, dst in jobs:
+            if skip_existing and dst.exists():
+                yield FileResult(src, dst, "skipped")
+                continue
+            pending[submit(executor, src, dst)] = (src, dst)
+        for fut in as_completed(pending):
+            src, dst = pending.pop(fut)
+            try:
+                data, fields = fut.result()
+            except Exception as exc:  # a worker died or the cluster failed: report, go on
+                yield FileResult(src, dst, "failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            if data is None:
+                yield FileResult(src, dst, "failed", error=str(fields))
+                continue
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                write(dst, data)
+            except OSError as exc:
+                yield FileResult(src, dst, "failed", error=f"cannot write: {exc}")
+                continue
+            yield FileResult(src, dst, "done", **fields)
+    finally:
+        if own:
+            executor.shutdown(cancel_futures=True)
+
+
+def compress_files(
+    jobs: Sequence[Job],
+    *,
+    codec: Codec | None = None,
+    quality: int | None = None,
+    metadata: output.Metadata = "all",
+    psnr: bool = False,
+    executor: Executor | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    skip_existing: bool = True,
+    write: Callable[[Path, bytes], None] = write_new,
+) -> Iterator[FileResult]:
+    """Compress ``(src, dst)`` jobs in parallel; yields one result per job as they finish.
+
+    Args:
+        jobs: pairs of input image and output ``.aec`` paths (see :func:`plan`).
+        codec: the codec; ``None`` for the default model.
+        quality: quality level; ``None`` for the model's default.
+        metadata: ``"all"``, ``"icc"``, ``"exif"`` or ``"none"``.
+        psnr: also decode each file and report its PSNR.
+        executor: where to run: any :class:`concurrent.futures.Executor`, e.g. a Dask
+            ``Client(...).get_executor()``. ``None``: a local pool of spawned processes, shut
+            down at the end.
+        workers: processes of the local pool (``None``: one per CPU).
+        threads: torch threads per process of the local pool (``None``: torch's default).
+        skip_existing: skip jobs whose output exists (resume an interrupted batch).
+        write: ``write(dst, data)`` publishes an output; the default creates it atomically and
+            never overwrites.
+    """
+    if codec is None:
+        import aecodec
+
+        codec = aecodec.get_codec()
+    options = {"quality": quality, "metadata": metadata}
+    shipped = codec
+
+    def submit(ex: Executor, src: Path, dst: Path) -> Future[Any]:
+        return ex.submit(_compress_task, shipped, src, options, psnr)
+
+    return _run(
+        jobs,
+        submit,
+        executor=executor,
+        workers=workers,
+        threads=threads,
+        skip_existing=skip_existing,
+        write=write,
+    )
+
+
+def decompress_files(
+    jobs: Sequence[Job],
+    *,
+    codec: Codec | None = None,
+    output_quality: int | None = None,
+    executor: Executor | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    skip_existing: bool = True,
+    write: Callable[[Path, bytes], None] = write_new,
+) -> Iterator[FileResult]:
+    """Decompress ``(src, dst)`` jobs in parallel; ``dst``'s extension picks the image format.
+
+    Arguments as for :func:`compress_files`; ``output_quality`` allows a lossy output format
+    (see :func:`aecodec.output.image_format`). Files must be of ``codec``'s model (default:
+    the default model).
+    """
+    if codec is None:
+        import aecodec
+
+        codec = aecodec.get_codec()
+    shipped = codec
+
+    def submit(ex: Executor, src: Path, dst: Path) -> Future[Any]:
+        return ex.submit(_decompress_task, shipped, src, dst, output_quality)
+
+    return _run(
+        jobs,
+        submit,
+        executor=executor,
+        workers=workers,
+        threads=threads,
+        skip_existing=skip_existing,
+        write=write,
+    )

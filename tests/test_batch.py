@@ -1,0 +1,109 @@
+"""Parallel use: forked workers do not hang; the batch API on local processes and on Dask."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, smooth_image
+from PIL import Image
+
+import aecodec
+from aecodec import batch
+
+_FORK_SCRIPT = """
+import multiprocessing as mp, sys
+import numpy as np
+import aecodec
+codec = aecodec.Codec(sys.argv[1], tile_size=64)
+paths = sys.argv[2:]
+serial = [codec.compress(p) for p in paths]  # the parent uses torch before forking
+with mp.get_context("fork").Pool(2) as pool:
+    assert pool.map(codec.compress, paths) == serial
+print("ok")
+"""
+
+
+def test_forked_pool_does_not_hang(tmp_path: Path, tiny_model: str) -> None:
+    """`multiprocessing.Pool(2).map(codec.compress, paths)` with Linux's fork start method."""
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(smooth_image(90, 70, seed=i)).save(paths[-1])
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT, tiny_model, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,  # it used to hang forever
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_unpickling_reuses_the_loaded_codec(tiny_codec) -> None:
+    import pickle
+
+    assert pickle.loads(pickle.dumps(tiny_codec)) is tiny_codec
+
+
+def _inputs(folder: Path, n: int) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"img{i}.png")
+        Image.fromarray(smooth_image(40 + 8 * i, 32, seed=i)).save(paths[-1])
+    return paths
+
+
+def test_local_process_batch_results_errors_and_resume(tmp_path: Path, tiny_codec) -> None:
+    paths = _inputs(tmp_path / "in", 3)
+    (tmp_path / "in" / "bad.png").write_text("not an image")
+    jobs = batch.plan([*paths, tmp_path / "in" / "bad.png"], tmp_path / "out")
+    results = {r.src.name: r for r in batch.compress_files(jobs, codec=tiny_codec, workers=2)}
+    assert {n: r.status for n, r in results.items()} == {
+        "img0.png": "done",
+        "img1.png": "done",
+        "img2.png": "done",
+        "bad.png": "failed",
+    }
+    assert "bad.png" in (results["bad.png"].error or "")
+    for p in paths:
+        out = tmp_path / "out" / (p.stem + ".aec")
+        assert out.read_bytes() == tiny_codec.compress(p)
+        assert results[p.name].bytes == out.stat().st_size
+    assert sorted(x.name for x in (tmp_path / "out").iterdir()) == [
+        "img0.aec",
+        "img1.aec",
+        "img2.aec",
+    ]
+    again = list(batch.compress_files(jobs[:3], codec=tiny_codec, workers=1))
+    assert [r.status for r in again] == ["skipped"] * 3
+
+
+def test_dask_local_cluster(tmp_path: Path, tiny_codec) -> None:
+    distributed = pytest.importorskip("distributed")
+    paths = _inputs(tmp_path / "in", 2)
+    jobs = batch.plan(paths, tmp_path / "out")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        pool = client.get_executor()
+        results = list(batch.compress_files(jobs, codec=tiny_codec, executor=pool))
+        naming = aecodec.output.decompressed_name
+        back = batch.plan([dst for _, dst in jobs], tmp_path / "dec", name=naming)
+        decoded = list(batch.decompress_files(back, codec=tiny_codec, executor=pool))
+    assert [r.status for r in results] == ["done", "done"]
+    for src, dst in jobs:
+        assert dst.read_bytes() == tiny_codec.compress(src)
+    assert [r.status for r in decoded] == ["done", "done"]
+    with Image.open(tmp_path / "dec" / "img1.aec.png") as img:
+        assert img.size == (48, 32)
