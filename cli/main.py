@@ -15,6 +15,7 @@ error).
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import sys
@@ -331,14 +332,61 @@ def main(ctx: click.Context, verbose: bool) -> None:
     ctx.ensure_object(dict)["verbose"] = verbose
 
 
+def _emit(
+    src: Path | str, dst: Path | str, fields: dict[str, Any], *, as_json: bool, to_stderr: bool
+) -> None:
+    """One line per file: JSON (``--json``) or text (``-v``); on stderr if stdout carries data."""
+    if as_json:
+        record = {"input": os.fspath(src), "output": os.fspath(dst), **fields}
+        click.echo(json.dumps(record), err=to_stderr)
+        return
+    parts = [f"{fields['bytes']} bytes", f"{fields['bpp']:.3f} bpp"]
+    if fields.get("quality") is not None:
+        parts.append(f"q{fields['quality']}")
+    if fields.get("psnr") is not None:
+        parts.append(f"{fields['psnr']:.2f} dB")
+    parts.append(f"{fields['seconds']:.2f} s")
+    head = f"{click.format_filename(src)} -> {click.format_filename(dst)}: "
+    click.echo(head + ", ".join(parts), err=True)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _targets(target_bpp: float | None, size: str | None, psnr: float | None) -> dict[str, Any]:
+    targets: dict[str, Any] = {}
+    if target_bpp is not None:
+        targets["target_bpp"] = target_bpp
+    if size is not None:
+        from aecodec.ratecontrol import parse_size
+
+        try:
+            targets["target_size"] = parse_size(size)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--target-size'") from None
+    if psnr is not None:
+        targets["target_psnr"] = psnr
+    if len(targets) > 1:
+        raise click.UsageError("give only one of --target-bpp, --target-size and --target-psnr")
+    return targets
+
+
+_STDIO = "-"
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, type=_INPUT_PATH)
 @click.option(
     "-o",
     "--output",
     metavar="PATH",
-    help="Output file (one input) or folder (an existing one, or any path ending in /, "
-    "which is created). Default: each input with the suffix .aec, beside it.",
+    help="Output file (one input; - for stdout) or folder (an existing one, or any path ending "
+    "in /, which is created). Default: each input with the suffix .aec, beside it; stdout for "
+    "input - (stdin).",
 )
 @click.option(
     "-q",
@@ -349,7 +397,54 @@ def main(ctx: click.Context, verbose: bool) -> None:
     help="Quality level: higher means more bytes and better quality. "
     "Valid levels: see `aecodec models`. [default: aecodec.DEFAULT_QUALITY]",
 )
+@click.option(
+    "--target-bpp",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="BPP",
+    help="Highest quality whose file has at most BPP bits per pixel (like cwebp -size).",
+)
+@click.option(
+    "--target-size",
+    metavar="BYTES",
+    help="Highest quality whose file has at most BYTES bytes (K, M suffixes: 40K).",
+)
+@click.option(
+    "--target-psnr",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="DB",
+    help="Lowest quality whose decoding reaches DB dB PSNR (like cwebp -psnr).",
+)
 @click.option("--model", metavar="NAME", default=None, help="Model to use (see `aecodec models`).")
+@click.option(
+    "--metadata",
+    type=click.Choice(outputs.METADATA_CHOICES),
+    default="all",
+    show_default=True,
+    help="Metadata to carry from the input (like cwebp -metadata).",
+)
+@click.option(
+    "--psnr",
+    "with_psnr",
+    is_flag=True,
+    help="Also decode and report the PSNR (like cwebp -print_psnr; implies -v).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object per file (input, output, bytes, bpp, quality, seconds).",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="torch threads per process."
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Files coded in parallel, in separate processes.",
+)
 @_force_option
 @_verbose_option
 @click.pass_context
@@ -359,45 +454,184 @@ def compress(
     inputs: tuple[Path, ...],
     output: str | None,
     quality: int | None,
+    target_bpp: float | None,
+    target_size: str | None,
+    target_psnr: float | None,
     model: str | None,
+    metadata: str,
+    with_psnr: bool,
+    as_json: bool,
+    threads: int | None,
+    jobs: int,
     force: bool,
     verbose_here: bool,
 ) -> None:
     """Compress images to .aec files.
 
-    INPUTS are image files Pillow can read (PNG, JPEG, TIFF, WebP, ...); L, LA, RGB and RGBA images
-    keep their mode.
+    INPUTS are image files Pillow can read (PNG, JPEG, TIFF, WebP, ...), or - for stdin; L, LA,
+    RGB and RGBA images keep their mode.
     """
-    verbose = _verbose(ctx, verbose_here)
+    verbose = _verbose(ctx, verbose_here) or with_psnr
     _check_model_and_quality(model, quality)
-    out, output_is_dir = _resolve_output(output, len(inputs))
+    targets = _targets(target_bpp, target_size, target_psnr)
+    if targets and quality is not None:
+        raise click.UsageError("give either -q or a --target-*, not both")
+    stdin = Path(_STDIO) in inputs
+    if stdin and len(inputs) > 1:
+        raise click.UsageError("- (stdin) must be the only input")
+    if output == _STDIO and len(inputs) > 1:
+        raise click.UsageError("-o - (stdout) takes one input")
+    to_stdout = output == _STDIO or (stdin and output is None)
+    if to_stdout and sys.stdout.isatty():
+        _fail("refusing to write binary .aec data to a terminal; pass -o FILE or redirect stdout")
+    out, output_is_dir = (None, False) if to_stdout else _resolve_output(output, len(inputs))
+    _set_threads(threads)
+    if jobs > 1 and len(inputs) > 1 and not targets:
+        failures = _compress_parallel(
+            inputs,
+            out,
+            output_is_dir,
+            quality,
+            model,
+            metadata,
+            with_psnr,
+            threads,
+            jobs,
+            force,
+            verbose,
+            as_json,
+        )
+        if failures:
+            ctx.exit(1)
+        return
     written: set[str] = set()
 
     def process(src: Path) -> None:
         start = time.perf_counter()
-        dst = _destination(src, out, output_is_dir, outputs.compressed_name)
-        if src.is_dir():
-            raise FileError(src, "Is a directory")
-        if not src.exists():
-            raise FileError(src, "No such file or directory")
-        _check_destination(src, dst, force)
-        _check_not_written(dst, written)
-        data = aecodec.compress(src, quality, model=model)
-        write_atomic(dst, lambda fh: fh.write(data), force=force)
-        written.add(_key(dst))
-        if verbose:
-            header = aecodec.info(data)
-            pixels = int(header["width"]) * int(header["height"])
-            bpp = 8 * len(data) / pixels
-            elapsed = time.perf_counter() - start
-            click.echo(
-                f"{click.format_filename(src)} -> {click.format_filename(dst)}: "
-                f"{len(data)} bytes, {bpp:.3f} bpp, {elapsed:.2f} s",
-                err=True,
-            )
+        if src == Path(_STDIO):
+            source: Any = io.BytesIO(sys.stdin.buffer.read())
+            dst = out or Path(_STDIO)
+        else:
+            dst = _destination(src, out, output_is_dir, outputs.compressed_name)
+            if src.is_dir():
+                raise FileError(src, "Is a directory")
+            if not src.exists():
+                raise FileError(src, "No such file or directory")
+            source = src
+        if not to_stdout:
+            _check_destination(src, dst, force)
+            _check_not_written(dst, written)
+        fields: dict[str, Any] = {}
+        if targets:
+            from aecodec.ratecontrol import compress_to_target
 
-    if _run_batch(inputs, process, verbose=verbose, label="compressing"):
+            codec = aecodec.get_codec(model)
+            reached = compress_to_target(
+                codec, aecodec._image_input(source), metadata=metadata, **targets
+            )  # type: ignore[arg-type]
+            data = reached.data
+            fields = {"target_met": reached.met, "trials": reached.trials}
+            if not reached.met:
+                ((name, value),) = targets.items()
+                click.echo(
+                    f"{PROG}: warning: {click.format_filename(src)}: "
+                    f"--{name.replace('_', '-')} {value} cannot be met; "
+                    f"wrote quality {reached.quality}",
+                    err=True,
+                )
+        else:
+            data = aecodec.compress(source, quality, model=model, metadata=metadata)  # type: ignore[arg-type]
+        elapsed = time.perf_counter() - start
+        if to_stdout:
+            sys.stdout.buffer.write(data)
+        else:
+            write_atomic(dst, lambda fh: fh.write(data), force=force)
+            written.add(_key(dst))
+        if verbose or as_json:
+            header = aecodec.info(data)
+            fields = {
+                "bytes": len(data),
+                "bpp": header["bpp"],
+                "quality": header["quality"],
+                "seconds": elapsed,
+                **fields,
+            }
+            if with_psnr:
+                fields["psnr"] = _psnr_of(source, data)
+            _emit(src, dst, fields, as_json=as_json, to_stderr=to_stdout)
+
+    if _run_batch(inputs, process, verbose=verbose or as_json, label="compressing"):
         ctx.exit(1)
+
+
+def _psnr_of(source: Any, data: bytes) -> float:
+    """PSNR (RGB) of the decoded ``data`` against the input image ``source``."""
+    import numpy as np
+
+    from aecodec import imageio
+    from aecodec.metrics import psnr_rgb
+
+    if hasattr(source, "seek"):
+        source.seek(0)
+    reference = imageio.load(aecodec._image_input(source)).rgb
+    return psnr_rgb(reference, np.asarray(aecodec.decompress(data).convert("RGB")))
+
+
+def _compress_parallel(
+    inputs: Sequence[Path],
+    out: Path | None,
+    output_is_dir: bool,
+    quality: int | None,
+    model: str | None,
+    metadata: str,
+    with_psnr: bool,
+    threads: int | None,
+    jobs: int,
+    force: bool,
+    verbose: bool,
+    as_json: bool,
+) -> int:
+    """``-j N``: code the files in N spawned processes (aecodec.batch); returns the failures."""
+    from aecodec import batch
+
+    plan = [(src, _destination(src, out, output_is_dir, outputs.compressed_name)) for src in inputs]
+    failures = 0
+    todo = []
+    for src, dst in plan:
+        try:
+            _check_destination(src, dst, force)
+            todo.append((src, dst))
+        except FileError as exc:
+            _report(exc.path, exc.message)
+            failures += 1
+
+    def write(dst: Path, data: bytes) -> None:
+        try:
+            write_atomic(dst, lambda fh: fh.write(data), force=force)
+        except FileError as exc:
+            raise OSError(exc.message) from None
+
+    results = batch.compress_files(
+        todo,
+        codec=aecodec.get_codec(model),
+        quality=quality,
+        metadata=metadata,  # type: ignore[arg-type]
+        psnr=with_psnr,
+        workers=jobs,
+        threads=threads or 1,
+        skip_existing=False,
+        write=write,
+    )
+    for r in results:
+        if r.status == "failed":
+            _report(r.src, _strip_path_prefix(r.error or "failed", r.src))
+            failures += 1
+        elif verbose or as_json:
+            fields = {"bytes": r.bytes, "bpp": r.bpp, "quality": r.quality, "seconds": r.seconds}
+            if with_psnr:
+                fields["psnr"] = r.psnr
+            _emit(r.src, r.dst, fields, as_json=as_json, to_stderr=False)
+    return failures
 
 
 def _check_model_and_quality(model: str | None, quality: int | None) -> None:
@@ -444,6 +678,10 @@ def _check_model_and_quality(model: str | None, quality: int | None) -> None:
     help="Allow a lossy output format (.jpg, .avif, or lossy .webp) at this quality, 1-100. "
     "Without it, only exact formats are written.",
 )
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object per file (bytes, bpp, time)."
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads.")
 @_force_option
 @_verbose_option
 @click.pass_context
@@ -453,24 +691,40 @@ def decompress(
     inputs: tuple[Path, ...],
     output: str | None,
     output_quality: int | None,
+    as_json: bool,
+    threads: int | None,
     force: bool,
     verbose_here: bool,
 ) -> None:
-    """Decompress .aec files to images (lossless PNG by default)."""
+    """Decompress .aec files to images (lossless PNG by default). - reads stdin."""
     verbose = _verbose(ctx, verbose_here)
-    out, output_is_dir = _resolve_output(output, len(inputs))
+    stdin = Path(_STDIO) in inputs
+    if (stdin or output == _STDIO) and len(inputs) > 1:
+        raise click.UsageError("- (stdin) and -o - (stdout) take one input")
+    to_stdout = output == _STDIO or (stdin and output is None)
+    if to_stdout and sys.stdout.isatty():
+        _fail("refusing to write binary image data to a terminal; pass -o FILE or redirect")
+    out, output_is_dir = (None, False) if to_stdout else _resolve_output(output, len(inputs))
+    _set_threads(threads)
     written: set[str] = set()
 
     def process(src: Path) -> None:
         start = time.perf_counter()
-        dst = _destination(src, out, output_is_dir, outputs.decompressed_name)
+        # stdout gets PNG unless -o names a file
+        dst = (
+            Path("-.png")
+            if to_stdout
+            else (_destination(src, out, output_is_dir, outputs.decompressed_name))
+        )
         try:
             fmt = outputs.image_format(dst, output_quality)
         except AecodecError as exc:
             raise FileError(dst, str(exc)) from None
-        _check_destination(src, dst, force)
-        _check_not_written(dst, written)
-        data = src.read_bytes()
+        if not to_stdout:
+            _check_destination(src, dst, force)
+            _check_not_written(dst, written)
+        stdin_stream = sys.stdin.buffer if src == Path(_STDIO) else None
+        data = stdin_stream.read() if stdin_stream is not None else src.read_bytes()
         header = aecodec.info(data)  # cheap: refuse JPEG + alpha before the expensive decode
         try:
             outputs.check_mode(fmt, str(header["mode"]))
@@ -478,9 +732,25 @@ def decompress(
             params = outputs.save_options(fmt, img)
         except aecodec.ImageError as exc:
             raise FileError(dst, str(exc)) from None
-        write_atomic(dst, lambda fh: img.save(fh, format=fmt.name, **params), force=force)
-        written.add(_key(dst))
-        if verbose:
+        if to_stdout:
+            stream = sys.stdout.buffer
+            img.save(stream, format=fmt.name, **params)
+            stream.flush()
+        else:
+            write_atomic(dst, lambda fh: img.save(fh, format=fmt.name, **params), force=force)
+            written.add(_key(dst))
+        if as_json:
+            fields = {
+                "bytes": len(data),
+                "bpp": header["bpp"],
+                "quality": header["quality"],
+                "width": img.width,
+                "height": img.height,
+                "mode": img.mode,
+                "seconds": time.perf_counter() - start,
+            }
+            _emit(src, _STDIO if to_stdout else dst, fields, as_json=True, to_stderr=to_stdout)
+        elif verbose:
             elapsed = time.perf_counter() - start
             click.echo(
                 f"{click.format_filename(src)} -> {click.format_filename(dst)}: "
@@ -488,7 +758,7 @@ def decompress(
                 err=True,
             )
 
-    if _run_batch(inputs, process, verbose=verbose, label="decompressing"):
+    if _run_batch(inputs, process, verbose=verbose or as_json, label="decompressing"):
         ctx.exit(1)
 
 
@@ -508,21 +778,42 @@ _INFO_LABELS = (
 
 
 @main.command()
-@click.argument("file", type=_INPUT_PATH)
-@click.option("--json", "as_json", is_flag=True, help="Print the header as JSON.")
+@click.argument("files", nargs=-1, required=True, type=_INPUT_PATH)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the header as JSON (an object; a list of objects for several files).",
+)
 @click.pass_context
 @_handle_interrupt
-def info(ctx: click.Context, file: Path, as_json: bool) -> None:
-    """Show the header of an .aec file."""
-    try:
-        header = aecodec.info(file.read_bytes())
-    except FILE_ERRORS as exc:
-        _report(file, _strip_path_prefix(describe_error(exc), file))
-        ctx.exit(1)
-        return
+def info(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> None:
+    """Show the headers of .aec files."""
+    headers = []
+    failed = False
+    for file in files:
+        try:
+            headers.append((file, aecodec.info(file.read_bytes())))
+        except FILE_ERRORS as exc:
+            _report(file, _strip_path_prefix(describe_error(exc), file))
+            failed = True
     if as_json:
-        click.echo(json.dumps(header, indent=2))
-        return
+        docs = [{"file": os.fspath(f), **h} for f, h in headers]
+        if len(files) == 1:
+            if headers:
+                click.echo(json.dumps(headers[0][1], indent=2))
+        else:
+            click.echo(json.dumps(docs, indent=2))
+    else:
+        for i, (file, header) in enumerate(headers):
+            if i:
+                click.echo("")
+            _print_info(file, header)
+    if failed:
+        ctx.exit(1)
+
+
+def _print_info(file: Path, header: dict[str, Any]) -> None:
     g = header.get
     rows = {
         "file": click.format_filename(file),

@@ -470,7 +470,8 @@ def test_verbose_lines(tmp_path: Path) -> None:
     assert len(lines) == 2
     for line, name in zip(lines, ["a", "b"], strict=True):
         m = re.fullmatch(
-            rf"{name}\.png -> {name}\.aec: (\d+) bytes, (\d+\.\d{{3}}) bpp, \d+\.\d\d s", line
+            rf"{name}\.png -> {name}\.aec: (\d+) bytes, (\d+\.\d{{3}}) bpp, q\d, \d+\.\d\d s",
+            line,
         )
         assert m, line
         size = (tmp_path / f"{name}.aec").stat().st_size
@@ -605,3 +606,88 @@ def test_demo_codes_the_bundled_photograph() -> None:
     # the default model at its default quality on this photo: ~0.54 bpp, ~32.5 dB
     assert 0.3 < bpp < 0.8
     assert 30.0 < psnr < 36.0
+
+
+# --- per-file numbers, rate targets, metadata, pipes, parallel batches ------------------------
+
+
+def test_json_and_psnr_per_file(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    result = run("compress", "a.png", "--json", "--psnr")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    size = (tmp_path / "a.aec").stat().st_size
+    assert (record["input"], record["output"], record["bytes"]) == ("a.png", "a.aec", size)
+    assert record["bpp"] == pytest.approx(8 * size / (W * H))
+    decoded = np.asarray(aecodec.decompress(tmp_path / "a.aec"))
+    from aecodec.metrics import psnr_rgb
+
+    assert record["psnr"] == pytest.approx(psnr_rgb(_pixels("RGB"), decoded))
+    result = run("-v", "compress", "a.png", "-o", "b.aec", "--psnr")
+    assert re.fullmatch(
+        r"a\.png -> b\.aec: \d+ bytes, [\d.]+ bpp, q\d, [\d.]+ dB, [\d.]+ s\n", result.stderr
+    )
+    result = run("decompress", "a.aec", "--json")
+    record = json.loads(result.stdout)
+    assert (record["output"], record["width"], record["mode"]) == ("a.aec.png", W, "RGB")
+
+
+def test_target_size_reports_and_meets(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    sizes = {q: len(aecodec.compress(_pixels("RGB"), q)) for q in aecodec.qualities()}
+    target = sizes[4] + (sizes[5] - sizes[4]) // 2
+    result = run("compress", "a.png", "--target-size", target, "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert (record["quality"], record["bytes"], record["target_met"]) == (4, sizes[4], True)
+    result = run("compress", "a.png", "-o", "tiny.aec", "--target-size", "10")
+    assert result.exit_code == 0
+    assert "cannot be met" in result.stderr
+    assert run("compress", "a.png", "-q", 3, "--target-bpp", 1).exit_code == 2
+    assert run("compress", "a.png", "--target-size", "12X").exit_code == 2
+
+
+def test_metadata_option(tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(_pixels("RGB")).save(tmp_path / "a.png", icc_profile=icc)
+    assert run("compress", "a.png", "-o", "all.aec").exit_code == 0
+    assert run("compress", "a.png", "-o", "none.aec", "--metadata", "none").exit_code == 0
+    assert aecodec.info(tmp_path / "all.aec")["has_icc"]
+    assert not aecodec.info(tmp_path / "none.aec")["has_icc"]
+
+
+def test_stdin_and_stdout(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    png = (tmp_path / "a.png").read_bytes()
+    result = CliRunner().invoke(main, ["compress", "-"], input=png)
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == aecodec.compress(tmp_path / "a.png")
+    result = CliRunner().invoke(main, ["decompress", "-", "-o", "-"], input=result.stdout_bytes)
+    assert result.exit_code == 0, result.output
+    with Image.open(__import__("io").BytesIO(result.stdout_bytes)) as img:
+        assert (img.format, img.size) == ("PNG", (W, H))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_info_several_files(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    _make_png(tmp_path / "b.png", "L")
+    assert run("compress", "a.png", "b.png").exit_code == 0
+    result = run("info", "a.aec", "b.aec", "--json")
+    assert [h["mode"] for h in json.loads(result.stdout)] == ["RGB", "L"]
+    result = run("info", "a.aec", "missing.aec", "b.aec")
+    assert result.exit_code == 1
+    assert result.stdout.count("size:") == 2
+    assert "missing.aec" in result.stderr
+
+
+def test_parallel_jobs_match_serial(tmp_path: Path) -> None:
+    for i in range(3):
+        _make_png(tmp_path / f"{i}.png", seed=i)
+    result = run("compress", "0.png", "1.png", "2.png", "-j", 2, "--threads", 1, "-o", "par/")
+    assert result.exit_code == 0, result.output
+    for i in range(3):
+        serial = aecodec.compress(tmp_path / f"{i}.png")
+        assert (tmp_path / "par" / f"{i}.aec").read_bytes() == serial
