@@ -729,6 +729,20 @@ def demo(image: Path | None, quality: int | None, model: str | None) -> None:
     help="vq: the aecodec model; factorized: the same-budget CompressAI bmshj2018-factorized "
     "baseline (one rate point: pass one --lambdas value).",
 )
+@click.option(
+    "--train-only",
+    type=click.Choice(["all", "decoder"]),
+    default="all",
+    show_default=True,
+    help="decoder: train the synthesis only (indices and rate stay fixed; PSNR only improves).",
+)
+@click.option(
+    "--lr-table-scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Scale of the probability tables' learning rate (1e-2 by default).",
+)
 def train(**kw: Any) -> None:
     """Train the VQ model (also under `torchrun --nproc_per_node=N`)."""
     import logging
@@ -761,6 +775,8 @@ def train(**kw: Any) -> None:
         init=kw["init"],
         bf16=kw["bf16"],
         arch=kw["arch"],
+        train_only=kw["train_only"],
+        lr_table_scale=kw["lr_table_scale"],
         model=model,
     )
     try:
@@ -782,6 +798,21 @@ def train(**kw: Any) -> None:
 @click.option("--default-quality", type=int, default=None)
 @click.option("--description", default="", help="One line for `aecodec models`.")
 @click.option("--no-default", is_flag=True, help="Do not make it the default model.")
+@click.option(
+    "--spatial-contexts",
+    type=int,
+    default=None,
+    help="Code with this many checkerboard spatial contexts (default: the run's).",
+)
+@click.option(
+    "--fit-tables",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Refit the entropy tables by counting on the run's training images, shared in this "
+    "many rows (0: quantize the learned tables).",
+)
+@click.option("--fit-images", type=int, default=0, help="Fit on at most this many images (0: all).")
 def export(
     run: Path,
     name: str | None,
@@ -789,6 +820,9 @@ def export(
     default_quality: int | None,
     description: str,
     no_default: bool,
+    spatial_contexts: int | None,
+    fit_tables: int,
+    fit_images: int,
 ) -> None:
     """Export a run's best checkpoint to safetensors weights + manifest entry.
 
@@ -796,8 +830,8 @@ def export(
     instead, for `aecodec bench --codecs compressai-factorized --compressai-checkpoint`.
     """
     from aecodec.model.registry import WEIGHTS_DIR
+    from aecodec.train.export import FitOptions, load_checkpoint, run_summary
     from aecodec.train.export import export as do_export
-    from aecodec.train.export import load_checkpoint, run_summary
 
     try:
         ck = load_checkpoint(run)
@@ -809,6 +843,13 @@ def export(
             return
     except (FileNotFoundError, ValueError) as exc:
         _fail(describe_error(exc))
+    fit = None
+    bar = None
+    if fit_tables:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="fitting tables (images x rounds)", unit="img", dynamic_ncols=True)
+        fit = FitOptions(num_tables=fit_tables, max_images=fit_images, progress=bar.update)
     try:
         entry = do_export(
             run,
@@ -818,9 +859,14 @@ def export(
             description=description,
             make_default=not no_default,
             training=run_summary(run),
+            spatial_contexts=spatial_contexts,
+            fit=fit,
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(describe_error(exc))
+    finally:
+        if bar is not None:
+            bar.close()
     click.echo(f"wrote {entry['file']} ({entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...)")
 
 

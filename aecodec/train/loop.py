@@ -55,6 +55,8 @@ class TrainConfig:
     init: str = ""
     bf16: bool = False
     arch: str = "vq"
+    train_only: str = "all"
+    lr_table_scale: float = 1.0
     model: dict = field(default_factory=dict)
 
 
@@ -161,6 +163,20 @@ def build_model(config: ModelConfig, arch: str) -> VQVAE:
     raise ValueError(f"unknown --arch {arch!r}: choose vq or factorized")
 
 
+# Parameters trained by ``--train-only decoder``: the synthesis and the inverse gains. The
+# encoder, gains, codebooks and tables stay fixed, so every index (and the rate) stays the same
+# and training is a pure distortion problem (stable; the PSNR at each rate can only improve).
+DECODER_PARAMS = ("g_s.", "log_inv_gain")
+
+
+def freeze(net: nn.Module, train_only: str) -> None:
+    """Set ``requires_grad`` for ``train_only`` "all" or "decoder" (see :data:`DECODER_PARAMS`)."""
+    if train_only not in ("all", "decoder"):
+        raise ValueError(f"unknown --train-only {train_only!r}: choose all or decoder")
+    for name, p in net.named_parameters():
+        p.requires_grad_(train_only == "all" or name.startswith(DECODER_PARAMS))
+
+
 def build_optimizer(net: VQVAE, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam; the probability tables get their own (higher) learning rate and the linear block
     transforms (if any) a lower one, ``lr_linear`` (orthonormal PCA weights are ~0.04 in size)."""
@@ -230,6 +246,7 @@ def train(
         # Its own sampler, so the training crops are the same with and without it; under DDP,
         # rank 0's result is broadcast to every process when the model is wrapped.
         pca_init(net, CropSampler(train_files, cfg.crop, cfg.seed * 1000 + 999))
+    freeze(net, cfg.train_only)
     opt = build_optimizer(net, cfg)
     val = validation_crops(val_files, cfg.val_crop) if rank == 0 and val_files else None
 
@@ -262,7 +279,7 @@ def train(
     while step < end:
         f = lr_factor(step, cfg)
         opt.param_groups[0]["lr"] = cfg.lr * f
-        opt.param_groups[1]["lr"] = cfg.lr_table * f
+        opt.param_groups[1]["lr"] = cfg.lr_table * cfg.lr_table_scale * f
         if len(opt.param_groups) > 2:
             opt.param_groups[2]["lr"] = cfg.lr_linear * f
         x = sampler.batch(cfg.batch)
