@@ -1,4 +1,4 @@
-"""The exceptions aecodec raises. One home, so every module raises the same types."""
+"""The exceptions and warnings aecodec raises. One home, so every module raises the same types."""
 
 from __future__ import annotations
 
@@ -20,3 +20,15 @@ class ModelError(AecodecError, LookupError):
 
 class ImageError(AecodecError, ValueError):
     """An input image cannot be read or is not supported (empty, too large, not an image)."""
+
+
+class AecodecWarning(UserWarning):
+    """Base class of every warning aecodec issues; the message is one line a user can act on."""
+
+
+class LargeImageWarning(AecodecWarning):
+    """An image is above the warning threshold of the pixel limit (like Pillow's
+    ``DecompressionBombWarning``): coding it takes a lot of memory and time.
+
+    The threshold is :data:`aecodec.container.WARN_PIXELS` or the ``warn_pixels=`` argument.
+    """

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from aecodec import container
 from aecodec.errors import ImageError
 
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
@@ -51,40 +52,68 @@ class Picture:
         return int(self.rgb.shape[0])
 
 
-def load(image: ImageInput) -> Picture:
+def load(
+    image: ImageInput, *, max_pixels: int | None = None, warn_pixels: int | None = None
+) -> Picture:
     """Normalise a PIL image, a numpy array or a path into a :class:`Picture`.
 
     Palette images become RGB (RGBA if they have transparency), 1-bit images L, 16-bit and
     float images are reduced to 8 bits with a warning, CMYK/YCbCr/LAB become RGB, and the EXIF
     orientation is applied.
 
+    The pixel limits are applied to the size in the image's header, before any pixel is
+    decoded.
+
+    Args:
+        image: the input.
+        max_pixels: refuse images with more pixels; ``None`` reads
+            :data:`aecodec.container.MAX_PIXELS`.
+        warn_pixels: warn (:class:`~aecodec.errors.LargeImageWarning`) above this many pixels;
+            ``None`` reads :data:`aecodec.container.WARN_PIXELS`.
+
     Raises:
-        ImageError: the input cannot be read or has no pixels.
+        ImageError: the input cannot be read, has no pixels or exceeds the pixel limit.
         FileNotFoundError / IsADirectoryError / PermissionError: for paths, as the OS reports.
     """
+    limits = {"max_pixels": max_pixels, "warn_pixels": warn_pixels}
     if isinstance(image, np.ndarray):
+        if image.ndim >= 2:
+            _check_pixels(int(image.shape[1]), int(image.shape[0]), limits)
         return _from_array(image)
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a directory, not an image")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return _from_pil(im)
-        except UnidentifiedImageError as exc:
-            raise ImageError(f"{path}: not an image file Pillow can read") from exc
-        except Image.DecompressionBombError as exc:
-            raise ImageError(f"{path}: {exc}") from exc
-        except (OSError, SyntaxError) as exc:
-            if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
-                raise
-            raise ImageError(f"{path}: cannot decode image ({exc})") from exc
+        return _load_path(Path(image), limits)
     if isinstance(image, Image.Image):
+        _check_pixels(image.width, image.height, limits)
         return _from_pil(image)
     raise TypeError(
         f"expected a PIL.Image, a numpy uint8 array or a path, got {type(image).__name__}"
     )
+
+
+def _check_pixels(width: int, height: int, limits: dict[str, int | None]) -> None:
+    container.check_pixels(width, height, error=ImageError, **limits)
+
+
+def _load_path(path: Path, limits: dict[str, int | None]) -> Picture:
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not an image")
+    try:
+        with warnings.catch_warnings():
+            # aecodec's own LargeImageWarning replaces Pillow's, with the same thresholds.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im_cm = Image.open(path)
+        with im_cm as im:
+            _check_pixels(im.width, im.height, limits)  # from the header: no pixels yet
+            im.load()
+            return _from_pil(im)
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{path}: not an image file Pillow can read") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: {exc}") from exc
+    except (OSError, SyntaxError) as exc:
+        if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        raise ImageError(f"{path}: cannot decode image ({exc})") from exc
 
 
 def _from_pil(im: Image.Image) -> Picture:
