@@ -139,9 +139,14 @@ def qualities(model: str | None = None) -> list[int]:
     return list(range(1, read_config(model).num_qualities + 1))
 
 
-def info(data: bytes) -> dict[str, Any]:
-    """Header fields of an ``.aec`` file as JSON-able values (validates the whole container)."""
-    bs = container.unpack(data)
+def info(data: bytes, *, max_pixels: int | None = None) -> dict[str, Any]:
+    """Header fields of an ``.aec`` file as JSON-able values (validates the whole container).
+
+    Args:
+        data: the complete file.
+        max_pixels: as for :func:`decompress`.
+    """
+    bs = container.unpack(data, max_pixels=max_pixels)
     h = bs.header
     return {
         "format_version": container.FORMAT_VERSION,

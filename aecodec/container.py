@@ -51,10 +51,12 @@ __all__ = [
     "MAGIC",
     "MAX_PIXELS",
     "MODES",
+    "PREFIX_SIZE",
     "WARN_PIXELS",
     "Bitstream",
     "Header",
     "check_pixels",
+    "check_prefix",
     "pack",
     "read_header",
     "unpack",
@@ -424,6 +426,39 @@ def check_pixels(
         )
 
 
+PREFIX_SIZE: int = 5
+"""Bytes :func:`check_prefix` looks at: the magic and the version."""
+
+
+def check_prefix(head: BytesLike) -> None:
+    """Check the first bytes of a file (magic, then version, as far as ``head`` goes).
+
+    Lets a reader refuse a file that is not ``.aec`` after :data:`PREFIX_SIZE` bytes,
+    before reading the rest. A short ``head`` passes as far as it matches.
+
+    Raises:
+        FormatError: ``head`` is empty, has a bad magic or an unsupported version.
+    """
+    if len(head) == 0:
+        raise FormatError("empty input: not an aecodec file")
+    magic = bytes(head[:4])
+    if magic != MAGIC[: len(magic)]:
+        raise FormatError(f"not an aecodec file (bad magic): starts with {magic.hex(' ')}")
+    if len(head) < 5:
+        return
+    version = head[4]
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            f"unsupported format version {version}; this aecodec reads version "
+            f"{FORMAT_VERSION} -- upgrade aecodec"
+        )
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"invalid format version {version}; this aecodec reads version "
+            f"{FORMAT_VERSION} (versions start at 1)"
+        )
+
+
 def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layout]:
     """Validate ``data`` completely and return it with its layout. Raises FormatError."""
     limit = _resolve_limit(max_pixels)
@@ -436,30 +471,14 @@ def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layo
             data = data.tobytes()
     size = len(data)
 
-    # 1. magic
-    if size == 0:
-        raise FormatError("empty input: not an aecodec file")
-    head = bytes(data[:4])
-    if head != MAGIC[: len(head)]:
-        raise FormatError(f"not an aecodec file (bad magic): starts with {head.hex(' ')}")
+    # 1. magic and 2. version (as far as present)
+    check_prefix(data)
     if size < 4:
         raise FormatError(
             f"truncated file: {size} bytes, an aecodec file is at least {MIN_FILE_SIZE} bytes"
         )
-    # 2. version
     if size < 5:
         raise FormatError("truncated file: the format version byte is missing")
-    version = data[4]
-    if version > FORMAT_VERSION:
-        raise FormatError(
-            f"unsupported format version {version}; this aecodec reads version "
-            f"{FORMAT_VERSION} -- upgrade aecodec"
-        )
-    if version != FORMAT_VERSION:
-        raise FormatError(
-            f"invalid format version {version}; this aecodec reads version "
-            f"{FORMAT_VERSION} (versions start at 1)"
-        )
     if size < MIN_FILE_SIZE:
         raise FormatError(
             f"truncated file: {size} bytes, an aecodec file is at least {MIN_FILE_SIZE} bytes"
