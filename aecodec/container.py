@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import operator
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from aecodec import errors
 from aecodec.errors import FormatError, LargeImageWarning
 
 __all__ = [
@@ -417,12 +417,11 @@ def check_pixels(
     if pixels > limit:
         raise error(_too_large(width, height, limit))
     if pixels > warn:
-        warnings.warn(
+        errors.warn(
             f"large image: {width}x{height} = {pixels} pixels is over the warning threshold "
-            f"of {warn} pixels (limit {limit}); coding it needs about "
-            f"{pixels * 10 / 2**30:.1f} GiB of memory and minutes of CPU",
+            f"of {warn} pixels (limit {limit}); coding it takes minutes and GBs of memory "
+            "(see --max-pixels / max_pixels=)",
             LargeImageWarning,
-            stacklevel=3,
         )
 
 

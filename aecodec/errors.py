@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
 
 class AecodecError(Exception):
     """Base class of every aecodec error."""
@@ -32,3 +38,16 @@ class LargeImageWarning(AecodecWarning):
 
     The threshold is :data:`aecodec.container.WARN_PIXELS` or the ``warn_pixels=`` argument.
     """
+
+
+def warn(message: str, category: type[Warning] | None = None) -> None:
+    """Issue an aecodec warning, attributed to the first caller outside the aecodec package.
+
+    Args:
+        message: one line saying what happened and what it means for the user.
+        category: the warning class; :class:`AecodecWarning` by default.
+    """
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    warnings.warn(message, category or AecodecWarning, stacklevel=level)

@@ -667,7 +667,6 @@ def test_module_imports_only_stdlib() -> None:
         "__future__",
         "operator",
         "struct",
-        "warnings",
         "zlib",
         "dataclasses",
         "typing",
