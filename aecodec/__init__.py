@@ -121,7 +121,10 @@ def decompress(
         ModelError: the model that made the file is not bundled with this aecodec.
     """
     header = container.read_header(data, max_pixels=max_pixels)
+    from aecodec.codec import check_tiling
     from aecodec.model.registry import read_manifest
+
+    check_tiling(header)  # before loading a model: a hostile file is refused in milliseconds
 
     if header.model not in read_manifest()["models"]:
         known = ", ".join(sorted(read_manifest()["models"])) or "none"

@@ -33,7 +33,7 @@ MAX_TILE_SIDE = 2048
 The entropy decoder's buffers grow with the tile's area, so this bounds them whatever a
 file's header claims; the format itself allows tile sides up to 65520.
 """
-MAX_TILES = 4096
+MAX_TILES = 1024
 """Most tiles per image the encoder writes and the decoder accepts.
 
 Every tile has a fixed entropy-decoding cost (about 10 ms on the default model), so this

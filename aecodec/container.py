@@ -382,8 +382,8 @@ def _too_large(width: int, height: int, limit: int) -> str:
     return (
         f"image too large: width {width} x height {height} = {width * height} "
         f"pixels exceeds the limit of {limit} pixels; to code it anyway raise the limit "
-        "(command line: --max-pixels; Python: max_pixels=, e.g. "
-        "aecodec.decompress(data, max_pixels=...), or set aecodec.container.MAX_PIXELS)"
+        "(command line: --max-pixels N; Python: max_pixels=N, or set "
+        "aecodec.container.MAX_PIXELS)"
     )
 
 

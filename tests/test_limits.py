@@ -55,9 +55,9 @@ def test_tile_side_limit_applies_to_the_tile_as_clipped_to_the_image(tiny_codec)
 
 
 def test_tile_count_is_bounded(tiny_codec) -> None:
-    side = 16 * 65  # 65 x 65 = 4225 tiles of 16x16 in a 17 KB file
+    side = 16 * 33  # 33 x 33 = 1089 tiles of 16x16 in a 4 KB file
     data = empty_file(tiny_codec, side, side, 16, 16)
-    with pytest.raises(FormatError, match=rf"4225 tiles exceed the decoder's limit of {MAX_TILES}"):
+    with pytest.raises(FormatError, match=rf"1089 tiles exceed the decoder's limit of {MAX_TILES}"):
         tiny_codec.decompress(data)
 
 
@@ -139,8 +139,8 @@ def test_encoder_writes_only_what_the_decoder_accepts(tiny_model) -> None:
     ):
         Codec(tiny_model, tile_size=MAX_TILE_SIDE + 16)
     codec = Codec(tiny_model, tile_size=16)
-    with pytest.raises(ImageError, match=r"needs 4225 tiles, over the limit of 4096"):
-        codec.compress(np.zeros((1040, 1040, 3), np.uint8), quality=1)
+    with pytest.raises(ImageError, match=r"needs 1089 tiles, over the limit of 1024"):
+        codec.compress(np.zeros((528, 528, 3), np.uint8), quality=1)
 
 
 _PEAK_SCRIPT = r"""
@@ -177,3 +177,27 @@ def test_worst_tiling_decodes_in_bounded_memory() -> None:
     assert size < 100
     assert peak_mb < 1500, f"peak RSS {peak_mb:.0f} MB"
     assert seconds < 120, f"{seconds:.0f} s"  # measured 18 s on a loaded 2-core machine
+
+
+def test_hostile_tiling_is_refused_before_loading_a_model() -> None:
+    """aecodec.decompress checks the tiling from the header: no torch, no weights, ~ms."""
+    script = (
+        "import sys, aecodec\n"
+        "from aecodec import container\n"
+        "from aecodec.model.registry import default_model_name, read_manifest\n"
+        "name = default_model_name()\n"
+        "sha = bytes.fromhex(read_manifest()['models'][name]['sha256'][:16])\n"
+        "h = container.Header(name, sha, 1, 4096, 4096, 'RGB', 4096, 4096)\n"
+        "data = container.pack(container.Bitstream(h, (b'',)))\n"
+        "try:\n"
+        "    aecodec.decompress(data)\n"
+        "except aecodec.FormatError as exc:\n"
+        "    print(exc)\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert "tile size 4096x4096 exceeds the decoder's limit" in res.stdout
