@@ -16,7 +16,14 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from aecodec import container
-from aecodec.errors import AecodecError, FormatError, ImageError, ModelError
+from aecodec.errors import (
+    AecodecError,
+    AecodecWarning,
+    FormatError,
+    ImageError,
+    LargeImageWarning,
+    ModelError,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -29,9 +36,11 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_QUALITY",
     "AecodecError",
+    "AecodecWarning",
     "Codec",
     "FormatError",
     "ImageError",
+    "LargeImageWarning",
     "ModelError",
     "compress",
     "container",
@@ -69,28 +78,53 @@ def get_codec(model: str | None = None) -> Codec:
         return codec
 
 
-def compress(image: ImageInput, quality: int | None = None, *, model: str | None = None) -> bytes:
+def compress(
+    image: ImageInput,
+    quality: int | None = None,
+    *,
+    model: str | None = None,
+    max_pixels: int | None = None,
+    warn_pixels: int | None = None,
+) -> bytes:
     """Compress an image to ``.aec`` bytes.
 
     Args:
         image: ``PIL.Image``, numpy ``uint8`` array (``[H, W]`` or ``[H, W, 1|2|3|4]``), or a path.
         quality: one of :func:`qualities`; ``None`` uses the model's default.
         model: bundled model name; ``None`` for the default model.
+        max_pixels: refuse larger images (checked before any pixel is decoded); ``None``
+            reads :data:`aecodec.container.MAX_PIXELS` (2**28).
+        warn_pixels: warn (:class:`aecodec.errors.LargeImageWarning`) above this many pixels;
+            ``None`` reads :data:`aecodec.container.WARN_PIXELS` (2**26).
+
+    Raises:
+        ImageError: the image cannot be read or is over a limit.
     """
-    return get_codec(model).compress(image, quality)
+    return get_codec(model).compress(image, quality, max_pixels=max_pixels, warn_pixels=warn_pixels)
 
 
-def decompress(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
+def decompress(
+    data: bytes, *, max_pixels: int | None = None, warn_pixels: int | None = None
+) -> Image.Image:
     """Decode ``.aec`` bytes to a ``PIL.Image`` (same size and mode as the original).
 
     The model is chosen by the name written in the file.
 
+    Args:
+        data: the complete file.
+        max_pixels: refuse larger images; ``None`` reads :data:`aecodec.container.MAX_PIXELS`.
+        warn_pixels: warn (:class:`aecodec.errors.LargeImageWarning`) above this many pixels;
+            ``None`` reads :data:`aecodec.container.WARN_PIXELS`.
+
     Raises:
-        FormatError: the data is not a valid ``.aec`` file.
+        FormatError: the data is not a valid ``.aec`` file or exceeds a decoding limit.
         ModelError: the model that made the file is not bundled with this aecodec.
     """
     header = container.read_header(data, max_pixels=max_pixels)
+    from aecodec.codec import check_tiling
     from aecodec.model.registry import read_manifest
+
+    check_tiling(header)  # before loading a model: a hostile file is refused in milliseconds
 
     if header.model not in read_manifest()["models"]:
         known = ", ".join(sorted(read_manifest()["models"])) or "none"
@@ -98,7 +132,7 @@ def decompress(data: bytes, *, max_pixels: int | None = None) -> Image.Image:
             f"the file was made by model {header.model!r}, which is not bundled "
             f"(bundled: {known}); install a version of aecodec that has it"
         )
-    return get_codec(header.model).decompress(data, max_pixels=max_pixels)
+    return get_codec(header.model).decompress(data, max_pixels=max_pixels, warn_pixels=warn_pixels)
 
 
 def qualities(model: str | None = None) -> list[int]:
@@ -108,9 +142,14 @@ def qualities(model: str | None = None) -> list[int]:
     return list(range(1, read_config(model).num_qualities + 1))
 
 
-def info(data: bytes) -> dict[str, Any]:
-    """Header fields of an ``.aec`` file as JSON-able values (validates the whole container)."""
-    bs = container.unpack(data)
+def info(data: bytes, *, max_pixels: int | None = None) -> dict[str, Any]:
+    """Header fields of an ``.aec`` file as JSON-able values (validates the whole container).
+
+    Args:
+        data: the complete file.
+        max_pixels: as for :func:`decompress`.
+    """
+    bs = container.unpack(data, max_pixels=max_pixels)
     h = bs.header
     return {
         "format_version": container.FORMAT_VERSION,

@@ -3,9 +3,10 @@
 A thin layer over the public API of :mod:`aecodec`. Importing this module is cheap: torch is only
 imported (by aecodec) when a codec is actually built.
 
-Outputs are written atomically: to a temporary file in the output's directory, fsync'ed, then
-renamed over the destination with :func:`os.replace`. A failure or Ctrl-C therefore never leaves a
-partial output or a temporary file behind, and an existing file is only replaced with ``--force``.
+Outputs are written by :func:`aecodec.files.write_atomic`: to a temporary file in the output's
+directory, fsync'ed, then linked (no overwrite) or renamed (``--force``) into place. A failure,
+Ctrl-C or SIGTERM therefore never leaves a partial output or a temporary file behind, and an
+existing file is only replaced with ``--force``; devices and pipes are written in place.
 
 Per-file errors are reported as one line, ``aecodec: error: <file>: <message>``, on stderr; the rest
 of a batch still runs and the exit status is 1 if any file failed (130 after Ctrl-C, 2 for a usage
@@ -18,10 +19,10 @@ import functools
 import json
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext, suppress
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -30,13 +31,14 @@ import PIL
 from PIL import Image
 
 import aecodec
+from aecodec import files
 from aecodec.errors import AecodecError
 
 PROG = "aecodec"
 AEC_SUFFIX = ".aec"
 IMAGE_SUFFIX = ".png"
 
-EXISTS_MESSAGE = "exists; pass --force to overwrite"
+EXISTS_MESSAGE = files.EXISTS_MESSAGE
 
 # Errors that are reported as one line for the file being processed. Anything else is a bug in
 # aecodec and keeps its traceback.
@@ -100,8 +102,23 @@ def _strip_path_prefix(message: str, path: Path) -> str:
     return message
 
 
-def _report(path: Path | str, message: str) -> None:
-    click.echo(f"{PROG}: error: {click.format_filename(path)}: {_one_line(message)}", err=True)
+def _report(path: Path | str, message: str, kind: str = "error") -> None:
+    click.echo(f"{PROG}: {kind}: {click.format_filename(path)}: {_one_line(message)}", err=True)
+
+
+@contextmanager
+def _warnings_as_lines(path: Path) -> Iterator[None]:
+    """Report aecodec's warnings about ``path`` as one line each: ``aecodec: warning: ...``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", aecodec.AecodecWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, aecodec.AecodecWarning):
+                    _report(path, _strip_path_prefix(str(w.message), path), "warning")
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -110,16 +127,21 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _handle_interrupt(func: F) -> F:
-    """Turn Ctrl-C into a one-line message and exit status 130 (instead of click's "Aborted!")."""
+    """Turn Ctrl-C into a one-line message and exit status 130 (instead of click's "Aborted!"),
+    and SIGTERM/SIGHUP into "terminated" and 128 + the signal (temporary files cleaned up)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with files.terminate_cleanly():
+                return func(*args, **kwargs)
         except KeyboardInterrupt:
             lead = "\n" if _stderr_is_tty() else ""  # get off the line that shows ^C
             click.echo(f"{lead}{PROG}: interrupted", err=True)
             raise click.exceptions.Exit(130) from None
+        except files.Terminated as exc:
+            click.echo(f"{PROG}: terminated", err=True)
+            raise click.exceptions.Exit(128 + exc.signum) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -135,11 +157,14 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _check_destination(src: Path, dst: Path, force: bool) -> None:
-    """Refuse to write onto the input, or onto an existing file without ``--force``."""
+    """Refuse to write onto the input, onto an existing file without ``--force``, or onto a
+    directory or block device."""
     if _same_file(src, dst):
         raise FileError(dst, "output would overwrite the input; choose another output with -o")
-    if not force and (dst.exists() or dst.is_symlink()):
-        raise FileError(dst, EXISTS_MESSAGE)
+    try:
+        files.check_output(dst, force=force)
+    except OSError as exc:
+        raise FileError(dst, describe_error(exc)) from None
 
 
 def _key(path: Path) -> str:
@@ -152,64 +177,14 @@ def _check_not_written(dst: Path, written: set[str]) -> None:
         raise FileError(dst, "already written from another input in this run; not overwriting it")
 
 
-def _new_file_mode(dst: Path) -> int:
-    """Permission bits for the output: keep an existing file's, else 0o666 minus the umask."""
-    with suppress(OSError):
-        return dst.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_directory(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    with suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_atomic(dst: Path, write: Callable[[IO[bytes]], object], *, force: bool) -> None:
-    """Write a file atomically: temporary file in the same directory, fsync, :func:`os.replace`.
-
-    On any failure (including KeyboardInterrupt) the temporary file is removed and ``dst`` is left
-    as it was.
-
-    Args:
-        dst: The output path.
-        write: Called with the open binary temporary file; writes the whole content.
-        force: Replace ``dst`` if it exists; otherwise raise :class:`FileError` if it appeared.
-
-    Raises:
-        FileError: The file could not be written (the message names the reason).
-    """
-    directory = dst.parent
+    """:func:`aecodec.files.write_atomic`, with errors as :class:`FileError` for the report."""
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise FileError(dst, f"cannot write: {describe_error(exc)}") from None
-    tmp: Path | None = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        with suppress(OSError):
-            os.chmod(tmp_name, _new_file_mode(dst))
-        if not force and (dst.exists() or dst.is_symlink()):
-            raise FileError(dst, EXISTS_MESSAGE)
-        os.replace(tmp_name, dst)
-        tmp = None
-        _fsync_directory(directory)
+        files.write_atomic(dst, write, force=force)
+    except FileExistsError:
+        raise FileError(dst, EXISTS_MESSAGE) from None
     except (OSError, ValueError) as exc:
         raise FileError(dst, f"cannot write: {describe_error(exc)}") from None
-    finally:
-        if tmp is not None:
-            with suppress(OSError):
-                tmp.unlink()
 
 
 def _destination(src: Path, output: Path | None, output_is_dir: bool, suffix: str) -> Path:
@@ -261,7 +236,8 @@ def _run_batch(
     with bar_cm as items:
         for src in items:
             try:
-                process(src)
+                with _warnings_as_lines(src):
+                    process(src)
             except (FileError, *FILE_ERRORS) as exc:
                 if show_bar:  # clear the bar's line; it is redrawn on the next item
                     click.echo("\r\x1b[K", err=True, nl=False)
@@ -344,6 +320,24 @@ _verbose_option = click.option(
 _force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
 
 
+def _pixel_options(func: F) -> F:
+    """``--max-pixels`` and ``--warn-pixels``: the pixel limits (docs/SECURITY.md)."""
+    func = click.option(
+        "--warn-pixels",
+        type=click.IntRange(min=1),
+        metavar="N",
+        default=None,
+        help="Warn about images over N pixels. [default: aecodec.container.WARN_PIXELS = 2**26]",
+    )(func)
+    return click.option(
+        "--max-pixels",
+        type=click.IntRange(min=1),
+        metavar="N",
+        default=None,
+        help="Refuse images over N pixels. [default: aecodec.container.MAX_PIXELS = 2**28]",
+    )(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--version",
@@ -379,6 +373,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
     "Valid levels: see `aecodec models`. [default: aecodec.DEFAULT_QUALITY]",
 )
 @click.option("--model", metavar="NAME", default=None, help="Model to use (see `aecodec models`).")
+@_pixel_options
 @_force_option
 @_verbose_option
 @click.pass_context
@@ -389,6 +384,8 @@ def compress(
     output: Path | None,
     quality: int | None,
     model: str | None,
+    max_pixels: int | None,
+    warn_pixels: int | None,
     force: bool,
     verbose_here: bool,
 ) -> None:
@@ -411,11 +408,13 @@ def compress(
             raise FileError(src, "No such file or directory")
         _check_destination(src, dst, force)
         _check_not_written(dst, written)
-        data = aecodec.compress(src, quality, model=model)
+        data = aecodec.compress(
+            src, quality, model=model, max_pixels=max_pixels, warn_pixels=warn_pixels
+        )
         write_atomic(dst, lambda fh: fh.write(data), force=force)
         written.add(_key(dst))
         if verbose:
-            header = aecodec.info(data)
+            header = aecodec.info(data, max_pixels=max_pixels)
             pixels = int(header["width"]) * int(header["height"])
             bpp = 8 * len(data) / pixels
             elapsed = time.perf_counter() - start
@@ -464,6 +463,7 @@ def _check_model_and_quality(model: str | None, quality: int | None) -> None:
     ".tiff, .bmp, .jpg, ...) or existing directory (several inputs). "
     "Default: each input with the suffix .png, beside it.",
 )
+@_pixel_options
 @_force_option
 @_verbose_option
 @click.pass_context
@@ -472,6 +472,8 @@ def decompress(
     ctx: click.Context,
     inputs: tuple[Path, ...],
     output: Path | None,
+    max_pixels: int | None,
+    warn_pixels: int | None,
     force: bool,
     verbose_here: bool,
 ) -> None:
@@ -486,10 +488,11 @@ def decompress(
         fmt = _output_format(dst)
         _check_destination(src, dst, force)
         _check_not_written(dst, written)
-        data = src.read_bytes()
-        header = aecodec.info(data)  # cheap: refuse JPEG + alpha before the expensive decode
+        data = files.read_aec(src)
+        # cheap: refuse JPEG + alpha before the expensive decode
+        header = aecodec.info(data, max_pixels=max_pixels)
         _check_mode_for_format(dst, fmt, str(header["mode"]))
-        img = aecodec.decompress(data)
+        img = aecodec.decompress(data, max_pixels=max_pixels, warn_pixels=warn_pixels)
         _check_mode_for_format(dst, fmt, img.mode)
         params = _save_params(fmt, img)
         write_atomic(dst, lambda fh: img.save(fh, format=fmt, **params), force=force)
@@ -529,7 +532,7 @@ _INFO_LABELS = (
 def info(ctx: click.Context, file: Path, as_json: bool) -> None:
     """Show the header of an .aec file."""
     try:
-        header = aecodec.info(file.read_bytes())
+        header = aecodec.info(files.read_aec(file))
     except FILE_ERRORS as exc:
         _report(file, _strip_path_prefix(describe_error(exc), file))
         ctx.exit(1)

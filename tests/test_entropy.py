@@ -10,8 +10,8 @@ from aecodec.entropy import (
     EntropyTables,
     contexts_from_levels,
     decode_indices,
-    full_contexts,
     encode_indices,
+    full_contexts,
     tables_from_logits,
 )
 from aecodec.errors import FormatError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,8 @@ import numpy as np
 import torch
 
 from aecodec.entropy import EntropyTables, tables_from_logits
+from aecodec.errors import ModelError
+from aecodec.files import write_atomic
 from aecodec.model.config import ModelConfig
 from aecodec.model.registry import (
     MANIFEST_NAME,
@@ -25,6 +26,21 @@ from aecodec.model.registry import (
     sha256_file,
 )
 from aecodec.model.vqvae import VQVAE
+
+CHECKPOINT_KEYS: tuple[str, ...] = ("model", "config")
+"""Keys every training checkpoint (``best.pt`` and ``checkpoint.pt``) holds."""
+
+RESUME_KEYS: tuple[str, ...] = (
+    *CHECKPOINT_KEYS,
+    "optimizer",
+    "step",
+    "best",
+    "train_config",
+    "sampler",
+    "torch_rng",
+    "py_rng",
+)
+"""Keys of the resumable ``checkpoint.pt``."""
 
 
 @dataclass(frozen=True)
@@ -46,18 +62,59 @@ class FitOptions:
     progress: Callable[[int], None] | None = None
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read one of *our own* training checkpoints (``runs/.../checkpoint.pt`` or ``best.pt``).
+def load_checkpoint(
+    path: str | Path, required: tuple[str, ...] = CHECKPOINT_KEYS
+) -> dict[str, Any]:
+    """Read a training checkpoint (``runs/.../best.pt`` or ``checkpoint.pt``, or a run folder).
 
-    Training checkpoints hold optimizer and RNG state and therefore use torch's pickle format;
-    they are never read on the compress/decompress path, which only reads safetensors.
+    Loaded with ``torch.load(weights_only=True)``: tensors, containers and plain values only,
+    never arbitrary pickled objects, so a crafted file cannot run code. Checkpoints written by
+    :mod:`aecodec.train.loop` hold only such values (RNG states are tensors, tuples and dicts
+    of ints).
+
+    Args:
+        path: a checkpoint file, or a run folder (its ``best.pt``, else ``checkpoint.pt``).
+        required: keys the checkpoint must have.
+
+    Returns:
+        The checkpoint's dict; ``model`` is a dict of tensors and ``config`` a JSON string.
+
+    Raises:
+        FileNotFoundError: there is no checkpoint at ``path``.
+        ValueError: the file is not a checkpoint aecodec can load safely, or lacks a key.
     """
     p = Path(path)
     if p.is_dir():
         p = p / "best.pt" if (p / "best.pt").exists() else p / "checkpoint.pt"
-    if not p.exists():
+    if not p.is_file():
         raise FileNotFoundError(f"no checkpoint at {p}")
-    return torch.load(p, map_location="cpu", weights_only=False)
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ValueError(
+            f"{p}: not a training checkpoint aecodec can load safely (only tensors and plain "
+            f"values are accepted, never pickled code): {reason}"
+        ) from None
+    if not isinstance(ck, dict):
+        raise ValueError(f"{p}: not an aecodec training checkpoint (not a dict)")
+    missing = [k for k in required if k not in ck]
+    if missing:
+        raise ValueError(
+            f"{p}: not an aecodec training checkpoint: missing {', '.join(missing)} "
+            f"(has {', '.join(map(str, ck)) or 'nothing'})"
+        )
+    model = ck.get("model")
+    if "model" in required and (
+        not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values())
+    ):
+        raise ValueError(f"{p}: 'model' is not a state dict of tensors")
+    if "config" in required:
+        try:
+            ModelConfig.from_json(ck["config"])
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{p}: invalid model config: {exc}") from None
+    return ck
 
 
 def run_summary(run: str | Path) -> dict[str, Any]:
@@ -81,7 +138,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Network parameters from a safetensors weights file or a training checkpoint."""
     p = Path(path)
     if p.suffix == ".safetensors":
-        weights = load_weights(p)
+        if not p.is_file():
+            raise FileNotFoundError(f"no weights file at {p}")
+        try:
+            weights = load_weights(p)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from None
         sd = {k: torch.from_numpy(v) for k, v in weights.tensors.items()}
         if "quantizer.logits" not in sd:
             # Weights format 2 keeps no logits: start training from the integer tables.
@@ -110,7 +172,7 @@ def write_weights(
         tables: fitted tables (:func:`aecodec.train.tables.fit_tables`); by default one row
             per (quality, group, context) quantized from the learned logits.
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     config = net.config
     lut = net.quantizer.level_lut().numpy()
@@ -141,12 +203,11 @@ def write_weights(
         "training": json.dumps(training or {}, sort_keys=True),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
     # One metadata key: safetensors keeps metadata in a hash map whose order is random, and
     # the file (and so its sha256) must be a pure function of the weights.
-    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
-    tmp.chmod(0o644)
-    os.replace(tmp, out)
+    blob = save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    write_atomic(out, lambda fh: fh.write(blob), force=True)
+    out.chmod(0o644)
     return sha256_file(out)
 
 
@@ -220,8 +281,6 @@ def export(
     manifest.setdefault("models", {})[config.name] = entry
     if make_default or not manifest.get("default"):
         manifest["default"] = config.name
-    mpath = weights_dir / MANIFEST_NAME
-    tmp_m = mpath.with_suffix(".tmp")
-    tmp_m.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp_m, mpath)
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    write_atomic(weights_dir / MANIFEST_NAME, lambda fh: fh.write(text.encode()), force=True)
     return entry

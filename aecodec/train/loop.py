@@ -142,9 +142,9 @@ def codebook_usage(idx: torch.Tensor, k: int) -> tuple[float, float]:
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from aecodec.files import write_atomic
+
+    write_atomic(path, lambda fh: torch.save(obj, fh), force=True)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -212,9 +212,14 @@ def train(
     if resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        # Our own training checkpoints (not user files): full state including optimizer.
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        saved = TrainConfig(**state["train_config"])
+        from aecodec.train.export import RESUME_KEYS, load_checkpoint
+
+        # weights_only: the full state (optimizer, RNGs) is tensors and plain values.
+        state = load_checkpoint(ckpt_path, RESUME_KEYS)
+        try:
+            saved = TrainConfig(**state["train_config"])
+        except TypeError as exc:
+            raise ValueError(f"{ckpt_path}: invalid train_config: {exc}") from None
         saved.steps, saved.run = cfg.steps, cfg.run
         cfg = saved
     elif ckpt_path.exists():
@@ -229,7 +234,11 @@ def train(
     if cfg.init and cfg.init != "pca" and state is None:
         from aecodec.train.export import load_state_dict_file
 
-        net.load_state_dict(load_state_dict_file(cfg.init), strict=False)
+        try:
+            net.load_state_dict(load_state_dict_file(cfg.init), strict=False)
+        except RuntimeError as exc:  # shapes that do not fit this model's config
+            reason = " ".join(str(exc).split())[:300]
+            raise ValueError(f"--init {cfg.init}: weights do not fit the model: {reason}") from None
 
     files = list_images(cfg.data)
     train_files, val_files = split_files(files, cfg.num_val)
