@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from typing import IO, TYPE_CHECKING, Any
 
-from aecodec import container
+from aecodec import container, errors
 from aecodec import pillow as pillow  # registers the .aec format with Pillow
-from aecodec.errors import AecodecError, FormatError, ImageError, ModelError
+from aecodec.errors import (
+    AecodecError,
+    AecodecWarning,
+    FormatError,
+    ImageError,
+    LargeImageWarning,
+    ModelError,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -38,9 +44,11 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_QUALITY",
     "AecodecError",
+    "AecodecWarning",
     "Codec",
     "FormatError",
     "ImageError",
+    "LargeImageWarning",
     "ModelError",
     "compress",
     "container",
@@ -79,31 +87,25 @@ def get_codec(model: str | None = None) -> Codec:
 
 
 def _read_source(source: BytesSource) -> bytes:
-    """The bytes of an ``.aec`` given as bytes, a path or a binary file object."""
+    """The bytes of an ``.aec`` given as bytes, a path or a binary file object.
+
+    Paths and file objects are read by :mod:`aecodec.files`: regular files only for paths,
+    magic and version checked before the rest is read, never past a file's size (a stream
+    that is not a regular file: at most :data:`aecodec.files.MAX_STREAM_BYTES`).
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
+    from aecodec import files
+
     if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as fh:
-            return fh.read()
+        return files.read_aec(source)
     if hasattr(source, "read"):
-        data = source.read()
-        if not isinstance(data, (bytes, bytearray)):
-            raise TypeError("the file object must be opened in binary mode ('rb')")
-        return bytes(data)
+        return files.read_aec_stream(source)
     raise TypeError(f"expected bytes, a path or a binary file object, got {type(source).__name__}")
 
 
-def _image_input(image: ImageInput | IO[bytes]) -> ImageInput:
-    """Open a binary file object with Pillow; anything else is passed on unchanged."""
-    if hasattr(image, "read") and not isinstance(image, (str, os.PathLike)):
-        from PIL import Image
-
-        return Image.open(image)  # type: ignore[arg-type]
-    return image  # type: ignore[return-value]
-
-
 def compress(
-    image: ImageInput | IO[bytes],
+    image: ImageInput,
     quality: int | None = None,
     *,
     model: str | None = None,
@@ -111,6 +113,8 @@ def compress(
     target_bpp: float | None = None,
     target_size: int | None = None,
     target_psnr: float | None = None,
+    max_pixels: int | None = None,
+    warn_pixels: int | None = None,
 ) -> bytes:
     """Compress an image to ``.aec`` bytes.
 
@@ -123,21 +127,26 @@ def compress(
         target_bpp: choose the highest quality whose file has at most this many bits per pixel.
         target_size: choose the highest quality whose file has at most this many bytes.
         target_psnr: choose the lowest quality whose decoding reaches this PSNR (dB, RGB).
+        max_pixels: refuse larger images (checked before any pixel is decoded); ``None``
+            reads :data:`aecodec.container.MAX_PIXELS` (2**28).
+        warn_pixels: warn (:class:`aecodec.errors.LargeImageWarning`) above this many pixels;
+            ``None`` reads :data:`aecodec.container.WARN_PIXELS` (2**26).
 
     Only one target may be given, and not together with ``quality``. A target that cannot be
-    met gives the closest file (lowest quality for a size, highest for a PSNR) and a
-    ``UserWarning``; :func:`aecodec.ratecontrol.compress_to_target` returns what was reached.
+    met gives the closest file (lowest quality for a size, highest for a PSNR) and an
+    :class:`AecodecWarning`; :func:`aecodec.ratecontrol.compress_to_target` returns what was
+    reached.
 
     Raises:
         ValueError: an invalid quality, several targets, or a quality with a target.
-        ImageError: the input is not an image aecodec can code.
+        ImageError: the input is not an image aecodec can code, or is over a limit.
     """
     codec = get_codec(model)
-    image = _image_input(image)
+    limits = {"max_pixels": max_pixels, "warn_pixels": warn_pixels}
     targets = {"target_bpp": target_bpp, "target_size": target_size, "target_psnr": target_psnr}
     given = {k: v for k, v in targets.items() if v is not None}
     if not given:
-        return codec.compress(image, quality, metadata=metadata)
+        return codec.compress(image, quality, metadata=metadata, **limits)
     if quality is not None:
         raise ValueError(f"give either quality or {', '.join(given)}, not both")
     from aecodec.ratecontrol import compress_to_target
@@ -149,34 +158,40 @@ def compress(
         target_bpp=target_bpp,
         target_size=target_size,
         target_psnr=target_psnr,
+        **limits,
     )
     if not result.met:
         ((name, value),) = given.items()
-        warnings.warn(
+        errors.warn(
             f"{name}={value} cannot be met; returning quality {result.quality} "
-            f"({result.bytes} bytes, {result.bpp:.3f} bpp)",
-            UserWarning,
-            stacklevel=2,
+            f"({result.bytes} bytes, {result.bpp:.3f} bpp)"
         )
     return result.data
 
 
-def decompress(source: BytesSource, *, max_pixels: int | None = None) -> Image.Image:
+def decompress(
+    source: BytesSource, *, max_pixels: int | None = None, warn_pixels: int | None = None
+) -> Image.Image:
     """Decode an ``.aec`` file to a ``PIL.Image`` (same size and mode as the original).
 
     The model is chosen by the name written in the file.
 
     Args:
         source: the file's bytes, its path, or a binary file object (read to the end).
-        max_pixels: refuse larger images; ``None`` for :data:`aecodec.container.MAX_PIXELS`.
+        max_pixels: refuse larger images; ``None`` reads :data:`aecodec.container.MAX_PIXELS`.
+        warn_pixels: warn (:class:`aecodec.errors.LargeImageWarning`) above this many pixels;
+            ``None`` reads :data:`aecodec.container.WARN_PIXELS`.
 
     Raises:
-        FormatError: the data is not a valid ``.aec`` file.
+        FormatError: the data is not a valid ``.aec`` file or exceeds a decoding limit.
         ModelError: the model that made the file is not bundled with this aecodec.
     """
     data = _read_source(source)
     header = container.read_header(data, max_pixels=max_pixels)
+    from aecodec.codec import check_tiling
     from aecodec.model.registry import read_manifest
+
+    check_tiling(header)  # before loading a model: a hostile file is refused in milliseconds
 
     if header.model not in read_manifest()["models"]:
         known = ", ".join(sorted(read_manifest()["models"])) or "none"
@@ -184,7 +199,7 @@ def decompress(source: BytesSource, *, max_pixels: int | None = None) -> Image.I
             f"the file was made by model {header.model!r}, which is not bundled "
             f"(bundled: {known}); install a version of aecodec that has it"
         )
-    return get_codec(header.model).decompress(data, max_pixels=max_pixels)
+    return get_codec(header.model).decompress(data, max_pixels=max_pixels, warn_pixels=warn_pixels)
 
 
 def qualities(model: str | None = None) -> list[int]:
@@ -194,14 +209,15 @@ def qualities(model: str | None = None) -> list[int]:
     return list(range(1, read_config(model).num_qualities + 1))
 
 
-def info(source: BytesSource) -> dict[str, Any]:
+def info(source: BytesSource, *, max_pixels: int | None = None) -> dict[str, Any]:
     """Header fields of an ``.aec`` file as JSON-able values (validates the whole container).
 
     Args:
         source: the file's bytes, its path, or a binary file object (read to the end).
+        max_pixels: as for :func:`decompress`.
     """
     data = _read_source(source)
-    bs = container.unpack(data)
+    bs = container.unpack(data, max_pixels=max_pixels)
     h = bs.header
     return {
         "format_version": container.FORMAT_VERSION,

@@ -13,26 +13,27 @@
 
 The codec travels to the workers as a pickle of its model name and weights hash, so each
 worker process loads the weights once and reuses them for all its files. Workers read their
-inputs by path (on a cluster: a filesystem the workers share) and send the bytes back; the
-caller's process writes every output (atomically, never over an existing file). Jobs whose
-output exists are skipped, so an interrupted batch resumes where it stopped. Every file gets a
-:class:`FileResult`, failures included; one bad file never stops the batch.
+inputs by path (on a cluster: a filesystem the workers share) with the same checks as the rest
+of aecodec (regular files only, ``.aec`` files header first, the pixel limits ``max_pixels`` /
+``warn_pixels``) and send the bytes back; the caller's process writes every output with
+:func:`aecodec.files.write_atomic` (atomic, never over an existing file). Jobs whose output
+exists are skipped, so an interrupted batch resumes where it stopped. Every file gets a
+:class:`FileResult`, failures and warnings included; one bad file never stops the batch.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from aecodec import output
+from aecodec import files, output
+from aecodec.errors import collect_warnings
 
 if TYPE_CHECKING:
     from aecodec.codec import Codec
@@ -57,6 +58,8 @@ class FileResult:
         seconds: coding time in the worker.
         psnr: PSNR (dB, RGB) of the decoding, when asked for.
         error: one-line reason of a failure.
+        warnings: the one-line :class:`aecodec.AecodecWarning` messages the worker issued for
+            this file (a large image, a 16-bit image reduced to 8 bits, ...).
     """
 
     src: Path
@@ -68,6 +71,7 @@ class FileResult:
     seconds: float | None = None
     psnr: float | None = None
     error: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def plan(
@@ -99,80 +103,96 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _psnr(codec: Codec, reference: Any, data: bytes) -> float:
+def _psnr(codec: Codec, reference: Any, data: bytes, limits: dict[str, Any]) -> float:
     import numpy as np
 
     from aecodec import imageio
     from aecodec.metrics import psnr_rgb
 
-    decoded = np.asarray(codec.decompress(data).convert("RGB"))
-    return psnr_rgb(imageio.load(reference).rgb, decoded)
+    decoded = np.asarray(codec.decompress(data, **limits).convert("RGB"))
+    return psnr_rgb(imageio.load(reference, **limits).rgb, decoded)
 
 
-def _compress_task(codec: Codec, src: Path, options: dict[str, Any], with_psnr: bool) -> Any:
+def _error_message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        name = f"{exc.filename}: " if exc.filename else ""
+        return " ".join(f"{name}{exc.strerror}".split())
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _once(messages: list[str]) -> tuple[str, ...]:
+    """Each message once, in order (measuring the PSNR reads the image again and repeats
+    its warnings)."""
+    return tuple(dict.fromkeys(messages))
+
+
+def _compress_task(
+    codec: Codec, src: Path, options: dict[str, Any], with_psnr: bool
+) -> tuple[bytes | None, Any]:
     """Worker side: returns ``(data, fields)`` or ``(None, error message)``."""
     import aecodec
 
     start = time.perf_counter()
-    try:
-        data = codec.compress(src, **options)
-        seconds = time.perf_counter() - start
-        header = aecodec.info(data)
-        psnr = _psnr(codec, src, data) if with_psnr else None
-    except (aecodec.AecodecError, OSError, ValueError, TypeError) as exc:
-        return None, " ".join(str(exc).split()) or type(exc).__name__
+    limits = {"max_pixels": options.get("max_pixels"), "warn_pixels": options.get("warn_pixels")}
+    with collect_warnings() as caught:  # per task, also in a multi-threaded worker
+        try:
+            data = codec.compress(src, **options)
+            seconds = time.perf_counter() - start
+            header = aecodec.info(data, max_pixels=limits["max_pixels"])
+            psnr = _psnr(codec, src, data, limits) if with_psnr else None
+        except (aecodec.AecodecError, OSError, ValueError, TypeError) as exc:
+            return None, _error_message(exc)
     fields = {
         "bytes": len(data),
         "bpp": header["bpp"],
         "quality": header["quality"],
         "seconds": seconds,
         "psnr": psnr,
+        "warnings": _once(caught),
     }
     return data, fields
 
 
-def _decompress_task(codec: Codec, src: Path, dst: Path, output_quality: int | None) -> Any:
+def _decompress_task(
+    codec: Codec, src: Path, dst: Path, options: dict[str, Any]
+) -> tuple[bytes | None, Any]:
     """Worker side: decode and encode the output image in memory."""
     import io
 
     import aecodec
 
     start = time.perf_counter()
-    try:
-        fmt = output.image_format(dst, output_quality)
-        data = src.read_bytes()
-        header = aecodec.info(data)
-        output.check_mode(fmt, str(header["mode"]))
-        img = codec.decompress(data)
-        buf = io.BytesIO()
-        img.save(buf, format=fmt.name, **output.save_options(fmt, img))
-    except (aecodec.AecodecError, OSError, ValueError, TypeError) as exc:
-        return None, " ".join(str(exc).split()) or type(exc).__name__
+    limits = {"max_pixels": options.get("max_pixels"), "warn_pixels": options.get("warn_pixels")}
+    with collect_warnings() as caught:
+        try:
+            fmt = output.image_format(dst, options.get("output_quality"))
+            data = files.read_aec(src)  # regular files only, header first, bounded
+            header = aecodec.info(data, max_pixels=limits["max_pixels"])
+            output.check_mode(fmt, str(header["mode"]))
+            img = codec.decompress(data, **limits)
+            buf = io.BytesIO()
+            img.save(buf, format=fmt.name, **output.save_options(fmt, img))
+        except (aecodec.AecodecError, OSError, ValueError, TypeError) as exc:
+            return None, _error_message(exc)
     fields = {
         "bytes": len(data),
         "bpp": header["bpp"],
         "quality": header["quality"],
         "seconds": time.perf_counter() - start,
+        "warnings": _once(caught),
     }
     return buf.getvalue(), fields
 
 
-def write_new(dst: Path, data: bytes) -> None:
-    """Default writer: atomically create ``dst`` (temporary file, fsync, link); never overwrite.
+def _write_new(dst: Path, data: bytes) -> None:
+    """Default writer: :func:`aecodec.files.write_atomic` without ``force``: creates ``dst``
+    atomically (temporary file, fsync, ``link()``), never over an existing file.
 
     Raises:
         FileExistsError: ``dst`` exists.
+        OSError: ``dst`` cannot be written (a directory, a full disk, ...).
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.link(tmp, dst)
-    finally:
-        with suppress(OSError):
-            os.unlink(tmp)
+    files.write_atomic(dst, lambda fh: fh.write(data), force=False)
 
 
 def _run(
@@ -196,7 +216,7 @@ def _run(
     try:
         pending: dict[Future[Any], Job] = {}
         for src, dst in jobs:
-            if skip_existing and dst.exists():
+            if skip_existing and dst.is_file():  # done by an earlier run: resume
                 yield FileResult(src, dst, "skipped")
                 continue
             pending[submit(executor, src, dst)] = (src, dst)
@@ -213,8 +233,14 @@ def _run(
             try:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 write(dst, data)
+            except FileExistsError as exc:  # appeared meanwhile (another run): never replaced
+                if skip_existing:
+                    yield FileResult(src, dst, "skipped", warnings=fields.get("warnings", ()))
+                else:
+                    yield FileResult(src, dst, "failed", error=_error_message(exc))
+                continue
             except OSError as exc:
-                yield FileResult(src, dst, "failed", error=f"cannot write: {exc}")
+                yield FileResult(src, dst, "failed", error=f"cannot write: {_error_message(exc)}")
                 continue
             yield FileResult(src, dst, "done", **fields)
     finally:
@@ -229,11 +255,13 @@ def compress_files(
     quality: int | None = None,
     metadata: output.Metadata = "all",
     psnr: bool = False,
+    max_pixels: int | None = None,
+    warn_pixels: int | None = None,
     executor: Executor | None = None,
     workers: int | None = None,
     threads: int | None = None,
     skip_existing: bool = True,
-    write: Callable[[Path, bytes], None] = write_new,
+    write: Callable[[Path, bytes], None] = _write_new,
 ) -> Iterator[FileResult]:
     """Compress ``(src, dst)`` jobs in parallel; yields one result per job as they finish.
 
@@ -243,20 +271,30 @@ def compress_files(
         quality: quality level; ``None`` for the model's default.
         metadata: ``"all"``, ``"icc"``, ``"exif"`` or ``"none"``.
         psnr: also decode each file and report its PSNR.
+        max_pixels: refuse larger images (``None``: :data:`aecodec.container.MAX_PIXELS`).
+        warn_pixels: report a warning above this many pixels (``None``:
+            :data:`aecodec.container.WARN_PIXELS`).
         executor: where to run: any :class:`concurrent.futures.Executor`, e.g. a Dask
             ``Client(...).get_executor()``. ``None``: a local pool of spawned processes, shut
             down at the end.
         workers: processes of the local pool (``None``: one per CPU).
         threads: torch threads per process of the local pool (``None``: torch's default).
-        skip_existing: skip jobs whose output exists (resume an interrupted batch).
-        write: ``write(dst, data)`` publishes an output; the default creates it atomically and
-            never overwrites.
+        skip_existing: skip jobs whose output file exists (resume an interrupted batch),
+            including one that appears while the job runs.
+        write: ``write(dst, data)`` publishes an output; the default,
+            :func:`aecodec.files.write_atomic` without ``force``, creates it atomically and
+            never overwrites (``FileExistsError``).
     """
     if codec is None:
         import aecodec
 
         codec = aecodec.get_codec()
-    options = {"quality": quality, "metadata": metadata}
+    options = {
+        "quality": quality,
+        "metadata": metadata,
+        "max_pixels": max_pixels,
+        "warn_pixels": warn_pixels,
+    }
     shipped = codec
 
     def submit(ex: Executor, src: Path, dst: Path) -> Future[Any]:
@@ -278,11 +316,13 @@ def decompress_files(
     *,
     codec: Codec | None = None,
     output_quality: int | None = None,
+    max_pixels: int | None = None,
+    warn_pixels: int | None = None,
     executor: Executor | None = None,
     workers: int | None = None,
     threads: int | None = None,
     skip_existing: bool = True,
-    write: Callable[[Path, bytes], None] = write_new,
+    write: Callable[[Path, bytes], None] = _write_new,
 ) -> Iterator[FileResult]:
     """Decompress ``(src, dst)`` jobs in parallel; ``dst``'s extension picks the image format.
 
@@ -295,9 +335,14 @@ def decompress_files(
 
         codec = aecodec.get_codec()
     shipped = codec
+    options = {
+        "output_quality": output_quality,
+        "max_pixels": max_pixels,
+        "warn_pixels": warn_pixels,
+    }
 
     def submit(ex: Executor, src: Path, dst: Path) -> Future[Any]:
-        return ex.submit(_decompress_task, shipped, src, dst, output_quality)
+        return ex.submit(_decompress_task, shipped, src, dst, options)
 
     return _run(
         jobs,

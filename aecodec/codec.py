@@ -30,6 +30,26 @@ from aecodec.model.registry import load_weights
 DEFAULT_TILE = 1024
 # Pixels of neighbouring tiles the transforms see around each tile (a multiple of 16).
 MARGIN = 64
+MAX_TILE_SIDE = 2048
+"""Largest tile side the encoder writes and the decoder accepts (after clipping to the image).
+
+The entropy decoder's buffers grow with the tile's area, so this bounds them whatever a
+file's header claims; the format itself allows tile sides up to 65520.
+"""
+MAX_TILES = 1024
+"""Most tiles per image the encoder writes and the decoder accepts.
+
+Every tile has a fixed entropy-decoding cost (about 10 ms on the default model), so this
+stops a small file of 16x16 tiles from multiplying it without limit.
+"""
+SYNTHESIS_WINDOW = 512
+"""Side of the windows the synthesis transform decodes, whatever the file's tile size.
+
+Each window is decoded with a margin of :data:`MARGIN` pixels of latents around it, which
+covers the synthesis transform's receptive field (under 2 latents), so windows join exactly
+as tiles do. Memory for the networks is therefore bounded by a constant of the decoder's
+choosing, and tiny tiles cost no more synthesis than large ones.
+"""
 
 # Codecs alive in this process, and codecs rebuilt here from a pickle (kept: a worker process
 # loads each model once, however many tasks it runs). Keyed by (model, tile_size).
@@ -87,8 +107,8 @@ class Codec:
     Args:
         model: bundled model name, path to a ``.safetensors`` weights file, or ``None`` for
             the default bundled model.
-        tile_size: tile side in pixels (multiple of 16); larger images are coded as
-            independent tiles so memory stays bounded.
+        tile_size: tile side in pixels (multiple of 16, at most :data:`MAX_TILE_SIDE`);
+            larger images are coded as independent tiles so memory stays bounded.
 
     Example:
         >>> codec = Codec()
@@ -102,8 +122,10 @@ class Codec:
         from aecodec.model.layers import polyphase_synthesis
         from aecodec.model.vqvae import VQVAE
 
-        if tile_size < 16 or tile_size % 16 or tile_size > 65520:
-            raise ValueError(f"tile_size must be a multiple of 16 in 16..65520, got {tile_size}")
+        if tile_size < 16 or tile_size % 16 or tile_size > MAX_TILE_SIDE:
+            raise ValueError(
+                f"tile_size must be a multiple of 16 in 16..{MAX_TILE_SIDE}, got {tile_size}"
+            )
         _install_fork_hook()
         self._model_arg = model
         self.tile_size = tile_size
@@ -164,31 +186,43 @@ class Codec:
         quality: int | None = None,
         *,
         metadata: output.Metadata = "all",
+        max_pixels: int | None = None,
+        warn_pixels: int | None = None,
     ) -> bytes:
         """Compress an image to ``.aec`` bytes.
 
         Args:
-            image: ``PIL.Image``, numpy ``uint8`` array ``[H, W]``, ``[H, W, 1|2|3|4]``, or a path.
+            image: ``PIL.Image``, numpy ``uint8`` array ``[H, W]``, ``[H, W, 1|2|3|4]``, a path,
+                or a binary file object of an image file.
             quality: one of :attr:`qualities`; ``None`` = :attr:`default_quality`.
             metadata: what to carry: ``"all"`` (ICC profile and EXIF), ``"icc"``, ``"exif"``
                 or ``"none"``. The EXIF orientation is applied to the pixels either way.
+            max_pixels: refuse images with more pixels (checked from the image header before
+                decoding a file); ``None`` reads :data:`aecodec.container.MAX_PIXELS`.
+            warn_pixels: warn above this many pixels; ``None`` reads
+                :data:`aecodec.container.WARN_PIXELS`.
 
         Returns:
             The complete file (header, payloads, CRC32).
+
+        Raises:
+            ImageError: the image cannot be read, is over the pixel limit, or would need more
+                than :data:`MAX_TILES` tiles at this codec's ``tile_size``.
         """
         q = self._check_quality(quality)
-        pic = output.keep_metadata(imageio.load(image), metadata)
-        if pic.width * pic.height > container.MAX_PIXELS:
-            raise ImageError(
-                f"image has {pic.width * pic.height} pixels, over the limit "
-                f"{container.MAX_PIXELS}; raise aecodec.container.MAX_PIXELS to code it"
-            )
+        output.check_metadata(metadata)  # a bad choice fails before the image is read
+        pic = output.keep_metadata(
+            imageio.load(image, max_pixels=max_pixels, warn_pixels=warn_pixels), metadata
+        )
         tw = min(self.tile_size, _ceil16(pic.width))
         th = min(self.tile_size, _ceil16(pic.height))
-        payloads = [
-            self._encode_tile(pic.rgb, rect, q)
-            for rect in imageio.tiles(pic.width, pic.height, tw, th)
-        ]
+        rects = imageio.tiles(pic.width, pic.height, tw, th)
+        if len(rects) > MAX_TILES:
+            raise ImageError(
+                f"a {pic.width}x{pic.height} image in {tw}x{th} tiles needs {len(rects)} tiles, "
+                f"over the limit of {MAX_TILES}; use a larger tile_size"
+            )
+        payloads = [self._encode_tile(pic.rgb, rect, q) for rect in rects]
         alpha = zlib.compress(pic.alpha.tobytes(), 9) if pic.alpha is not None else None
         header = container.Header(
             model=self.name,
@@ -241,14 +275,24 @@ class Codec:
         return encode_indices(self.encode_tile_indices(rgb, rect, q), self.tables, q - 1)
 
     # ------------------------------------------------------------------------ decode
-    def decompress(self, data: bytes, max_pixels: int | None = None) -> Any:
+    def decompress(
+        self, data: bytes, max_pixels: int | None = None, warn_pixels: int | None = None
+    ) -> Any:
         """Decode ``.aec`` bytes to a ``PIL.Image`` of the original size and mode.
 
+        Args:
+            data: the complete file.
+            max_pixels: refuse images with more pixels; ``None`` reads
+                :data:`aecodec.container.MAX_PIXELS`.
+            warn_pixels: warn (:class:`~aecodec.errors.LargeImageWarning`) above this many
+                pixels; ``None`` reads :data:`aecodec.container.WARN_PIXELS`.
+
         Raises:
-            FormatError: the data is not a valid file (the message says what is wrong).
+            FormatError: the data is not a valid file, or exceeds a decoding limit (pixels,
+                tile size, tile count); the message says what is wrong.
             ModelError: the file was made by another model or other weights.
         """
-        rgb, bs = self.decompress_array(data, max_pixels=max_pixels)
+        rgb, bs = self.decompress_array(data, max_pixels=max_pixels, warn_pixels=warn_pixels)
         h = bs.header
         alpha = None
         if h.mode in ("RGBA", "LA"):
@@ -260,9 +304,14 @@ class Codec:
         return imageio.to_pil(rgb, h.mode, alpha, icc=bs.icc, exif=bs.exif)
 
     def decompress_array(
-        self, data: bytes, max_pixels: int | None = None
+        self, data: bytes, max_pixels: int | None = None, warn_pixels: int | None = None
     ) -> tuple[np.ndarray, container.Bitstream]:
-        """Decode the colour planes: ``uint8 [H, W, 3]`` and the parsed bitstream."""
+        """Decode the colour planes: ``uint8 [H, W, 3]`` and the parsed bitstream.
+
+        Memory beyond the output is bounded by constants of the decoder (the index grid of
+        ``H*W/256`` bytes per group, one tile of :data:`MAX_TILE_SIDE` for the entropy decoder,
+        one window of :data:`SYNTHESIS_WINDOW` for the networks), never by the file's tile size.
+        """
         import torch
 
         bs = container.unpack(data, max_pixels=max_pixels)
@@ -273,18 +322,23 @@ class Codec:
                 f"quality {h.quality} is out of range for model {self.name!r} "
                 f"(1..{self.config.num_qualities})"
             )
+        check_tiling(h)
+        container.check_pixels(h.width, h.height, max_pixels=max_pixels, warn_pixels=warn_pixels)
         s = self.config.downsampling
-        rects = imageio.tiles(h.width, h.height, h.tile_width, h.tile_height)
         # 1. Entropy-decode every tile's indices (integers only) into one latent grid.
-        grid = np.empty((self.config.num_groups, -(-h.height // s), -(-h.width // s)), np.int16)
-        for (x, y, w, th), payload in zip(rects, bs.tiles, strict=True):
+        dtype = np.uint8 if self.config.codebook_size <= 256 else np.int16
+        grid = np.empty((self.config.num_groups, -(-h.height // s), -(-h.width // s)), dtype)
+        for (x, y, w, th), payload in zip(
+            imageio.tiles(h.width, h.height, h.tile_width, h.tile_height), bs.tiles, strict=True
+        ):
             lh, lw = -(-th // s), -(-w // s)
             idx = decode_indices(payload, self.tables, h.quality - 1, lh, lw)
             grid[:, y // s : y // s + lh, x // s : x // s + lw] = idx
-        # 2. Synthesize tile by tile, each with a margin of neighbouring latents (no seams).
+        # 2. Synthesize in fixed windows (not the file's tiles), each with a margin of
+        #    neighbouring latents, so there are no seams and memory does not depend on the file.
         out = np.empty((h.height, h.width, 3), dtype=np.uint8)
         m = MARGIN // s
-        for x, y, w, th in rects:
+        for x, y, w, th in imageio.tiles(h.width, h.height, SYNTHESIS_WINDOW, SYNTHESIS_WINDOW):
             ly0, lx0 = max(0, y // s - m), max(0, x // s - m)
             ly1 = min(grid.shape[1], -(-(y + th) // s) + m)
             lx1 = min(grid.shape[2], -(-(x + w) // s) + m)
@@ -294,6 +348,7 @@ class Codec:
             oy, ox = y - ly0 * s, x - lx0 * s
             tile = x_hat[0, :, oy : oy + th, ox : ox + w].mul(255.0).round_().to(torch.uint8)
             out[y : y + th, x : x + w] = tile.permute(1, 2, 0).numpy()
+            del x_hat, tile
         return out, bs
 
     def check_model(self, header: container.Header) -> None:
@@ -312,6 +367,30 @@ class Codec:
 
 def _ceil16(n: int) -> int:
     return -(-n // 16) * 16
+
+
+def check_tiling(header: container.Header) -> None:
+    """Refuse tilings this decoder does not accept, before any decoding work.
+
+    The container allows tile sides up to 65520 and any tile count the geometry implies;
+    the decoder accepts what the encoder writes: tiles (clipped to the image) of at most
+    :data:`MAX_TILE_SIDE` pixels a side and at most :data:`MAX_TILES` tiles.
+
+    Raises:
+        FormatError: the tile size or the tile count exceeds the decoder's limit.
+    """
+    tw = min(header.tile_width, _ceil16(header.width))
+    th = min(header.tile_height, _ceil16(header.height))
+    if max(tw, th) > MAX_TILE_SIDE:
+        raise FormatError(
+            f"tile size {tw}x{th} exceeds the decoder's limit of {MAX_TILE_SIDE} pixels a side "
+            "(aecodec encoders write at most that); the file was not made by aecodec"
+        )
+    if header.num_tiles > MAX_TILES:
+        raise FormatError(
+            f"{header.num_tiles} tiles exceed the decoder's limit of {MAX_TILES} tiles "
+            "(aecodec encoders write at most that); the file was not made by aecodec"
+        )
 
 
 def _inflate_alpha(payload: bytes, width: int, height: int) -> np.ndarray:

@@ -43,15 +43,20 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from aecodec.errors import FormatError
+from aecodec import errors
+from aecodec.errors import FormatError, LargeImageWarning
 
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_PIXELS",
     "MODES",
+    "PREFIX_SIZE",
+    "WARN_PIXELS",
     "Bitstream",
     "Header",
+    "check_pixels",
+    "check_prefix",
     "pack",
     "read_header",
     "unpack",
@@ -67,10 +72,19 @@ MODES: tuple[str, ...] = ("L", "RGB", "RGBA", "LA")
 """Image modes, indexed by their code in the header (0 = L, 1 = RGB, 2 = RGBA, 3 = LA)."""
 
 MAX_PIXELS: int = 2**28
-"""Default decoding limit on ``width * height``.
+"""Default limit on ``width * height`` (268,435,456 pixels): larger images are refused.
 
-Readers given ``max_pixels=None`` use the value of this global at call time, so
-``aecodec.container.MAX_PIXELS = 2**30`` raises the limit process-wide.
+It applies to decoding ``.aec`` files and to images given to the encoder (checked from the
+image header, before any pixel is decoded). Readers given ``max_pixels=None`` use the value of
+this global at call time, so ``aecodec.container.MAX_PIXELS = 2**30`` raises the limit
+process-wide. See ``docs/SECURITY.md`` for the memory and time this allows.
+"""
+
+WARN_PIXELS: int = 2**26
+"""Default warning threshold on ``width * height`` (67,108,864 pixels, 8192x8192).
+
+Above it, decoding and encoding issue :class:`aecodec.errors.LargeImageWarning` (as Pillow
+warns with ``DecompressionBombWarning``); ``warn_pixels=None`` reads this global at call time.
 """
 
 FLAG_ALPHA: int = 0x01
@@ -353,12 +367,95 @@ class _Layout:
     lengths: tuple[int, ...]  # tiles, then present extras in alpha/icc/exif order
 
 
-def _resolve_limit(max_pixels: int | None) -> int:
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
-    source = "aecodec.container.MAX_PIXELS" if max_pixels is None else "max_pixels"
+def _resolve_limit(max_pixels: int | None, name: str = "max_pixels") -> int:
+    if name == "max_pixels":
+        limit, glob = (MAX_PIXELS if max_pixels is None else max_pixels), "MAX_PIXELS"
+    else:
+        limit, glob = (WARN_PIXELS if max_pixels is None else max_pixels), "WARN_PIXELS"
+    source = f"aecodec.container.{glob}" if max_pixels is None else name
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"{source} must be a positive int, got {limit!r}")
     return limit
+
+
+def _too_large(width: int, height: int, limit: int) -> str:
+    return (
+        f"image too large: width {width} x height {height} = {width * height} "
+        f"pixels exceeds the limit of {limit} pixels; to code it anyway raise the limit "
+        "(command line: --max-pixels N; Python: max_pixels=N, or set "
+        "aecodec.container.MAX_PIXELS)"
+    )
+
+
+def check_pixels(
+    width: int,
+    height: int,
+    *,
+    max_pixels: int | None = None,
+    warn_pixels: int | None = None,
+    error: type[Exception] = FormatError,
+) -> None:
+    """Apply the pixel limits to a ``width x height`` image before any pixel work.
+
+    Args:
+        width: Image width in pixels.
+        height: Image height in pixels.
+        max_pixels: Largest ``width * height`` accepted; None reads :data:`MAX_PIXELS`.
+        warn_pixels: Above this ``width * height``, warn; None reads :data:`WARN_PIXELS`.
+        error: The exception class raised above ``max_pixels`` (``ImageError`` for inputs).
+
+    Raises:
+        FormatError: (or ``error``) the image has more than ``max_pixels`` pixels.
+        ValueError: a limit is not a positive int.
+
+    Warns:
+        LargeImageWarning: the image has more than ``warn_pixels`` pixels.
+    """
+    limit = _resolve_limit(max_pixels)
+    warn = _resolve_limit(warn_pixels, "warn_pixels")
+    pixels = width * height
+    if pixels > limit:
+        raise error(_too_large(width, height, limit))
+    if pixels > warn:
+        errors.warn(
+            f"large image: {width}x{height} = {pixels} pixels is over the warning threshold "
+            f"of {warn} pixels (limit {limit}); coding it takes minutes and GBs of memory "
+            "(see --max-pixels / max_pixels=)",
+            LargeImageWarning,
+        )
+
+
+PREFIX_SIZE: int = 5
+"""Bytes :func:`check_prefix` looks at: the magic and the version."""
+
+
+def check_prefix(head: BytesLike) -> None:
+    """Check the first bytes of a file (magic, then version, as far as ``head`` goes).
+
+    Lets a reader refuse a file that is not ``.aec`` after :data:`PREFIX_SIZE` bytes,
+    before reading the rest. A short ``head`` passes as far as it matches.
+
+    Raises:
+        FormatError: ``head`` is empty, has a bad magic or an unsupported version.
+    """
+    if len(head) == 0:
+        raise FormatError("empty input: not an aecodec file")
+    magic = bytes(head[:4])
+    if magic != MAGIC[: len(magic)]:
+        raise FormatError(f"not an aecodec file (bad magic): starts with {magic.hex(' ')}")
+    if len(head) < 5:
+        return
+    version = head[4]
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            f"unsupported format version {version}; this aecodec reads version "
+            f"{FORMAT_VERSION} -- upgrade aecodec"
+        )
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"invalid format version {version}; this aecodec reads version "
+            f"{FORMAT_VERSION} (versions start at 1)"
+        )
 
 
 def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layout]:
@@ -373,30 +470,14 @@ def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layo
             data = data.tobytes()
     size = len(data)
 
-    # 1. magic
-    if size == 0:
-        raise FormatError("empty input: not an aecodec file")
-    head = bytes(data[:4])
-    if head != MAGIC[: len(head)]:
-        raise FormatError(f"not an aecodec file (bad magic): starts with {head.hex(' ')}")
+    # 1. magic and 2. version (as far as present)
+    check_prefix(data)
     if size < 4:
         raise FormatError(
             f"truncated file: {size} bytes, an aecodec file is at least {MIN_FILE_SIZE} bytes"
         )
-    # 2. version
     if size < 5:
         raise FormatError("truncated file: the format version byte is missing")
-    version = data[4]
-    if version > FORMAT_VERSION:
-        raise FormatError(
-            f"unsupported format version {version}; this aecodec reads version "
-            f"{FORMAT_VERSION} -- upgrade aecodec"
-        )
-    if version != FORMAT_VERSION:
-        raise FormatError(
-            f"invalid format version {version}; this aecodec reads version "
-            f"{FORMAT_VERSION} (versions start at 1)"
-        )
     if size < MIN_FILE_SIZE:
         raise FormatError(
             f"truncated file: {size} bytes, an aecodec file is at least {MIN_FILE_SIZE} bytes"
@@ -452,13 +533,7 @@ def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layo
     if height == 0:
         raise FormatError("height 0 is invalid; must be >= 1")
     if width * height > limit:
-        raise FormatError(
-            f"image too large: width {width} x height {height} = {width * height} "
-            f"pixels exceeds the limit of {limit} pixels; to decode it anyway pass "
-            "max_pixels= (e.g. unpack(data, max_pixels=...) or "
-            "aecodec.decompress(data, max_pixels=...)) or set "
-            "aecodec.container.MAX_PIXELS"
-        )
+        raise FormatError(_too_large(width, height, limit))
     if mode_code >= len(MODES):
         raise FormatError(
             f"mode code {mode_code} is unknown; must be 0 (L), 1 (RGB), 2 (RGBA) or 3 (LA)"

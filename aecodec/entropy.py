@@ -3,22 +3,33 @@
 Everything the decoder computes here is integer arithmetic on values stored in the weights
 file or already decoded, so a bitstream decodes to the same indices on every machine:
 
-* ``freqs``: ``int [Q, G, C, K]``, one frequency table per quality q, group g and context c;
-  every entry >= 1, every row sums to ``2**prob_bits``.
-* ``level_lut``: ``int [G, K]``, the level of each codeword; the context of group g at a
-  position is the maximum level of group g - 1 over the 3x3 neighbourhood
-  (:func:`contexts_from_levels`).
+* ``freqs``: ``int [T, K]``, T shared frequency rows; every entry >= 1, every row sums to
+  ``2**prob_bits``.
+* ``table_index``: ``int [Q, G, C]``, the row of ``freqs`` that codes group g at quality q
+  under context c (models of the first weights format have one row per (q, g, c)).
+* ``level_lut``: ``int [G, K]``, the level (``0..L-1``) of each codeword.
+
+Contexts (``C = L * (1 + S)`` of them per quality and group, see :func:`full_contexts`):
+
+* **channel context** ``a`` (``0..L-1``): the maximum level of group g - 1 over the 3x3
+  neighbourhood (0 for group 0 and outside the grid);
+* with ``S > 0`` spatial contexts, the latent grid is a checkerboard (He et al., CVPR 2021):
+  *anchors* (``(i + j)`` even, tile-local) are coded first with context ``a``; the other
+  positions then use ``L + a * S + s``, where ``s = min(S - 1, sum of the levels of the four
+  neighbours up, down, left, right in the same group)`` (all anchors, already decoded).
 
 Coding order (the decoder's order; the ANS encoder runs it backwards): groups 0..G-1; within a
-group, contexts 0..C-1; within a context, positions in raster order. Each run of symbols is
-coded with constriction's ``AnsCoder`` and a ``Categorical`` model built from the integer row
-(``freq / 2**prob_bits`` is exact in float64, and constriction's fixed-point quantization of it
-is integer-exact Rust code).
+group, contexts 0..C-1 (so all anchors before the other positions); within a context,
+positions in raster order. Each run of symbols is coded with constriction's ``AnsCoder`` and a
+``Categorical`` model built from the integer row (``freq / 2**prob_bits`` is exact in float64,
+and constriction's fixed-point quantization of it is integer-exact Rust code).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -26,15 +37,15 @@ from aecodec.errors import FormatError
 
 
 def contexts_from_levels(levels: np.ndarray, num_contexts: int) -> np.ndarray:
-    """Integer context of every group from the *levels* of the previous group's indices.
+    """Channel context of every group from the *levels* of the previous group's indices.
 
     Args:
         levels: ``int [G, h, w]``, the level (``level_lut[g, k]``) of each decoded index.
-        num_contexts: C; contexts are in ``0..C-1``.
+        num_contexts: L, the number of channel contexts; they are in ``0..L-1``.
 
     Returns:
         ``int64 [G, h, w]``: group 0 has context 0; group g > 0 has the maximum level of group
-        g - 1 over the 3x3 neighbourhood (zero outside the grid), clipped to C - 1.
+        g - 1 over the 3x3 neighbourhood (zero outside the grid), clipped to L - 1.
     """
     g, h, w = levels.shape
     out = np.zeros((g, h, w), dtype=np.int64)
@@ -48,39 +59,112 @@ def contexts_from_levels(levels: np.ndarray, num_contexts: int) -> np.ndarray:
     return out
 
 
+def anchor_mask(height: int, width: int) -> np.ndarray:
+    """``bool [h, w]``: True at the checkerboard's anchors, ``(i + j)`` even."""
+    return (np.add.outer(np.arange(height), np.arange(width)) % 2) == 0
+
+
+def spatial_sum(levels: np.ndarray) -> np.ndarray:
+    """``int [..., h, w]`` levels -> ``int64 [..., h, w]`` sum of the four neighbours' levels
+    (up, down, left, right; zero outside the grid)."""
+    lv = levels.astype(np.int64)
+    pad = [(0, 0)] * (lv.ndim - 2) + [(1, 1), (1, 1)]
+    p = np.pad(lv, pad)
+    h, w = lv.shape[-2:]
+    return (
+        p[..., 0:h, 1 : w + 1]
+        + p[..., 2 : h + 2, 1 : w + 1]
+        + p[..., 1 : h + 1, 0:w]
+        + p[..., 1 : h + 1, 2 : w + 2]
+    )
+
+
+def full_contexts(levels: np.ndarray, num_levels: int, spatial: int) -> np.ndarray:
+    """The coding context of every index from the levels of all indices.
+
+    Args:
+        levels: ``int [G, h, w]`` levels of the indices.
+        num_levels: L, channel contexts.
+        spatial: S, spatial contexts of the non-anchor positions (0: none, no checkerboard).
+
+    Returns:
+        ``int64 [G, h, w]`` in ``0..L*(1+S)-1`` (see the module docstring).
+    """
+    chan = contexts_from_levels(levels, num_levels)
+    if spatial == 0:
+        return chan
+    s = np.minimum(spatial_sum(levels), spatial - 1)
+    second = num_levels + chan * spatial + s
+    return np.where(anchor_mask(*levels.shape[-2:]), chan, second)
+
+
 @dataclass(frozen=True)
 class EntropyTables:
-    """The integer tables of one model (see the module docstring for shapes)."""
+    """The integer tables of one model (see the module docstring for shapes).
+
+    Attributes:
+        freqs: ``int [T, K]`` shared frequency rows.
+        table_index: ``int [Q, G, C]`` row of ``freqs`` per quality, group and context.
+        level_lut: ``int [G, K]`` level of each codeword, in ``0..L-1``.
+        prob_bits: every row sums to ``2**prob_bits``.
+        spatial_contexts: S (0: channel contexts only).
+    """
 
     freqs: np.ndarray
+    table_index: np.ndarray
     level_lut: np.ndarray
     prob_bits: int
+    spatial_contexts: int = 0
 
     def __post_init__(self) -> None:
-        if self.freqs.ndim != 4 or self.level_lut.ndim != 2:
-            raise ValueError("freqs must be [Q, G, C, K] and level_lut [G, K]")
-        _, g, c, k = self.freqs.shape
+        if self.freqs.ndim != 2 or self.table_index.ndim != 3 or self.level_lut.ndim != 2:
+            raise ValueError("freqs must be [T, K], table_index [Q, G, C] and level_lut [G, K]")
+        t, k = self.freqs.shape
+        _, g, c = self.table_index.shape
         if self.level_lut.shape != (g, k):
             raise ValueError(f"level_lut shape {self.level_lut.shape} != {(g, k)}")
         if (self.freqs < 1).any() or (self.freqs.sum(-1) != 2**self.prob_bits).any():
             raise ValueError("every frequency must be >= 1 and each row must sum to 2**prob_bits")
-        if self.level_lut.min() < 0 or self.level_lut.max() >= c:
-            raise ValueError("level_lut values must be in 0..C-1")
+        if self.table_index.min() < 0 or self.table_index.max() >= t:
+            raise ValueError(f"table_index values must be in 0..{t - 1}")
+        if self.spatial_contexts < 0 or c % (1 + self.spatial_contexts):
+            raise ValueError(f"{c} contexts do not split into L * (1 + S={self.spatial_contexts})")
+        if self.level_lut.min() < 0 or self.level_lut.max() >= self.num_levels:
+            raise ValueError(f"level_lut values must be in 0..{self.num_levels - 1}")
+
+    @classmethod
+    def dense(cls, freqs: np.ndarray, level_lut: np.ndarray, prob_bits: int) -> EntropyTables:
+        """Tables with one row per (quality, group, context): ``freqs int [Q, G, C, K]``
+        (the first weights format, channel contexts only)."""
+        if freqs.ndim != 4:
+            raise ValueError("dense freqs must be [Q, G, C, K]")
+        q, g, c, k = freqs.shape
+        index = np.arange(q * g * c, dtype=np.int64).reshape(q, g, c)
+        return cls(freqs.reshape(-1, k), index, level_lut, prob_bits)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         """``(Q, G, C, K)``."""
-        q, g, c, k = self.freqs.shape
-        return q, g, c, k
+        q, g, c = self.table_index.shape
+        return q, g, c, self.freqs.shape[1]
+
+    @property
+    def num_levels(self) -> int:
+        """L, the number of channel contexts (codeword levels)."""
+        return self.table_index.shape[2] // (1 + self.spatial_contexts)
+
+    def rows(self, q: int) -> np.ndarray:
+        """``int [G, C, K]`` frequencies at quality index q."""
+        return self.freqs[self.table_index[q]]
 
     def code_lengths(self, q: int) -> np.ndarray:
         """``float64 [G, C, K]``: ideal code length in bits of each index at quality index q."""
-        return self.prob_bits - np.log2(self.freqs[q].astype(np.float64))
+        return self.prob_bits - np.log2(self.rows(q).astype(np.float64))
 
     def contexts(self, idx: np.ndarray) -> np.ndarray:
         """``int [G, h, w]`` indices -> ``int64 [G, h, w]`` contexts."""
         levels = np.take_along_axis(self.level_lut, idx.reshape(idx.shape[0], -1), axis=1)
-        return contexts_from_levels(levels.reshape(idx.shape), self.shape[2])
+        return full_contexts(levels.reshape(idx.shape), self.num_levels, self.spatial_contexts)
 
     def ideal_bits(self, idx: np.ndarray, q: int) -> float:
         """Information content in bits of ``idx [G, h, w]`` under the tables (ideal size)."""
@@ -89,9 +173,28 @@ class EntropyTables:
         g = np.arange(idx.shape[0])[:, None, None]
         return float(lengths[g, ctx, idx].sum())
 
+    @cached_property
+    def _row_models(self) -> list[Any]:
+        """One constriction ``Categorical`` per row of :attr:`freqs` (built once)."""
+        import constriction
+
+        categorical = constriction.stream.model.Categorical
+        rows = self.freqs.astype(np.float64) / float(2**self.prob_bits)
+        return [categorical(r, perfect=False) for r in rows]
+
+    def models(self, q: int) -> list[list[Any]]:
+        """``[G][C]`` constriction models of quality index q."""
+        row_models = self._row_models
+        return [[row_models[t] for t in group] for group in self.table_index[q].tolist()]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_row_models", None)  # constriction models are rebuilt on demand
+        return state
+
 
 def tables_from_logits(logits: np.ndarray, prob_bits: int) -> np.ndarray:
-    """Quantize learned logits ``[Q, G, C, K]`` to integer frequencies (export time only).
+    """Quantize logits ``[..., K]`` to integer frequencies (export time only).
 
     Each row becomes ``max(1, floor(p * (2**prob_bits - K)))`` plus the remainder added to its
     most probable symbol, so every row sums to exactly ``2**prob_bits`` with no zero entry.
@@ -113,15 +216,6 @@ def tables_from_logits(logits: np.ndarray, prob_bits: int) -> np.ndarray:
     return f.astype(np.int32)
 
 
-def _models(tables: EntropyTables, q: int) -> list[list[object]]:
-    import constriction
-
-    categorical = constriction.stream.model.Categorical
-    scale = float(2**tables.prob_bits)
-    rows = tables.freqs[q].astype(np.float64) / scale
-    return [[categorical(r, perfect=False) for r in group] for group in rows]
-
-
 def encode_indices(idx: np.ndarray, tables: EntropyTables, q: int) -> bytes:
     """ANS-encode ``idx`` (``int [G, h, w]``) with the tables of quality index ``q``.
 
@@ -136,7 +230,7 @@ def encode_indices(idx: np.ndarray, tables: EntropyTables, q: int) -> bytes:
     if idx.min() < 0 or idx.max() >= k:
         raise ValueError(f"indices must be in 0..{k - 1}")
     ctx = tables.contexts(idx)
-    models = _models(tables, q)
+    models = tables.models(q)
     coder = constriction.stream.stack.AnsCoder()
     for g in reversed(range(g_count)):
         flat_idx, flat_ctx = idx[g].reshape(-1), ctx[g].reshape(-1)
@@ -159,25 +253,30 @@ def decode_indices(
 
     if len(data) % 4:
         raise FormatError(f"tile payload length {len(data)} is not a multiple of 4")
-    _, g_count, c_count, _ = tables.shape
+    _, g_count, _, _ = tables.shape
+    num_levels, spatial = tables.num_levels, tables.spatial_contexts
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-    models = _models(tables, q)
+    models = tables.models(q)
     out = np.zeros((g_count, height, width), dtype=np.int64)
     levels = np.zeros_like(out)
+    anchors = anchor_mask(height, width).reshape(-1) if spatial else None
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         for g in range(g_count):
             if g == 0:
-                ctx = np.zeros((height, width), dtype=np.int64)
+                chan = np.zeros(height * width, dtype=np.int64)
             else:
-                ctx = contexts_from_levels(levels[g - 1 : g + 1], c_count)[1]
+                chan = contexts_from_levels(levels[g - 1 : g + 1], num_levels)[1].reshape(-1)
             flat = np.zeros(height * width, dtype=np.int64)
-            flat_ctx = ctx.reshape(-1)
-            for c in range(c_count):
-                mask = flat_ctx == c
-                n = int(mask.sum())
-                if n:
-                    flat[mask] = coder.decode(models[g][c], n)
+            if anchors is None:
+                _decode_runs(coder, models[g], flat, chan, range(num_levels))
+            else:
+                first = np.where(anchors, chan, -1)
+                _decode_runs(coder, models[g], flat, first, range(num_levels))
+                lv = tables.level_lut[g][flat].reshape(height, width)
+                s = np.minimum(spatial_sum(lv), spatial - 1).reshape(-1)
+                second = np.where(anchors, -1, num_levels + chan * spatial + s)
+                _decode_runs(coder, models[g], flat, second, range(num_levels, len(models[g])))
             out[g] = flat.reshape(height, width)
             levels[g] = tables.level_lut[g][out[g]]
         empty = coder.is_empty()
@@ -188,3 +287,15 @@ def decode_indices(
     if not empty:
         raise FormatError("tile payload has data left over after decoding: the file is corrupt")
     return out
+
+
+def _decode_runs(
+    coder: Any, models: list[Any], flat: np.ndarray, ctx: np.ndarray, contexts: range
+) -> None:
+    """Decode, for each context c in ``contexts``, the positions where ``ctx == c`` (raster
+    order) into ``flat`` (both ``[h*w]``)."""
+    for c in contexts:
+        mask = ctx == c
+        n = int(mask.sum())
+        if n:
+            flat[mask] = coder.decode(models[c], n)

@@ -7,17 +7,24 @@ losslessly), and the ICC profile / EXIF bytes to carry through.
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from aecodec import container, errors, files
 from aecodec.errors import ImageError
 
-ImageInput = Image.Image | np.ndarray | str | os.PathLike
+ImageInput = Image.Image | np.ndarray | str | os.PathLike | IO[bytes]
+"""What the encoder reads: a PIL image, a numpy array, a path, or a binary file object of an
+image file (read from its current position; a stream that is not a regular file at most
+:data:`aecodec.files.MAX_STREAM_BYTES`)."""
 
 _ARRAY_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
@@ -51,50 +58,185 @@ class Picture:
         return int(self.rgb.shape[0])
 
 
-def load(image: ImageInput) -> Picture:
-    """Normalise a PIL image, a numpy array or a path into a :class:`Picture`.
+def load(
+    image: ImageInput, *, max_pixels: int | None = None, warn_pixels: int | None = None
+) -> Picture:
+    """Normalise a PIL image, a numpy array, a path or a binary file into a :class:`Picture`.
 
     Palette images become RGB (RGBA if they have transparency), 1-bit images L, 16-bit and
     float images are reduced to 8 bits with a warning, CMYK/YCbCr/LAB become RGB, and the EXIF
     orientation is applied.
 
+    The pixel limits are applied to the size in the image's header, before any pixel is
+    decoded.
+
+    Args:
+        image: the input.
+        max_pixels: refuse images with more pixels; ``None`` reads
+            :data:`aecodec.container.MAX_PIXELS`.
+        warn_pixels: warn (:class:`~aecodec.errors.LargeImageWarning`) above this many pixels;
+            ``None`` reads :data:`aecodec.container.WARN_PIXELS`.
+
     Raises:
-        ImageError: the input cannot be read or has no pixels.
+        ImageError: the input cannot be read, has no pixels or exceeds the pixel limit.
         FileNotFoundError / IsADirectoryError / PermissionError: for paths, as the OS reports.
+        TypeError: a file object open in text mode, or an unsupported input type.
     """
+    limits = {"max_pixels": max_pixels, "warn_pixels": warn_pixels}
     if isinstance(image, np.ndarray):
+        if image.ndim >= 2:
+            _check_pixels(int(image.shape[1]), int(image.shape[0]), limits)
         return _from_array(image)
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if path.is_dir():
-            raise IsADirectoryError(f"{path} is a directory, not an image")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return _from_pil(im)
-        except UnidentifiedImageError as exc:
-            raise ImageError(f"{path}: not an image file Pillow can read") from exc
-        except Image.DecompressionBombError as exc:
-            raise ImageError(f"{path}: {exc}") from exc
-        except (OSError, SyntaxError) as exc:
-            if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
-                raise
-            raise ImageError(f"{path}: cannot decode image ({exc})") from exc
+        return _load_path(Path(image), limits)
     if isinstance(image, Image.Image):
+        _check_pixels(image.width, image.height, limits)
         return _from_pil(image)
+    if hasattr(image, "read"):
+        return _load_stream(image, limits)
     raise TypeError(
-        f"expected a PIL.Image, a numpy uint8 array or a path, got {type(image).__name__}"
+        "expected a PIL.Image, a numpy uint8 array, a path or a binary file object, "
+        f"got {type(image).__name__}"
     )
 
 
-def _from_pil(im: Image.Image) -> Picture:
+def _check_pixels(width: int, height: int, limits: dict[str, int | None]) -> None:
+    container.check_pixels(width, height, error=ImageError, **limits)
+
+
+# Exceptions Pillow's decoders are known to raise on malformed input, besides OSError.
+_PILLOW_FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+    struct.error,
+)
+
+
+def _load_path(path: Path, limits: dict[str, int | None]) -> Picture:
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not an image")
+    try:
+        with files.open_input(path, ImageError) as fh:
+            return _decode(fh, f"{path}: ", limits)
+    except (ImageError, FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except OSError as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageError(f"{path}: cannot decode image ({reason})") from exc
+
+
+def _load_stream(stream: IO[bytes], limits: dict[str, int | None]) -> Picture:
+    """An image from a binary file object; a stream Pillow cannot seek is read (bounded) first."""
+    files.check_stream(stream, ImageError)
+    seekable = getattr(stream, "seekable", None)
+    if callable(seekable) and seekable():
+        return _decode(stream, "", limits)
+    return _decode(io.BytesIO(files.read_stream(stream, ImageError)), "", limits)
+
+
+def _decode(fh: IO[bytes], prefix: str, limits: dict[str, int | None]) -> Picture:
+    """Open an image file with Pillow: pixel limits from its header, failures as ImageError."""
+    try:
+        with warnings.catch_warnings():
+            # aecodec's own LargeImageWarning replaces Pillow's, with the same thresholds.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im_cm = Image.open(fh)
+        with im_cm as im:
+            _check_pixels(im.width, im.height, limits)  # from the header: no pixels yet
+            deep = _has_16bit_samples(im)
+            im.load()
+            return _from_pil(im, deep)
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{prefix}not an image file Pillow can read") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{prefix}{exc}") from exc
+    except _PILLOW_FAILURES as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageError(f"{prefix}cannot decode image ({reason})") from exc
+
+
+def _has_16bit_samples(im: Image.Image) -> bool:
+    """Whether a not-yet-loaded image stores 16-bit samples (e.g. a 16-bit RGB PNG, which
+    Pillow opens as 8-bit ``RGB``); read from its raw mode, before decoding."""
+    for tile in getattr(im, "tile", None) or ():
+        args = tile[3] if len(tile) > 3 else None
+        rawmode = args if isinstance(args, str) else args[0] if args else ""
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return True
+    return False
+
+
+def _declared_bits(im: Image.Image) -> int:
+    """Bits per sample a mode ``I`` image declares (TIFF BitsPerSample; PNG ``I`` is 16-bit)."""
+    tags = getattr(im, "tag_v2", None)
+    if tags is not None:
+        bits = tags.get(258)
+        if isinstance(bits, tuple):
+            bits = bits[0] if bits else None
+        if isinstance(bits, int) and 1 <= bits <= 32:
+            return bits
+    return 16
+
+
+def _to_srgb(im: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """Convert a CMYK/YCbCr/LAB/HSV image to RGB; its ICC profile describes the old colour
+    space, so it is applied (ImageCms, to sRGB) or else dropped, never carried."""
+    if not icc:
+        return im.convert("RGB"), None
+    from PIL import ImageCms
+
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        rgb = ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        reason = " ".join(str(exc).split())
+        errors.warn(
+            f"{im.mode} image converted to RGB without colour management: its ICC profile "
+            f"cannot be applied ({reason}); the profile is dropped"
+        )
+        return im.convert("RGB"), None
+    if rgb is None:  # profileToProfile(inPlace=True) returns None; not used here
+        rgb = im.convert("RGB")
+    errors.warn(f"{im.mode} image converted to sRGB with its ICC profile (the profile is dropped)")
+    return rgb, None
+
+
+def _to_grey8(im: Image.Image, bits: int) -> Image.Image:
+    """Reduce a 16/32-bit integer or float grey image to 8 bits, by its declared range."""
+    arr = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        errors.warn("32-bit float image mapped from [0, 1] to 8 bits for coding")
+        scaled = arr * 255.0
+    else:
+        bits = 16 if im.mode.startswith("I;16") else bits
+        errors.warn(f"{bits}-bit image reduced to 8 bits per channel for coding")
+        scaled = arr * (255.0 / (2.0**bits - 1.0))
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
+def _from_pil(im: Image.Image, deep: bool = False) -> Picture:
     if im.width < 1 or im.height < 1:
         raise ImageError(f"image has no pixels ({im.width}x{im.height})")
+    frames = getattr(im, "n_frames", 1)
+    if isinstance(frames, int) and frames > 1:
+        errors.warn(f"only the first of {frames} frames is coded (animated or multi-page image)")
     icc = im.info.get("icc_profile") or None
+    bits = _declared_bits(im)  # before exif_transpose, which may return a copy without tags
     im = ImageOps.exif_transpose(im) or im
     exif_obj = im.getexif()
     exif = exif_obj.tobytes() if len(exif_obj) else None
     mode = im.mode
+    if deep and mode in ("L", "LA", "RGB", "RGBA"):
+        errors.warn("16-bit image reduced to 8 bits per channel for coding")
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode == "PA":
@@ -102,14 +244,13 @@ def _from_pil(im: Image.Image) -> Picture:
     elif mode == "1":
         im = im.convert("L")
     elif mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        warnings.warn(f"{mode} image reduced to 8-bit grey for coding", UserWarning, stacklevel=3)
-        arr = np.asarray(im, dtype=np.float64)
-        scale = 257.0 if mode.startswith("I;16") or arr.max() > 255 else 1.0
-        im = Image.fromarray(np.clip(np.rint(arr / scale), 0, 255).astype(np.uint8), "L")
+        im = _to_grey8(im, bits)
     elif mode == "RGBa":
         im = im.convert("RGBA")
     elif mode == "La":
         im = im.convert("LA")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        im, icc = _to_srgb(im, icc)
     elif mode not in ("L", "LA", "RGB", "RGBA"):
         im = im.convert("RGB")
     arr = np.asarray(im)
@@ -129,7 +270,7 @@ def _from_array(arr: np.ndarray) -> Picture:
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageError(f"image has no pixels ({arr.shape[1]}x{arr.shape[0]})")
     if arr.dtype == np.uint16:
-        warnings.warn("16-bit image reduced to 8 bits for coding", UserWarning, stacklevel=3)
+        errors.warn("16-bit image reduced to 8 bits per channel for coding")
         arr = np.rint(arr.astype(np.float64) / 257.0).astype(np.uint8)
     elif arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255

@@ -31,6 +31,7 @@ __all__ = [
     "METADATA_CHOICES",
     "ImageFormat",
     "Metadata",
+    "check_metadata",
     "check_mode",
     "compressed_name",
     "decompressed_name",
@@ -168,6 +169,12 @@ def save_options(fmt: ImageFormat, img: Image.Image) -> dict[str, Any]:
     return params
 
 
+def check_metadata(metadata: object) -> None:
+    """Raise ``ValueError`` unless ``metadata`` is one of :data:`METADATA_CHOICES`."""
+    if metadata not in METADATA_CHOICES:
+        raise ValueError(f"metadata must be one of {', '.join(METADATA_CHOICES)}; got {metadata!r}")
+
+
 def keep_metadata(pic: Picture, metadata: Metadata) -> Picture:
     """Drop the metadata a ``metadata=`` choice does not keep (as ``cwebp -metadata``).
 
@@ -178,8 +185,7 @@ def keep_metadata(pic: Picture, metadata: Metadata) -> Picture:
     Raises:
         ValueError: an unknown choice.
     """
-    if metadata not in METADATA_CHOICES:
-        raise ValueError(f"metadata must be one of {', '.join(METADATA_CHOICES)}; got {metadata!r}")
+    check_metadata(metadata)
     return replace(
         pic,
         icc=pic.icc if metadata in ("all", "icc") else None,

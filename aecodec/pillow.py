@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from PIL import Image, ImageFile
 
-from aecodec import container
+from aecodec import container, files
 from aecodec.output import AEC_SUFFIX
 
 __all__ = ["FORMAT", "AecImageFile", "register"]
@@ -46,10 +46,9 @@ class AecImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         if self.fp is None:
             raise SyntaxError("no file to read")
-        self._data = self.fp.read()
-        if not _accept(self._data):
-            raise SyntaxError("not an aecodec (.aec) file")
         try:
+            # header first, never past a regular file's size (aecodec.files: one home)
+            self._data = files.read_aec_stream(self.fp)
             bs = container.unpack(self._data)
         except ValueError as exc:  # FormatError: Pillow reports SyntaxError as a broken file
             raise SyntaxError(str(exc)) from exc

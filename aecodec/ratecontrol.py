@@ -162,6 +162,8 @@ def compress_to_target(
     target_size: int | None = None,
     target_psnr: float | None = None,
     metadata: Metadata = "all",
+    max_pixels: int | None = None,
+    warn_pixels: int | None = None,
 ) -> RateResult:
     """Compress ``image`` with the quality that meets one target.
 
@@ -172,22 +174,27 @@ def compress_to_target(
         target_size: at most this many bytes (whole file).
         target_psnr: at least this PSNR in dB (RGB, decoded 8-bit).
         metadata: as for :meth:`aecodec.Codec.compress`.
+        max_pixels: as for :meth:`aecodec.Codec.compress`.
+        warn_pixels: as for :meth:`aecodec.Codec.compress` (warned once, not per trial).
 
     Returns:
         The chosen file and what it reached.
 
     Raises:
         ValueError: not exactly one target, or a target that is not positive.
+        ImageError: the image cannot be read or is over the pixel limit.
     """
     given = [t for t in (target_bpp, target_size, target_psnr) if t is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of target_bpp, target_size and target_psnr")
     if not (isinstance(given[0], (int, float)) and math.isfinite(given[0]) and given[0] > 0):
         raise ValueError(f"a rate target must be a positive number, got {given[0]!r}")
-    pic = imageio.load(image)
+    pic = imageio.load(image, max_pixels=max_pixels, warn_pixels=warn_pixels)
     # Code a PIL image built once from the normalised picture (orientation already applied).
     img = imageio.to_pil(pic.rgb, pic.mode, pic.alpha, icc=pic.icc, exif=pic.exif)
     pixels = pic.width * pic.height
+    # The limits were applied (and any warning issued) above; the trials code the same pixels.
+    quiet = max(pixels, 1)
     max_bytes = None
     if target_size is not None:
         max_bytes = int(target_size)
@@ -195,11 +202,13 @@ def compress_to_target(
         max_bytes = math.floor(target_bpp * pixels / 8)
 
     def measure(data: bytes) -> float:
-        decoded = np.asarray(codec.decompress(data).convert("RGB"))
-        return psnr_rgb(pic.rgb, decoded)
+        decoded = codec.decompress(data, max_pixels=max_pixels, warn_pixels=quiet)
+        return psnr_rgb(pic.rgb, np.asarray(decoded.convert("RGB")))
 
     return search(
-        lambda q: codec.compress(img, int(q), metadata=metadata),
+        lambda q: codec.compress(
+            img, int(q), metadata=metadata, max_pixels=max_pixels, warn_pixels=quiet
+        ),
         codec.qualities,
         pixels,
         max_bytes=max_bytes,

@@ -3,9 +3,10 @@
 A thin layer over the public API of :mod:`aecodec`. Importing this module is cheap: torch is only
 imported (by aecodec) when a codec is actually built.
 
-Outputs are written atomically: to a temporary file in the output's directory, fsync'ed, then
-renamed over the destination with :func:`os.replace`. A failure or Ctrl-C therefore never leaves a
-partial output or a temporary file behind, and an existing file is only replaced with ``--force``.
+Outputs are written by :func:`aecodec.files.write_atomic`: to a temporary file in the output's
+directory, fsync'ed, then linked (no overwrite) or renamed (``--force``) into place. A failure,
+Ctrl-C or SIGTERM therefore never leaves a partial output or a temporary file behind, and an
+existing file is only replaced with ``--force``; devices and pipes are written in place.
 
 Per-file errors are reported as one line, ``aecodec: error: <file>: <message>``, on stderr; the rest
 of a batch still runs and the exit status is 1 if any file failed (130 after Ctrl-C, 2 for a usage
@@ -19,10 +20,10 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext, suppress
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -31,12 +32,13 @@ import PIL
 from PIL import Image
 
 import aecodec
+from aecodec import files
 from aecodec import output as outputs
 from aecodec.errors import AecodecError
 
 PROG = "aecodec"
 
-EXISTS_MESSAGE = "exists; pass --force to overwrite"
+EXISTS_MESSAGE = files.EXISTS_MESSAGE
 
 # Errors that are reported as one line for the file being processed. Anything else is a bug in
 # aecodec and keeps its traceback.
@@ -91,8 +93,31 @@ def _strip_path_prefix(message: str, path: Path) -> str:
     return message
 
 
-def _report(path: Path | str, message: str) -> None:
-    click.echo(f"{PROG}: error: {click.format_filename(path)}: {_one_line(message)}", err=True)
+def _report(path: Path | str, message: str, kind: str = "error") -> None:
+    click.echo(f"{PROG}: {kind}: {click.format_filename(path)}: {_one_line(message)}", err=True)
+
+
+@contextmanager
+def _warnings_as_lines(path: Path) -> Iterator[None]:
+    """Report aecodec's warnings about ``path`` as one line each: ``aecodec: warning: ...``.
+
+    A message is reported once per file, even if issued again (``--psnr`` reads the image a
+    second time).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", aecodec.AecodecWarning)
+        try:
+            yield
+        finally:
+            seen: set[str] = set()
+            for w in caught:
+                if issubclass(w.category, aecodec.AecodecWarning):
+                    message = _strip_path_prefix(str(w.message), path)
+                    if message not in seen:
+                        seen.add(message)
+                        _report(path, message, "warning")
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -101,16 +126,21 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _handle_interrupt(func: F) -> F:
-    """Turn Ctrl-C into a one-line message and exit status 130 (instead of click's "Aborted!")."""
+    """Turn Ctrl-C into a one-line message and exit status 130 (instead of click's "Aborted!"),
+    and SIGTERM/SIGHUP into "terminated" and 128 + the signal (temporary files cleaned up)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with files.terminate_cleanly():
+                return func(*args, **kwargs)
         except KeyboardInterrupt:
             lead = "\n" if _stderr_is_tty() else ""  # get off the line that shows ^C
             click.echo(f"{lead}{PROG}: interrupted", err=True)
             raise click.exceptions.Exit(130) from None
+        except files.Terminated as exc:
+            click.echo(f"{PROG}: terminated", err=True)
+            raise click.exceptions.Exit(128 + exc.signum) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -126,11 +156,14 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _check_destination(src: Path, dst: Path, force: bool) -> None:
-    """Refuse to write onto the input, or onto an existing file without ``--force``."""
+    """Refuse to write onto the input, onto an existing file without ``--force``, or onto a
+    directory or block device."""
     if _same_file(src, dst):
         raise FileError(dst, "output would overwrite the input; choose another output with -o")
-    if not force and (dst.exists() or dst.is_symlink()):
-        raise FileError(dst, EXISTS_MESSAGE)
+    try:
+        files.check_output(dst, force=force)
+    except OSError as exc:
+        raise FileError(dst, describe_error(exc)) from None
 
 
 def _key(path: Path) -> str:
@@ -143,64 +176,14 @@ def _check_not_written(dst: Path, written: set[str]) -> None:
         raise FileError(dst, "already written from another input in this run; not overwriting it")
 
 
-def _new_file_mode(dst: Path) -> int:
-    """Permission bits for the output: keep an existing file's, else 0o666 minus the umask."""
-    with suppress(OSError):
-        return dst.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_directory(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    with suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_atomic(dst: Path, write: Callable[[IO[bytes]], object], *, force: bool) -> None:
-    """Write a file atomically: temporary file in the same directory, fsync, :func:`os.replace`.
-
-    On any failure (including KeyboardInterrupt) the temporary file is removed and ``dst`` is left
-    as it was.
-
-    Args:
-        dst: The output path.
-        write: Called with the open binary temporary file; writes the whole content.
-        force: Replace ``dst`` if it exists; otherwise raise :class:`FileError` if it appeared.
-
-    Raises:
-        FileError: The file could not be written (the message names the reason).
-    """
-    directory = dst.parent
+    """:func:`aecodec.files.write_atomic`, with errors as :class:`FileError` for the report."""
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise FileError(dst, f"cannot write: {describe_error(exc)}") from None
-    tmp: Path | None = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        with suppress(OSError):
-            os.chmod(tmp_name, _new_file_mode(dst))
-        if not force and (dst.exists() or dst.is_symlink()):
-            raise FileError(dst, EXISTS_MESSAGE)
-        os.replace(tmp_name, dst)
-        tmp = None
-        _fsync_directory(directory)
+        files.write_atomic(dst, write, force=force)
+    except FileExistsError:
+        raise FileError(dst, EXISTS_MESSAGE) from None
     except (OSError, ValueError) as exc:
         raise FileError(dst, f"cannot write: {describe_error(exc)}") from None
-    finally:
-        if tmp is not None:
-            with suppress(OSError):
-                tmp.unlink()
 
 
 def _destination(
@@ -267,7 +250,8 @@ def _run_batch(
     with bar_cm as items:
         for src in items:
             try:
-                process(src)
+                with _warnings_as_lines(src):
+                    process(src)
             except (FileError, *FILE_ERRORS) as exc:
                 if show_bar:  # clear the bar's line; it is redrawn on the next item
                     click.echo("\r\x1b[K", err=True, nl=False)
@@ -314,6 +298,24 @@ _verbose_option = click.option(
     "-v", "--verbose", "verbose_here", is_flag=True, help="Same as `aecodec -v`."
 )
 _force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+
+
+def _pixel_options(func: F) -> F:
+    """``--max-pixels`` and ``--warn-pixels``: the pixel limits (docs/SECURITY.md)."""
+    func = click.option(
+        "--warn-pixels",
+        type=click.IntRange(min=1),
+        metavar="N",
+        default=None,
+        help="Warn about images over N pixels. [default: aecodec.container.WARN_PIXELS = 2**26]",
+    )(func)
+    return click.option(
+        "--max-pixels",
+        type=click.IntRange(min=1),
+        metavar="N",
+        default=None,
+        help="Refuse images over N pixels. [default: aecodec.container.MAX_PIXELS = 2**28]",
+    )(func)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -445,6 +447,7 @@ _STDIO = "-"
     show_default=True,
     help="Files coded in parallel, in separate processes.",
 )
+@_pixel_options
 @_force_option
 @_verbose_option
 @click.pass_context
@@ -463,6 +466,8 @@ def compress(
     as_json: bool,
     threads: int | None,
     jobs: int,
+    max_pixels: int | None,
+    warn_pixels: int | None,
     force: bool,
     verbose_here: bool,
 ) -> None:
@@ -485,21 +490,23 @@ def compress(
     if to_stdout and sys.stdout.isatty():
         _fail("refusing to write binary .aec data to a terminal; pass -o FILE or redirect stdout")
     out, output_is_dir = (None, False) if to_stdout else _resolve_output(output, len(inputs))
+    limits = {"max_pixels": max_pixels, "warn_pixels": warn_pixels}
     _set_threads(threads)
     if jobs > 1 and len(inputs) > 1 and not targets:
         failures = _compress_parallel(
             inputs,
             out,
             output_is_dir,
-            quality,
-            model,
-            metadata,
-            with_psnr,
-            threads,
-            jobs,
-            force,
-            verbose,
-            as_json,
+            quality=quality,
+            model=model,
+            metadata=metadata,
+            with_psnr=with_psnr,
+            limits=limits,
+            threads=threads,
+            jobs=jobs,
+            force=force,
+            verbose=verbose,
+            as_json=as_json,
         )
         if failures:
             ctx.exit(1)
@@ -508,8 +515,10 @@ def compress(
 
     def process(src: Path) -> None:
         start = time.perf_counter()
+        source: Path | io.BytesIO
         if src == Path(_STDIO):
-            source: Any = io.BytesIO(sys.stdin.buffer.read())
+            # bounded (aecodec.files.MAX_STREAM_BYTES); kept in memory for --psnr
+            source = io.BytesIO(files.read_stream(sys.stdin.buffer, aecodec.ImageError))
             dst = out or Path(_STDIO)
         else:
             dst = _destination(src, out, output_is_dir, outputs.compressed_name)
@@ -527,28 +536,39 @@ def compress(
 
             codec = aecodec.get_codec(model)
             reached = compress_to_target(
-                codec, aecodec._image_input(source), metadata=metadata, **targets
-            )  # type: ignore[arg-type]
+                codec,
+                source,
+                metadata=metadata,  # type: ignore[arg-type]
+                **targets,
+                **limits,
+            )
             data = reached.data
             fields = {"target_met": reached.met, "trials": reached.trials}
             if not reached.met:
                 ((name, value),) = targets.items()
-                click.echo(
-                    f"{PROG}: warning: {click.format_filename(src)}: "
+                _report(
+                    src,
                     f"--{name.replace('_', '-')} {value} cannot be met; "
                     f"wrote quality {reached.quality}",
-                    err=True,
+                    "warning",
                 )
         else:
-            data = aecodec.compress(source, quality, model=model, metadata=metadata)  # type: ignore[arg-type]
+            data = aecodec.compress(
+                source,
+                quality,
+                model=model,
+                metadata=metadata,  # type: ignore[arg-type]
+                **limits,
+            )
         elapsed = time.perf_counter() - start
         if to_stdout:
             sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
         else:
             write_atomic(dst, lambda fh: fh.write(data), force=force)
             written.add(_key(dst))
         if verbose or as_json:
-            header = aecodec.info(data)
+            header = aecodec.info(data, max_pixels=max_pixels)
             fields = {
                 "bytes": len(data),
                 "bpp": header["bpp"],
@@ -557,34 +577,37 @@ def compress(
                 **fields,
             }
             if with_psnr:
-                fields["psnr"] = _psnr_of(source, data)
+                fields["psnr"] = _psnr_of(source, data, limits)
             _emit(src, dst, fields, as_json=as_json, to_stderr=to_stdout)
 
     if _run_batch(inputs, process, verbose=verbose or as_json, label="compressing"):
         ctx.exit(1)
 
 
-def _psnr_of(source: Any, data: bytes) -> float:
+def _psnr_of(source: Path | io.BytesIO, data: bytes, limits: dict[str, int | None]) -> float:
     """PSNR (RGB) of the decoded ``data`` against the input image ``source``."""
     import numpy as np
 
     from aecodec import imageio
     from aecodec.metrics import psnr_rgb
 
-    if hasattr(source, "seek"):
+    if isinstance(source, io.BytesIO):
         source.seek(0)
-    reference = imageio.load(aecodec._image_input(source)).rgb
-    return psnr_rgb(reference, np.asarray(aecodec.decompress(data).convert("RGB")))
+    reference = imageio.load(source, **limits).rgb
+    decoded = aecodec.decompress(data, **limits).convert("RGB")
+    return psnr_rgb(reference, np.asarray(decoded))
 
 
 def _compress_parallel(
     inputs: Sequence[Path],
     out: Path | None,
     output_is_dir: bool,
+    *,
     quality: int | None,
     model: str | None,
     metadata: str,
     with_psnr: bool,
+    limits: dict[str, int | None],
     threads: int | None,
     jobs: int,
     force: bool,
@@ -597,9 +620,16 @@ def _compress_parallel(
     plan = [(src, _destination(src, out, output_is_dir, outputs.compressed_name)) for src in inputs]
     failures = 0
     todo = []
+    planned: set[str] = set()
     for src, dst in plan:
         try:
+            if src.is_dir():
+                raise FileError(src, "Is a directory")
+            if not src.exists():
+                raise FileError(src, "No such file or directory")
             _check_destination(src, dst, force)
+            _check_not_written(dst, planned)
+            planned.add(_key(dst))
             todo.append((src, dst))
         except FileError as exc:
             _report(exc.path, exc.message)
@@ -617,12 +647,16 @@ def _compress_parallel(
         quality=quality,
         metadata=metadata,  # type: ignore[arg-type]
         psnr=with_psnr,
+        max_pixels=limits["max_pixels"],
+        warn_pixels=limits["warn_pixels"],
         workers=jobs,
         threads=threads or 1,
         skip_existing=False,
         write=write,
     )
     for r in results:
+        for message in r.warnings:
+            _report(r.src, _strip_path_prefix(message, r.src), "warning")
         if r.status == "failed":
             _report(r.src, _strip_path_prefix(r.error or "failed", r.src))
             failures += 1
@@ -682,6 +716,7 @@ def _check_model_and_quality(model: str | None, quality: int | None) -> None:
     "--json", "as_json", is_flag=True, help="Print one JSON object per file (bytes, bpp, time)."
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads.")
+@_pixel_options
 @_force_option
 @_verbose_option
 @click.pass_context
@@ -693,6 +728,8 @@ def decompress(
     output_quality: int | None,
     as_json: bool,
     threads: int | None,
+    max_pixels: int | None,
+    warn_pixels: int | None,
     force: bool,
     verbose_here: bool,
 ) -> None:
@@ -723,12 +760,15 @@ def decompress(
         if not to_stdout:
             _check_destination(src, dst, force)
             _check_not_written(dst, written)
-        stdin_stream = sys.stdin.buffer if src == Path(_STDIO) else None
-        data = stdin_stream.read() if stdin_stream is not None else src.read_bytes()
-        header = aecodec.info(data)  # cheap: refuse JPEG + alpha before the expensive decode
+        if src == Path(_STDIO):
+            data = files.read_aec_stream(sys.stdin.buffer)  # header first, bounded
+        else:
+            data = files.read_aec(src)  # regular files only, header first, bounded
+        # cheap: refuse JPEG + alpha before the expensive decode
+        header = aecodec.info(data, max_pixels=max_pixels)
         try:
             outputs.check_mode(fmt, str(header["mode"]))
-            img = aecodec.decompress(data)
+            img = aecodec.decompress(data, max_pixels=max_pixels, warn_pixels=warn_pixels)
             params = outputs.save_options(fmt, img)
         except aecodec.ImageError as exc:
             raise FileError(dst, str(exc)) from None
@@ -778,7 +818,7 @@ _INFO_LABELS = (
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=_INPUT_PATH)
+@click.argument("paths", nargs=-1, required=True, type=_INPUT_PATH, metavar="FILES...")
 @click.option(
     "--json",
     "as_json",
@@ -787,19 +827,19 @@ _INFO_LABELS = (
 )
 @click.pass_context
 @_handle_interrupt
-def info(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> None:
+def info(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
     """Show the headers of .aec files."""
     headers = []
     failed = False
-    for file in files:
+    for file in paths:
         try:
-            headers.append((file, aecodec.info(file.read_bytes())))
+            headers.append((file, aecodec.info(files.read_aec(file))))
         except FILE_ERRORS as exc:
             _report(file, _strip_path_prefix(describe_error(exc), file))
             failed = True
     if as_json:
         docs = [{"file": os.fspath(f), **h} for f, h in headers]
-        if len(files) == 1:
+        if len(paths) == 1:
             if headers:
                 click.echo(json.dumps(headers[0][1], indent=2))
         else:
@@ -990,6 +1030,20 @@ def demo(image: Path | None, quality: int | None, model: str | None) -> None:
     help="vq: the aecodec model; factorized: the same-budget CompressAI bmshj2018-factorized "
     "baseline (one rate point: pass one --lambdas value).",
 )
+@click.option(
+    "--train-only",
+    type=click.Choice(["all", "decoder"]),
+    default="all",
+    show_default=True,
+    help="decoder: train the synthesis only (indices and rate stay fixed; PSNR only improves).",
+)
+@click.option(
+    "--lr-table-scale",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Scale of the probability tables' learning rate (1e-2 by default).",
+)
 def train(**kw: Any) -> None:
     """Train the VQ model (also under `torchrun --nproc_per_node=N`)."""
     import logging
@@ -1022,6 +1076,8 @@ def train(**kw: Any) -> None:
         init=kw["init"],
         bf16=kw["bf16"],
         arch=kw["arch"],
+        train_only=kw["train_only"],
+        lr_table_scale=kw["lr_table_scale"],
         model=model,
     )
     try:
@@ -1043,6 +1099,21 @@ def train(**kw: Any) -> None:
 @click.option("--default-quality", type=int, default=None)
 @click.option("--description", default="", help="One line for `aecodec models`.")
 @click.option("--no-default", is_flag=True, help="Do not make it the default model.")
+@click.option(
+    "--spatial-contexts",
+    type=int,
+    default=None,
+    help="Code with this many checkerboard spatial contexts (default: the run's).",
+)
+@click.option(
+    "--fit-tables",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Refit the entropy tables by counting on the run's training images, shared in this "
+    "many rows (0: quantize the learned tables).",
+)
+@click.option("--fit-images", type=int, default=0, help="Fit on at most this many images (0: all).")
 def export(
     run: Path,
     name: str | None,
@@ -1050,6 +1121,9 @@ def export(
     default_quality: int | None,
     description: str,
     no_default: bool,
+    spatial_contexts: int | None,
+    fit_tables: int,
+    fit_images: int,
 ) -> None:
     """Export a run's best checkpoint to safetensors weights + manifest entry.
 
@@ -1057,8 +1131,8 @@ def export(
     instead, for `aecodec bench --codecs compressai-factorized --compressai-checkpoint`.
     """
     from aecodec.model.registry import WEIGHTS_DIR
+    from aecodec.train.export import FitOptions, load_checkpoint, run_summary
     from aecodec.train.export import export as do_export
-    from aecodec.train.export import load_checkpoint, run_summary
 
     try:
         ck = load_checkpoint(run)
@@ -1070,6 +1144,13 @@ def export(
             return
     except (FileNotFoundError, ValueError) as exc:
         _fail(describe_error(exc))
+    fit = None
+    bar = None
+    if fit_tables:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="fitting tables (images x rounds)", unit="img", dynamic_ncols=True)
+        fit = FitOptions(num_tables=fit_tables, max_images=fit_images, progress=bar.update)
     try:
         entry = do_export(
             run,
@@ -1079,9 +1160,14 @@ def export(
             description=description,
             make_default=not no_default,
             training=run_summary(run),
+            spatial_contexts=spatial_contexts,
+            fit=fit,
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(describe_error(exc))
+    finally:
+        if bar is not None:
+            bar.close()
     click.echo(f"wrote {entry['file']} ({entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...)")
 
 

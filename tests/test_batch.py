@@ -107,3 +107,67 @@ def test_dask_local_cluster(tmp_path: Path, tiny_codec) -> None:
     assert [r.status for r in decoded] == ["done", "done"]
     with Image.open(tmp_path / "dec" / "img1.aec.png") as img:
         assert img.size == (48, 32)
+
+
+def test_batch_applies_limits_reports_warnings_and_never_overwrites(
+    tmp_path: Path, tiny_codec
+) -> None:
+    """Any Executor (here threads: no process start-up); workers read as aecodec.files does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    folder = tmp_path / "in"
+    paths = _inputs(folder, 2)  # 40x32 and 48x32
+    deep = folder / "deep.png"
+    Image.fromarray(smooth_image(40, 32, 1)[..., 0].astype(np.uint16) * 257).save(deep)
+    big = folder / "big.png"
+    Image.fromarray(smooth_image(80, 64)).save(big)
+    jobs = batch.plan([*paths, deep, big], tmp_path / "out")
+    with ThreadPoolExecutor(2) as pool:
+        results = {
+            r.src.name: r
+            for r in batch.compress_files(
+                jobs, codec=tiny_codec, executor=pool, max_pixels=2000, psnr=True
+            )
+        }
+    assert {n: r.status for n, r in results.items()} == {
+        "img0.png": "done",
+        "img1.png": "done",
+        "deep.png": "done",
+        "big.png": "failed",
+    }
+    assert "exceeds the limit of 2000 pixels" in (results["big.png"].error or "")
+    # reported once, although measuring the PSNR reads the image again
+    assert results["deep.png"].warnings == (
+        "16-bit image reduced to 8 bits per channel for coding",
+    )
+    assert results["img0.png"].warnings == ()
+    assert not (tmp_path / "out" / "big.aec").exists()
+
+    # an output that appears while its job runs is never replaced: skipped (resume) or failed
+    def race(dst: Path, data: bytes) -> None:
+        dst.write_bytes(b"theirs")
+        batch._write_new(dst, data)
+
+    again = batch.plan([big], tmp_path / "race")
+    with ThreadPoolExecutor(1) as pool:
+        (skipped,) = batch.compress_files(again, codec=tiny_codec, executor=pool, write=race)
+        assert skipped.status == "skipped"
+        (tmp_path / "race" / "big.aec").unlink()
+        (failed,) = batch.compress_files(
+            again, codec=tiny_codec, executor=pool, write=race, skip_existing=False
+        )
+    assert failed.status == "failed" and "exists" in (failed.error or "")
+    assert (tmp_path / "race" / "big.aec").read_bytes() == b"theirs"
+    assert [p.name for p in (tmp_path / "race").iterdir()] == ["big.aec"]  # no temporary file
+
+
+def test_batch_decompress_reads_regular_files_only(tmp_path: Path, tiny_codec) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    os.mkfifo(tmp_path / "p.aec")
+    jobs = [(tmp_path / "p.aec", tmp_path / "p.aec.png")]
+    with ThreadPoolExecutor(1) as pool:
+        (r,) = batch.decompress_files(jobs, codec=tiny_codec, executor=pool)
+    assert r.status == "failed" and "is a pipe, not a regular file" in (r.error or "")

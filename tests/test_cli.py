@@ -691,3 +691,49 @@ def test_parallel_jobs_match_serial(tmp_path: Path) -> None:
     for i in range(3):
         serial = aecodec.compress(tmp_path / f"{i}.png")
         assert (tmp_path / "par" / f"{i}.aec").read_bytes() == serial
+
+
+def test_parallel_jobs_apply_pixel_limits_warnings_and_safe_writes(tmp_path: Path) -> None:
+    """-j N (aecodec.batch) keeps --max-pixels, one-line warnings and no-overwrite writes."""
+    _make_png(tmp_path / "a.png")
+    Image.fromarray(_pixels("L").astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(tmp_path / "big.png")
+    (tmp_path / "sub").mkdir()
+    _make_png(tmp_path / "sub" / "a.png", seed=1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "kept.aec").write_bytes(b"precious")
+    _make_png(tmp_path / "kept.png")
+    inputs = ["a.png", "deep.png", "big.png", "sub/a.png", "kept.png"]
+    result = run("compress", *inputs, "-j", 2, "--threads", 1, "-o", "out", "--max-pixels", 4000)
+    assert result.exit_code == 1
+    lines = sorted(_error_lines(result))
+    assert lines == sorted(
+        [
+            "aecodec: error: out/a.aec: already written from another input in this run; "
+            "not overwriting it",
+            "aecodec: error: out/kept.aec: exists; pass --force to overwrite",
+            "aecodec: error: big.png: image too large: width 80 x height 80 = 6400 pixels "
+            "exceeds the limit of 4000 pixels; to code it anyway raise the limit (command line: "
+            "--max-pixels N; Python: max_pixels=N, or set aecodec.container.MAX_PIXELS)",
+            "aecodec: warning: deep.png: 16-bit image reduced to 8 bits per channel for coding",
+        ]
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.aec", "deep.aec", "kept.aec"]
+    assert (tmp_path / "out" / "kept.aec").read_bytes() == b"precious"
+    assert (tmp_path / "out" / "a.aec").read_bytes() == aecodec.compress(tmp_path / "a.png")
+
+
+def test_target_and_psnr_keep_pixel_limits_and_warn_once(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    result = run("compress", "a.png", "--target-size", "2K", "--psnr", "--warn-pixels", 100)
+    assert result.exit_code == 0, result.output
+    warnings_ = [line for line in _error_lines(result) if ": warning: " in line]
+    assert warnings_ == [
+        f"aecodec: warning: a.png: large image: {W}x{H} = {W * H} pixels is over the warning "
+        f"threshold of 100 pixels (limit {2**28}); coding it takes minutes and GBs of memory "
+        "(see --max-pixels / max_pixels=)"
+    ]
+    result = run("compress", "a.png", "-o", "b.aec", "--target-psnr", 20, "--max-pixels", 100)
+    assert result.exit_code == 1
+    assert "exceeds the limit of 100 pixels" in result.stderr
+    assert not (tmp_path / "b.aec").exists()

@@ -11,22 +11,31 @@ from aecodec.entropy import (
     contexts_from_levels,
     decode_indices,
     encode_indices,
+    full_contexts,
     tables_from_logits,
 )
 from aecodec.errors import FormatError
 
 
-def _tables(seed: int = 0, q: int = 2, g: int = 16, c: int = 3, k: int = 64) -> EntropyTables:
+def _tables(
+    seed: int = 0, q: int = 2, g: int = 16, c: int = 3, k: int = 64, spatial: int = 0
+) -> EntropyTables:
+    """Random tables; with ``spatial`` > 0, ``c`` channel contexts and ``c * (1 + spatial)``
+    contexts in all, drawn from 11 shared rows."""
     rng = np.random.default_rng(seed)
-    freqs = tables_from_logits(rng.normal(size=(q, g, c, k)) * 3, 16)
     lut = rng.integers(0, c, (g, k))
-    return EntropyTables(freqs=freqs.astype(np.int64), level_lut=lut, prob_bits=16)
+    if spatial == 0:
+        freqs = tables_from_logits(rng.normal(size=(q, g, c, k)) * 3, 16)
+        return EntropyTables.dense(freqs.astype(np.int64), lut, 16)
+    rows = tables_from_logits(rng.normal(size=(11, k)) * 3, 16).astype(np.int64)
+    index = rng.integers(0, 11, (q, g, c * (1 + spatial)))
+    return EntropyTables(rows, index, lut, 16, spatial)
 
 
 def _sample(tables: EntropyTables, q: int, h: int, w: int, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     _, g, _, k = tables.shape
-    p = tables.freqs[q, :, 0] / 2**16
+    p = tables.rows(q)[:, 0] / 2**16
     return np.stack([rng.choice(k, size=(h, w), p=p[i]) for i in range(g)])
 
 
@@ -92,4 +101,57 @@ def test_contexts_numpy_and_torch_twins_agree() -> None:
 
 def test_table_validation() -> None:
     with pytest.raises(ValueError, match="sum to"):
-        EntropyTables(np.ones((1, 1, 1, 4), dtype=np.int64), np.zeros((1, 4), np.int64), 16)
+        EntropyTables.dense(np.ones((1, 1, 1, 4), dtype=np.int64), np.zeros((1, 4), np.int64), 16)
+    rows = tables_from_logits(np.zeros((2, 4)), 12).astype(np.int64)
+    with pytest.raises(ValueError, match="table_index"):
+        EntropyTables(rows, np.full((1, 1, 2), 2), np.zeros((1, 4), np.int64), 12)
+    with pytest.raises(ValueError, match="do not split"):
+        EntropyTables(rows, np.zeros((1, 1, 3)), np.zeros((1, 4), np.int64), 12, 1)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (8, 8), (17, 29)])
+def test_round_trip_with_checkerboard_contexts(shape: tuple[int, int]) -> None:
+    t = _tables(spatial=5)
+    idx = _sample(t, 1, *shape, seed=4)
+    data = encode_indices(idx, t, 1)
+    np.testing.assert_array_equal(decode_indices(data, t, 1, *shape), idx)
+    real_bits = 8 * len(data)
+    assert real_bits >= t.ideal_bits(idx, 1) * 0.99 - 64
+
+
+def test_checkerboard_contexts_follow_the_documented_rule() -> None:
+    rng = np.random.default_rng(5)
+    levels = rng.integers(0, 3, (3, 6, 7))
+    ctx = full_contexts(levels, 3, 4)
+    chan = contexts_from_levels(levels, 3)
+    for g, i, j in [(0, 0, 0), (1, 2, 3), (2, 5, 6), (2, 3, 3), (1, 0, 1)]:
+        if (i + j) % 2 == 0:
+            assert ctx[g, i, j] == chan[g, i, j]
+        else:
+            nb = sum(
+                levels[g, i + di, j + dj]
+                for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1))
+                if 0 <= i + di < 6 and 0 <= j + dj < 7
+            )
+            assert ctx[g, i, j] == 3 + chan[g, i, j] * 4 + min(3, nb)
+    assert ctx.max() < 3 * (1 + 4)
+
+
+def test_checkerboard_contexts_numpy_and_torch_twins_agree() -> None:
+    from aecodec.model.quantizer import _contexts_torch
+
+    rng = np.random.default_rng(6)
+    levels = rng.integers(0, 4, (2, 7, 9, 13))
+    got = _contexts_torch(torch.from_numpy(levels), 4, 7).numpy()
+    for b in range(2):
+        np.testing.assert_array_equal(got[b], full_contexts(levels[b], 4, 7))
+
+
+def test_tables_pickle_without_coder_models() -> None:
+    import pickle
+
+    t = _tables(spatial=2)
+    idx = _sample(t, 0, 5, 6)
+    data = encode_indices(idx, t, 0)  # builds the cached constriction models
+    t2 = pickle.loads(pickle.dumps(t))
+    np.testing.assert_array_equal(decode_indices(data, t2, 0, 5, 6), idx)

@@ -75,3 +75,20 @@ def test_real_encodes_meet_size_bpp_and_psnr_targets() -> None:
         assert aecodec.info(aecodec.compress(sample_image(), target_size=50))["quality"] == 1
     with pytest.raises(ValueError, match="not both"):
         aecodec.compress(sample_image(), 3, target_bpp=0.5)
+
+
+def test_targets_apply_the_pixel_limits_once(tiny_codec) -> None:
+    import warnings
+
+    from aecodec.errors import LargeImageWarning
+
+    arr = np.asarray(Image.open(sample_image()).convert("RGB"))[:64, :96]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = compress_to_target(tiny_codec, arr, target_psnr=1.0, warn_pixels=1000)
+    assert r.trials >= 2  # several encodes and decodes, one warning
+    assert [w.category for w in caught] == [LargeImageWarning]
+    with pytest.raises(aecodec.ImageError, match="exceeds the limit of 1000 pixels"):
+        compress_to_target(tiny_codec, arr, target_size=500, max_pixels=1000)
+    with pytest.raises(aecodec.ImageError, match="exceeds the limit of 1000 pixels"):
+        aecodec.compress(arr, target_bpp=1.0, max_pixels=1000)

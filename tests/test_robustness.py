@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import struct
 import zlib
@@ -134,15 +135,55 @@ def test_decompression_bomb_image_is_refused(tiny_codec, tmp_path, monkeypatch) 
         tiny_codec.compress(p, quality=1)
 
 
-def test_no_pickle_on_the_coding_path() -> None:
-    """torch.load (pickle) may only appear in training code, never where user files go."""
-    offenders = []
-    for path in (ROOT / "aecodec").rglob("*.py"):
-        if "train" in path.relative_to(ROOT / "aecodec").parts:
+# Every package pyproject.toml ships, plus the scripts next to them.
+SHIPPED = ("aecodec", "cli", "benchmarks", "kodak", "scripts")
+
+
+def _unsafe_loads(tree: ast.AST) -> list[tuple[int, str]]:
+    """Calls that can unpickle: torch.load without weights_only=True, pickle/dill/joblib loads,
+    numpy loads with allow_pickle=True."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
             continue
-        if re.search(r"torch\.load|pickle\.load", path.read_text()):
-            offenders.append(str(path))
+        func = ast.unparse(node.func)
+        kwargs = {k.arg: k.value for k in node.keywords}
+        safe = kwargs.get("weights_only")
+        if func.endswith("torch.load") or (func == "load" and "weights_only" in kwargs):
+            if not (isinstance(safe, ast.Constant) and safe.value is True):
+                found.append((node.lineno, func))
+        elif re.fullmatch(r"(c?pickle|dill|joblib|marshal|shelve)\.(load|loads|open)", func):
+            found.append((node.lineno, func))
+        elif func in ("np.load", "numpy.load"):
+            allow = kwargs.get("allow_pickle")
+            if isinstance(allow, ast.Constant) and allow.value is True:
+                found.append((node.lineno, func))
+    return found
+
+
+def test_no_unpickling_in_any_shipped_module() -> None:
+    """Pickle runs code: no module may load a user-supplied file with it (issue 10, item 5)."""
+    offenders = []
+    for package in SHIPPED:
+        for path in (ROOT / package).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            offenders += [f"{path.relative_to(ROOT)}:{n}: {f}" for n, f in _unsafe_loads(tree)]
     assert offenders == []
+
+
+def test_unsafe_load_detector_finds_what_it_must() -> None:
+    bad = [
+        "torch.load(p)",
+        "torch.load(p, weights_only=False)",
+        "torch.load(p, map_location='cpu', weights_only=flag)",
+        "pickle.load(fh)",
+        "pickle.loads(b)",
+        "np.load(p, allow_pickle=True)",
+    ]
+    for src in bad:
+        assert _unsafe_loads(ast.parse(src)), src
+    for src in ("torch.load(p, weights_only=True)", "np.load(p)", "json.load(fh)"):
+        assert not _unsafe_loads(ast.parse(src)), src
 
 
 def test_weights_sha256_is_checked_for_bundled_models(tmp_path) -> None:

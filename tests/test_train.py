@@ -62,7 +62,7 @@ def _fixed_batch(data_dir: Path) -> torch.Tensor:
 
 
 def _state(run: Path) -> dict:
-    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
 
 
 def test_loss_decreases_and_metrics_are_logged(data_dir, tmp_path) -> None:
@@ -118,9 +118,7 @@ SCALAR_LINEAR_MODEL = {
 @pytest.mark.parametrize(
     ("model", "init"), [(TINY_MODEL, ""), (SCALAR_LINEAR_MODEL, "pca")], ids=["vq2d", "pca-1d"]
 )
-def test_export_load_round_trip_gives_identical_bitstreams(
-    data_dir, tmp_path, model, init
-) -> None:
+def test_export_load_round_trip_gives_identical_bitstreams(data_dir, tmp_path, model, init) -> None:
     from aecodec.codec import Codec
     from aecodec.model.registry import load_weights
     from aecodec.train.export import export
@@ -282,3 +280,122 @@ def test_quality_balance_reweights_each_sample_by_its_lambda(data_dir) -> None:
         bal = [rd_loss(net, cfg, x, torch.tensor([q]), 0.25, balance=1.0)[0] for q in (0, 1)]
     torch.testing.assert_close(bal[0], plain[0])
     torch.testing.assert_close(bal[1], plain[1] * 0.01 / 0.05)
+
+
+def test_export_with_checkerboard_contexts_and_fitted_tables(data_dir, tmp_path) -> None:
+    from aecodec.codec import Codec
+    from aecodec.model.registry import load_weights
+    from aecodec.train.export import FitOptions, export
+
+    run = train(
+        _cfg(data_dir, tmp_path / "r", 4, model=dict(SCALAR_LINEAR_MODEL), init="pca"),
+        progress=False,
+    )
+    fit = FitOptions(num_tables=7, rounds=2)
+    e = export(run, weights_dir=tmp_path / "w", spatial_contexts=3, fit=fit)
+    w = load_weights("aecodec-train-test", weights_dir=tmp_path / "w")
+    t = w.tables
+    # 2 levels x (1 + 3) contexts per quality and group, drawn from at most 7 shared rows.
+    assert w.config.spatial_contexts == 3 and t.shape[2] == 8
+    assert t.freqs.shape[0] <= 7 and "quantizer.logits" not in w.tensors
+    assert (
+        e["training"]["tables"]["fitted_on_images"] == 5
+    )  # 6 images, 1 held out (a quarter at most)
+    codec = Codec(str(tmp_path / "w" / e["file"]))
+    img = smooth_image(70, 45, seed=3)
+    for q in codec.qualities:
+        data = codec.compress(img, quality=q)
+        assert np.asarray(codec.decompress(data)).shape == (45, 70, 3)
+        bs_idx = codec.encode_tile_indices(img, (0, 0, 70, 45), q)
+        # The file holds at least the ideal code length of its indices under the tables.
+        assert 8 * len(data) >= t.ideal_bits(bs_idx, q - 1)
+    # Training can start again from the exported file: logits come back from the tables.
+    from aecodec.train.export import load_state_dict_file
+
+    sd = load_state_dict_file(tmp_path / "w" / e["file"])
+    assert tuple(sd["quantizer.logits"].shape) == t.shape
+
+
+def test_decoder_only_training_keeps_every_index(data_dir, tmp_path) -> None:
+    run = train(_cfg(data_dir, tmp_path / "a", 3), progress=False)
+    first = _state(run)["model"]
+    cfg = _cfg(data_dir, tmp_path / "b", 4, init=str(run / "checkpoint.pt"), train_only="decoder")
+    after = _state(train(cfg, progress=False))["model"]
+    changed = {k for k in first if not torch.equal(first[k], after[k])}
+    assert any(k.startswith("g_s.") for k in changed)
+    assert all(k.startswith(("g_s.", "log_inv_gain")) for k in changed)
+
+
+# --- hostile checkpoints (issue 10, item 5) -------------------------------------------------
+
+
+class _RunsCode:
+    """Unpickling this creates the file ``marker``: what a crafted checkpoint can do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _cli(*args: str, cwd: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "aecodec", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_crafted_checkpoints_run_no_code(tmp_path: Path) -> None:
+    from aecodec.model.config import ModelConfig
+    from aecodec.train.export import load_checkpoint, load_state_dict_file
+
+    marker = tmp_path / "pwned"
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(
+        {"model": {"w": _RunsCode(marker)}, "config": ModelConfig().to_json()}, run / "best.pt"
+    )
+    with pytest.raises(ValueError, match="not a training checkpoint aecodec can load safely"):
+        load_checkpoint(run)
+    with pytest.raises(ValueError, match="can load safely"):
+        load_state_dict_file(run / "best.pt")
+    proc = _cli("export", "run", "--weights-dir", "w", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "can load safely" in proc.stderr
+    proc = _cli("train", "--init", "run/best.pt", "--run-dir", "r2", "--data", ".", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "can load safely" in proc.stderr.splitlines()[-1]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"step": 3}, "missing model, config"),
+        ({"model": {"w": 1}, "config": "{}"}, "'model' is not a state dict of tensors"),
+        ({"model": {}, "config": "not json"}, "invalid model config"),
+        (None, "not a dict"),
+    ],
+)
+def test_malformed_checkpoints_give_one_line(tmp_path: Path, content: object, message: str) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(content, run / "best.pt")
+    proc = _cli("export", "run", "--weights-dir", "w", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert message in proc.stderr
+    (run / "best.pt").write_bytes(b"garbage")
+    proc = _cli("export", "run", "--weights-dir", "w", cwd=tmp_path)
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr

@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass, fields
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483, 0.0932)
 
 
+# Config fields added after the first weights format, with the value older files imply.
+_LATER_FIELDS: dict[str, object] = {"spatial_contexts": 0}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Hyper-parameters of a :class:`~aecodec.model.vqvae.VQVAE`.
@@ -21,8 +25,9 @@ class ModelConfig:
         latent_channels: M, channels of the latent ``y`` (a multiple of ``group_dim``).
         group_dim: dimension d of each product-VQ codebook (channels per group).
         codebook_size: K, codewords per group.
-        num_contexts: C, probability tables per (quality, group), selected by an integer
-            context computed from already-decoded indices.
+        num_contexts: L, channel contexts: codeword levels ``0..L-1``; the context of group g
+            is the largest level of group g - 1 around the position (see
+            :mod:`aecodec.entropy`).
         rate_weight: beta of the entropy-constrained assignment
             ``argmin_k ||y - c_k||^2 + beta * bits_k``, in squared latent units per bit.
         lambdas: the rate-distortion trade-off of each quality level, low rate first.
@@ -42,6 +47,7 @@ class ModelConfig:
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     prob_bits: int = 16
     linear_path: bool = False
+    spatial_contexts: int = 0
 
     def __post_init__(self) -> None:
         if self.latent_channels % self.group_dim:
@@ -55,6 +61,8 @@ class ModelConfig:
             raise ValueError("lambdas must be a non-empty ascending sequence")
         if not 12 <= self.prob_bits <= 16:
             raise ValueError(f"prob_bits must be in 12..16, got {self.prob_bits}")
+        if not 0 <= self.spatial_contexts <= 64:
+            raise ValueError(f"spatial_contexts must be in 0..64, got {self.spatial_contexts}")
 
     @property
     def num_groups(self) -> int:
@@ -71,9 +79,20 @@ class ModelConfig:
         """Spatial factor between the image and the latent grid."""
         return 16
 
+    @property
+    def total_contexts(self) -> int:
+        """C, probability-table contexts per quality and group: ``L * (1 + S)``."""
+        return self.num_contexts * (1 + self.spatial_contexts)
+
     def to_json(self) -> str:
-        """Serialise to a JSON string (stored in the safetensors metadata)."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """Serialise to a JSON string (stored in the safetensors metadata). Fields added after
+        the first weights format are left out at their default, so re-exporting an older model
+        writes the same metadata."""
+        raw = asdict(self)
+        for key, default in _LATER_FIELDS.items():
+            if raw[key] == default:
+                del raw[key]
+        return json.dumps(raw, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:

@@ -25,17 +25,27 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def _contexts_torch(levels: torch.Tensor, num_contexts: int) -> torch.Tensor:
-    """Batched torch twin of :func:`aecodec.entropy.contexts_from_levels`.
+def _contexts_torch(levels: torch.Tensor, num_contexts: int, spatial: int = 0) -> torch.Tensor:
+    """Batched torch twin of :func:`aecodec.entropy.full_contexts`.
 
-    ``long [B, G, h, w]`` levels -> ``long [B, G, h, w]`` contexts.
+    ``long [B, G, h, w]`` levels -> ``long [B, G, h, w]`` contexts (``num_contexts`` = L
+    channel contexts, ``spatial`` = S checkerboard spatial contexts).
     """
     out = torch.zeros_like(levels)
     if levels.shape[1] > 1:
         m = F.max_pool2d(levels[:, :-1].float(), 3, stride=1, padding=1)
         # max_pool pads with -inf; levels are >= 0, so zero padding gives the same maximum.
         out[:, 1:] = m.long().clamp_max(num_contexts - 1)
-    return out
+    if spatial == 0:
+        return out
+    b, g, h, w = levels.shape
+    plus = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    s = F.conv2d(levels.reshape(b * g, 1, h, w).float(), plus.view(1, 1, 3, 3), padding=1)
+    s = s.reshape(b, g, h, w).round().long().clamp_max(spatial - 1)
+    ii = torch.arange(h, device=levels.device).view(-1, 1)
+    jj = torch.arange(w, device=levels.device).view(1, -1)
+    anchors = (ii + jj) % 2 == 0
+    return torch.where(anchors, out, num_contexts + out * spatial + s)
 
 
 # Temperature of the soft assignment used for the rate gradient, in squared latent units
@@ -51,8 +61,10 @@ class ProductVQ(nn.Module):
         group_dim: d.
         codebook_size: K.
         num_qualities: Q (one set of probability tables per quality level).
-        num_contexts: C.
+        num_contexts: L, channel contexts (codeword levels ``0..L-1``).
         rate_weight: beta of the assignment cost, squared latent units per bit.
+        spatial_contexts: S, checkerboard spatial contexts (0: none); the tables have
+            ``C = L * (1 + S)`` contexts (see :mod:`aecodec.entropy`).
 
     Shapes:
         ``y``: ``[B, G*d, h, w]``, ``q``: ``long [B]``; indices: ``long [B, G, h, w]``.
@@ -66,6 +78,7 @@ class ProductVQ(nn.Module):
         num_qualities: int,
         num_contexts: int,
         rate_weight: float,
+        spatial_contexts: int = 0,
     ) -> None:
         super().__init__()
         self.num_groups = num_groups
@@ -73,11 +86,13 @@ class ProductVQ(nn.Module):
         self.codebook_size = codebook_size
         self.num_contexts = num_contexts
         self.rate_weight = rate_weight
+        self.spatial_contexts = spatial_contexts
+        total_contexts = num_contexts * (1 + spatial_contexts)
         self.codebook = nn.Parameter(_grid_codebook(num_groups, group_dim, codebook_size))
         energy = self.codebook.detach().pow(2).sum(-1)  # [G, K]
         logits = (-0.5 * energy).unsqueeze(0).unsqueeze(2)
         self.logits = nn.Parameter(
-            logits.expand(num_qualities, num_groups, num_contexts, codebook_size).clone()
+            logits.expand(num_qualities, num_groups, total_contexts, codebook_size).clone()
         )
 
     # ----------------------------------------------------------------- shared helpers
@@ -172,7 +187,7 @@ class ProductVQ(nn.Module):
         """``long [B, G, h, w]`` indices -> ``long [B, G, h, w]`` contexts."""
         g = torch.arange(self.num_groups, device=idx.device).view(1, -1, 1, 1)
         levels = level_lut[g, idx]
-        return _contexts_torch(levels, self.num_contexts)
+        return _contexts_torch(levels, self.num_contexts, self.spatial_contexts)
 
     def dequantize(self, idx: torch.Tensor) -> torch.Tensor:
         """``long [B, G, h, w]`` -> ``[B, G*d, h, w]`` codewords."""

@@ -27,7 +27,10 @@ from aecodec.model.config import ModelConfig
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_FORMAT = "aecodec-weights"
-WEIGHTS_FORMAT_VERSION = "1"
+# "1": dense int32 tables ``entropy.freqs [Q, G, C, K]`` and float32 training logits;
+# "2": shared uint16 rows ``entropy.freqs [T, K]`` + ``entropy.table_index [Q, G, C]``, no logits.
+WEIGHTS_FORMAT_VERSION = "2"
+READABLE_FORMAT_VERSIONS = ("1", "2")
 METADATA_KEY = "aecodec"
 
 
@@ -145,18 +148,29 @@ def load_weights(model: str | Path | None = None, weights_dir: Path = WEIGHTS_DI
         raise ModelError(f"cannot read weights {path}: {exc}") from exc
     if meta.get("format") != WEIGHTS_FORMAT:
         raise ModelError(f"{path} is not an aecodec weights file (metadata format missing)")
-    if meta.get("format_version") != WEIGHTS_FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise ModelError(
-            f"{path}: weights format version {meta.get('format_version')} is not supported"
+            f"{path}: weights format version {meta.get('format_version')} is not supported; "
+            "upgrade aecodec"
         )
     config = ModelConfig.from_json(meta["config"])
-    tables = EntropyTables(
-        freqs=tensors.pop("entropy.freqs").astype(np.int64),
-        level_lut=tensors.pop("entropy.level_lut").astype(np.int64),
-        prob_bits=config.prob_bits,
-    )
+    try:
+        tables = tables_from_tensors(tensors, config)
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"{path}: bad entropy tables: {exc}") from exc
     default_quality = int(entry.get("default_quality", meta.get("default_quality", 1)))
     return LoadedWeights(config.name, config, tensors, tables, digest, default_quality)
+
+
+def tables_from_tensors(tensors: dict[str, np.ndarray], config: ModelConfig) -> EntropyTables:
+    """Pop the ``entropy.*`` arrays of a weights file out of ``tensors`` as tables (either
+    weights format version)."""
+    freqs = tensors.pop("entropy.freqs").astype(np.int64)
+    lut = tensors.pop("entropy.level_lut").astype(np.int64)
+    if "entropy.table_index" not in tensors:
+        return EntropyTables.dense(freqs, lut, config.prob_bits)
+    index = tensors.pop("entropy.table_index").astype(np.int64)
+    return EntropyTables(freqs, index, lut, config.prob_bits, config.spatial_contexts)
 
 
 def _metadata(fh: Any) -> dict[str, str]:

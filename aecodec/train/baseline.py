@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aecodec.files import write_atomic
 from aecodec.model.config import ModelConfig
 from aecodec.model.vqvae import TrainOutput
 
@@ -64,7 +65,6 @@ def export_compressai(checkpoint: dict, out: str | Path) -> Path:
     model.load_state_dict(checkpoint["model"])
     model.net.update(force=True)
     out = Path(out)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    torch.save(model.net.state_dict(), tmp)
-    tmp.replace(out)
+    state = model.net.state_dict()
+    write_atomic(out, lambda fh: torch.save(state, fh), force=True)
     return out

@@ -55,6 +55,8 @@ class TrainConfig:
     init: str = ""
     bf16: bool = False
     arch: str = "vq"
+    train_only: str = "all"
+    lr_table_scale: float = 1.0
     model: dict = field(default_factory=dict)
 
 
@@ -140,9 +142,9 @@ def codebook_usage(idx: torch.Tensor, k: int) -> tuple[float, float]:
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from aecodec.files import write_atomic
+
+    write_atomic(path, lambda fh: torch.save(obj, fh), force=True)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -159,6 +161,20 @@ def build_model(config: ModelConfig, arch: str) -> VQVAE:
 
         return FactorizedBaseline(config)  # type: ignore[return-value]
     raise ValueError(f"unknown --arch {arch!r}: choose vq or factorized")
+
+
+# Parameters trained by ``--train-only decoder``: the synthesis and the inverse gains. The
+# encoder, gains, codebooks and tables stay fixed, so every index (and the rate) stays the same
+# and training is a pure distortion problem (stable; the PSNR at each rate can only improve).
+DECODER_PARAMS = ("g_s.", "log_inv_gain")
+
+
+def freeze(net: nn.Module, train_only: str) -> None:
+    """Set ``requires_grad`` for ``train_only`` "all" or "decoder" (see :data:`DECODER_PARAMS`)."""
+    if train_only not in ("all", "decoder"):
+        raise ValueError(f"unknown --train-only {train_only!r}: choose all or decoder")
+    for name, p in net.named_parameters():
+        p.requires_grad_(train_only == "all" or name.startswith(DECODER_PARAMS))
 
 
 def build_optimizer(net: VQVAE, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -196,9 +212,14 @@ def train(
     if resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        # Our own training checkpoints (not user files): full state including optimizer.
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        saved = TrainConfig(**state["train_config"])
+        from aecodec.train.export import RESUME_KEYS, load_checkpoint
+
+        # weights_only: the full state (optimizer, RNGs) is tensors and plain values.
+        state = load_checkpoint(ckpt_path, RESUME_KEYS)
+        try:
+            saved = TrainConfig(**state["train_config"])
+        except TypeError as exc:
+            raise ValueError(f"{ckpt_path}: invalid train_config: {exc}") from None
         saved.steps, saved.run = cfg.steps, cfg.run
         cfg = saved
     elif ckpt_path.exists():
@@ -213,7 +234,11 @@ def train(
     if cfg.init and cfg.init != "pca" and state is None:
         from aecodec.train.export import load_state_dict_file
 
-        net.load_state_dict(load_state_dict_file(cfg.init), strict=False)
+        try:
+            net.load_state_dict(load_state_dict_file(cfg.init), strict=False)
+        except RuntimeError as exc:  # shapes that do not fit this model's config
+            reason = " ".join(str(exc).split())[:300]
+            raise ValueError(f"--init {cfg.init}: weights do not fit the model: {reason}") from None
 
     files = list_images(cfg.data)
     train_files, val_files = split_files(files, cfg.num_val)
@@ -230,6 +255,7 @@ def train(
         # Its own sampler, so the training crops are the same with and without it; under DDP,
         # rank 0's result is broadcast to every process when the model is wrapped.
         pca_init(net, CropSampler(train_files, cfg.crop, cfg.seed * 1000 + 999))
+    freeze(net, cfg.train_only)
     opt = build_optimizer(net, cfg)
     val = validation_crops(val_files, cfg.val_crop) if rank == 0 and val_files else None
 
@@ -262,7 +288,7 @@ def train(
     while step < end:
         f = lr_factor(step, cfg)
         opt.param_groups[0]["lr"] = cfg.lr * f
-        opt.param_groups[1]["lr"] = cfg.lr_table * f
+        opt.param_groups[1]["lr"] = cfg.lr_table * cfg.lr_table_scale * f
         if len(opt.param_groups) > 2:
             opt.param_groups[2]["lr"] = cfg.lr_linear * f
         x = sampler.batch(cfg.batch)
