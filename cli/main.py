@@ -1021,7 +1021,12 @@ def demo(image: Path | None, quality: int | None, model: str | None) -> None:
     "--resume", is_flag=True, help="Continue the run in --run-dir exactly where it stopped."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
-@click.option("--bf16", is_flag=True, help="bfloat16 autocast for the transforms (faster).")
+@click.option(
+    "--bf16/--no-bf16",
+    default=None,
+    help="bfloat16 autocast for the transforms. Default: on where the CPU has native bf16 "
+    "(avx512_bf16/amx_bf16), off elsewhere (emulated bf16 is ~20x slower).",
+)
 @click.option(
     "--arch",
     type=click.Choice(["vq", "factorized"]),

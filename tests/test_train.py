@@ -399,3 +399,13 @@ def test_malformed_checkpoints_give_one_line(tmp_path: Path, content: object, me
     (run / "best.pt").write_bytes(b"garbage")
     proc = _cli("export", "run", "--weights-dir", "w", cwd=tmp_path)
     assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_bf16_only_where_the_cpu_has_it() -> None:
+    from aecodec.train.loop import native_bf16
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    assert not native_bf16(avx2)
+    assert native_bf16(avx2.replace("avx2", "avx2 avx512f avx512_bf16"))
+    assert native_bf16("Features\t: fp asimd bf16 i8mm\n")
+    assert not native_bf16("")
