@@ -9,14 +9,19 @@ file or already decoded, so a bitstream decodes to the same indices on every mac
   under context c (models of the first weights format have one row per (q, g, c)).
 * ``level_lut``: ``int [G, K]``, the level (``0..L-1``) of each codeword.
 
-Contexts (``C = L * (1 + S)`` of them per quality and group, see :func:`full_contexts`):
+Contexts (:class:`ContextScheme`; ``C = L * B * (1 + S)`` of them per quality and group):
 
 * **channel context** ``a`` (``0..L-1``): the maximum level of group g - 1 over the 3x3
   neighbourhood (0 for group 0 and outside the grid);
+* **activity bucket** ``b`` (``0..B-1``, ``B = len(E) + 1``): how many of the groups before g
+  have a level > 0 at the same position, bucketed by the ascending edges E (``b`` = the number
+  of edges <= that count); with no edges, ``b = 0``;
+* the *base context* is ``a * B + b``;
 * with ``S > 0`` spatial contexts, the latent grid is a checkerboard (He et al., CVPR 2021):
-  *anchors* (``(i + j)`` even, tile-local) are coded first with context ``a``; the other
-  positions then use ``L + a * S + s``, where ``s = min(S - 1, sum of the levels of the four
-  neighbours up, down, left, right in the same group)`` (all anchors, already decoded).
+  *anchors* (``(i + j)`` even, tile-local) are coded first with the base context; the other
+  positions then use ``L * B + base * S + s``, where ``s = min(S - 1, sum of the levels of
+  the four neighbours up, down, left, right in the same group)`` (all anchors, already
+  decoded). With ``S = 0`` every position uses the base context.
 
 Coding order (the decoder's order; the ANS encoder runs it backwards): groups 0..G-1; within a
 group, contexts 0..C-1 (so all anchors before the other positions); within a context,
@@ -79,23 +84,68 @@ def spatial_sum(levels: np.ndarray) -> np.ndarray:
     )
 
 
-def full_contexts(levels: np.ndarray, num_levels: int, spatial: int) -> np.ndarray:
-    """The coding context of every index from the levels of all indices.
+def activity_counts(levels: np.ndarray) -> np.ndarray:
+    """``int [G, h, w]`` levels -> ``int64 [G, h, w]``: at each position, how many groups
+    before g have a level > 0 there."""
+    active = (levels > 0).astype(np.int64)
+    return np.cumsum(active, axis=0) - active
 
-    Args:
-        levels: ``int [G, h, w]`` levels of the indices.
-        num_levels: L, channel contexts.
-        spatial: S, spatial contexts of the non-anchor positions (0: none, no checkerboard).
 
-    Returns:
-        ``int64 [G, h, w]`` in ``0..L*(1+S)-1`` (see the module docstring).
+@dataclass(frozen=True)
+class ContextScheme:
+    """How the coding context of an index is formed (see the module docstring).
+
+    Attributes:
+        num_levels: L, channel contexts (codeword levels ``0..L-1``).
+        spatial: S, checkerboard spatial contexts (0: none).
+        activity_edges: E, ascending bucket edges of the activity count (empty: none).
     """
-    chan = contexts_from_levels(levels, num_levels)
-    if spatial == 0:
-        return chan
-    s = np.minimum(spatial_sum(levels), spatial - 1)
-    second = num_levels + chan * spatial + s
-    return np.where(anchor_mask(*levels.shape[-2:]), chan, second)
+
+    num_levels: int
+    spatial: int = 0
+    activity_edges: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.num_levels < 1 or self.spatial < 0:
+            raise ValueError("a context scheme needs L >= 1 and S >= 0")
+        e = self.activity_edges
+        if any(x < 1 for x in e) or list(e) != sorted(set(e)):
+            raise ValueError(f"activity edges must be ascending positive integers, got {e}")
+
+    @property
+    def buckets(self) -> int:
+        """B, activity buckets."""
+        return len(self.activity_edges) + 1
+
+    @property
+    def base_contexts(self) -> int:
+        """``L * B``, the contexts of anchors (of every position when S = 0)."""
+        return self.num_levels * self.buckets
+
+    @property
+    def num_contexts(self) -> int:
+        """C = ``L * B * (1 + S)``."""
+        return self.base_contexts * (1 + self.spatial)
+
+    def base(self, chan: np.ndarray, activity: np.ndarray) -> np.ndarray:
+        """Base contexts from channel contexts and activity counts (same shapes)."""
+        if not self.activity_edges:
+            return chan
+        edges = np.asarray(self.activity_edges, dtype=np.int64)
+        return chan * self.buckets + np.searchsorted(edges, activity, side="right")
+
+    def second(self, base: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """Contexts of non-anchor positions from their base contexts and the levels of their
+        own group (``[..., h, w]``)."""
+        s = np.minimum(spatial_sum(levels), self.spatial - 1)
+        return self.base_contexts + base * self.spatial + s
+
+    def contexts(self, levels: np.ndarray) -> np.ndarray:
+        """``int [G, h, w]`` levels of all indices -> ``int64 [G, h, w]`` coding contexts."""
+        base = self.base(contexts_from_levels(levels, self.num_levels), activity_counts(levels))
+        if self.spatial == 0:
+            return base
+        return np.where(anchor_mask(*levels.shape[-2:]), base, self.second(base, levels))
 
 
 @dataclass(frozen=True)
@@ -107,14 +157,14 @@ class EntropyTables:
         table_index: ``int [Q, G, C]`` row of ``freqs`` per quality, group and context.
         level_lut: ``int [G, K]`` level of each codeword, in ``0..L-1``.
         prob_bits: every row sums to ``2**prob_bits``.
-        spatial_contexts: S (0: channel contexts only).
+        scheme: how contexts are formed; its ``num_contexts`` must be C.
     """
 
     freqs: np.ndarray
     table_index: np.ndarray
     level_lut: np.ndarray
     prob_bits: int
-    spatial_contexts: int = 0
+    scheme: ContextScheme
 
     def __post_init__(self) -> None:
         if self.freqs.ndim != 2 or self.table_index.ndim != 3 or self.level_lut.ndim != 2:
@@ -127,10 +177,10 @@ class EntropyTables:
             raise ValueError("every frequency must be >= 1 and each row must sum to 2**prob_bits")
         if self.table_index.min() < 0 or self.table_index.max() >= t:
             raise ValueError(f"table_index values must be in 0..{t - 1}")
-        if self.spatial_contexts < 0 or c % (1 + self.spatial_contexts):
-            raise ValueError(f"{c} contexts do not split into L * (1 + S={self.spatial_contexts})")
-        if self.level_lut.min() < 0 or self.level_lut.max() >= self.num_levels:
-            raise ValueError(f"level_lut values must be in 0..{self.num_levels - 1}")
+        if c != self.scheme.num_contexts:
+            raise ValueError(f"{c} contexts per table set, but the scheme has {self.scheme}")
+        if self.level_lut.min() < 0 or self.level_lut.max() >= self.scheme.num_levels:
+            raise ValueError(f"level_lut values must be in 0..{self.scheme.num_levels - 1}")
 
     @classmethod
     def dense(cls, freqs: np.ndarray, level_lut: np.ndarray, prob_bits: int) -> EntropyTables:
@@ -140,18 +190,13 @@ class EntropyTables:
             raise ValueError("dense freqs must be [Q, G, C, K]")
         q, g, c, k = freqs.shape
         index = np.arange(q * g * c, dtype=np.int64).reshape(q, g, c)
-        return cls(freqs.reshape(-1, k), index, level_lut, prob_bits)
+        return cls(freqs.reshape(-1, k), index, level_lut, prob_bits, ContextScheme(c))
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         """``(Q, G, C, K)``."""
         q, g, c = self.table_index.shape
         return q, g, c, self.freqs.shape[1]
-
-    @property
-    def num_levels(self) -> int:
-        """L, the number of channel contexts (codeword levels)."""
-        return self.table_index.shape[2] // (1 + self.spatial_contexts)
 
     def rows(self, q: int) -> np.ndarray:
         """``int [G, C, K]`` frequencies at quality index q."""
@@ -164,7 +209,7 @@ class EntropyTables:
     def contexts(self, idx: np.ndarray) -> np.ndarray:
         """``int [G, h, w]`` indices -> ``int64 [G, h, w]`` contexts."""
         levels = np.take_along_axis(self.level_lut, idx.reshape(idx.shape[0], -1), axis=1)
-        return full_contexts(levels.reshape(idx.shape), self.num_levels, self.spatial_contexts)
+        return self.scheme.contexts(levels.reshape(idx.shape))
 
     def ideal_bits(self, idx: np.ndarray, q: int) -> float:
         """Information content in bits of ``idx [G, h, w]`` under the tables (ideal size)."""
@@ -254,31 +299,35 @@ def decode_indices(
     if len(data) % 4:
         raise FormatError(f"tile payload length {len(data)} is not a multiple of 4")
     _, g_count, _, _ = tables.shape
-    num_levels, spatial = tables.num_levels, tables.spatial_contexts
+    scheme = tables.scheme
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
     models = tables.models(q)
     out = np.zeros((g_count, height, width), dtype=np.int64)
     levels = np.zeros_like(out)
-    anchors = anchor_mask(height, width).reshape(-1) if spatial else None
+    activity = np.zeros(height * width, dtype=np.int64)
+    anchors = anchor_mask(height, width).reshape(-1) if scheme.spatial else None
+    first = range(scheme.base_contexts)
     try:
         coder = constriction.stream.stack.AnsCoder(words)
         for g in range(g_count):
             if g == 0:
                 chan = np.zeros(height * width, dtype=np.int64)
             else:
-                chan = contexts_from_levels(levels[g - 1 : g + 1], num_levels)[1].reshape(-1)
+                chan = contexts_from_levels(levels[g - 1 : g + 1], scheme.num_levels)[1]
+                chan = chan.reshape(-1)
+            base = scheme.base(chan, activity)
             flat = np.zeros(height * width, dtype=np.int64)
             if anchors is None:
-                _decode_runs(coder, models[g], flat, chan, range(num_levels))
+                _decode_runs(coder, models[g], flat, base, first)
             else:
-                first = np.where(anchors, chan, -1)
-                _decode_runs(coder, models[g], flat, first, range(num_levels))
+                _decode_runs(coder, models[g], flat, np.where(anchors, base, -1), first)
                 lv = tables.level_lut[g][flat].reshape(height, width)
-                s = np.minimum(spatial_sum(lv), spatial - 1).reshape(-1)
-                second = np.where(anchors, -1, num_levels + chan * spatial + s)
-                _decode_runs(coder, models[g], flat, second, range(num_levels, len(models[g])))
+                second_ctx = scheme.second(base.reshape(height, width), lv).reshape(-1)
+                second = np.where(anchors, -1, second_ctx)
+                _decode_runs(coder, models[g], flat, second, range(first.stop, len(models[g])))
             out[g] = flat.reshape(height, width)
             levels[g] = tables.level_lut[g][out[g]]
+            activity += (levels[g] > 0).reshape(-1)
         empty = coder.is_empty()
     except FormatError:
         raise

@@ -1111,6 +1111,12 @@ def train(**kw: Any) -> None:
     help="Code with this many checkerboard spatial contexts (default: the run's).",
 )
 @click.option(
+    "--activity-edges",
+    default=None,
+    help="Comma-separated bucket edges of the activity context, e.g. 1,2,4,8,16,32 "
+    "(default: the run's).",
+)
+@click.option(
     "--fit-tables",
     type=int,
     default=0,
@@ -1127,6 +1133,7 @@ def export(
     description: str,
     no_default: bool,
     spatial_contexts: int | None,
+    activity_edges: str | None,
     fit_tables: int,
     fit_images: int,
 ) -> None:
@@ -1165,7 +1172,7 @@ def export(
             description=description,
             make_default=not no_default,
             training=run_summary(run),
-            spatial_contexts=spatial_contexts,
+            contexts=_context_scheme(run, spatial_contexts, activity_edges),
             fit=fit,
         )
     except (FileNotFoundError, ValueError) as exc:
@@ -1174,6 +1181,26 @@ def export(
         if bar is not None:
             bar.close()
     click.echo(f"wrote {entry['file']} ({entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...)")
+
+
+def _context_scheme(run: Path, spatial: int | None, edges: str | None) -> Any:
+    """The export's context scheme: the run's, with --spatial-contexts / --activity-edges."""
+    if spatial is None and edges is None:
+        return None
+    from aecodec.entropy import ContextScheme
+    from aecodec.model.config import ModelConfig
+    from aecodec.train.export import load_checkpoint
+
+    old = ModelConfig.from_json(load_checkpoint(run)["config"]).context_scheme()
+    try:
+        parsed = tuple(int(v) for v in edges.split(",") if v) if edges is not None else None
+        return ContextScheme(
+            old.num_levels,
+            old.spatial if spatial is None else spatial,
+            old.activity_edges if parsed is None else parsed,
+        )
+    except ValueError as exc:
+        _fail(f"--spatial-contexts/--activity-edges: {exc}")
 
 
 @main.command(

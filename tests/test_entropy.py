@@ -7,29 +7,36 @@ import pytest
 import torch
 
 from aecodec.entropy import (
+    ContextScheme,
     EntropyTables,
     contexts_from_levels,
     decode_indices,
     encode_indices,
-    full_contexts,
     tables_from_logits,
 )
 from aecodec.errors import FormatError
 
 
 def _tables(
-    seed: int = 0, q: int = 2, g: int = 16, c: int = 3, k: int = 64, spatial: int = 0
+    seed: int = 0,
+    q: int = 2,
+    g: int = 16,
+    c: int = 3,
+    k: int = 64,
+    spatial: int = 0,
+    edges: tuple[int, ...] = (),
 ) -> EntropyTables:
-    """Random tables; with ``spatial`` > 0, ``c`` channel contexts and ``c * (1 + spatial)``
-    contexts in all, drawn from 11 shared rows."""
+    """Random tables; with ``spatial`` > 0 or activity ``edges``, ``c`` channel contexts and
+    the scheme's contexts in all, drawn from 11 shared rows."""
     rng = np.random.default_rng(seed)
     lut = rng.integers(0, c, (g, k))
-    if spatial == 0:
+    if spatial == 0 and not edges:
         freqs = tables_from_logits(rng.normal(size=(q, g, c, k)) * 3, 16)
         return EntropyTables.dense(freqs.astype(np.int64), lut, 16)
+    scheme = ContextScheme(c, spatial, edges)
     rows = tables_from_logits(rng.normal(size=(11, k)) * 3, 16).astype(np.int64)
-    index = rng.integers(0, 11, (q, g, c * (1 + spatial)))
-    return EntropyTables(rows, index, lut, 16, spatial)
+    index = rng.integers(0, 11, (q, g, scheme.num_contexts))
+    return EntropyTables(rows, index, lut, 16, scheme)
 
 
 def _sample(tables: EntropyTables, q: int, h: int, w: int, seed: int = 1) -> np.ndarray:
@@ -92,7 +99,7 @@ def test_contexts_numpy_and_torch_twins_agree() -> None:
     rng = np.random.default_rng(3)
     levels = rng.integers(0, 5, (7, 9, 13))
     want = contexts_from_levels(levels, 4)
-    got = _contexts_torch(torch.from_numpy(levels)[None], 4)[0].numpy()
+    got = _contexts_torch(torch.from_numpy(levels)[None], ContextScheme(4))[0].numpy()
     np.testing.assert_array_equal(got, want)
     assert (want[0] == 0).all()
     # Context of group 1 at (0, 0) is the max level of group 0 over its 3x3 neighbourhood.
@@ -103,15 +110,21 @@ def test_table_validation() -> None:
     with pytest.raises(ValueError, match="sum to"):
         EntropyTables.dense(np.ones((1, 1, 1, 4), dtype=np.int64), np.zeros((1, 4), np.int64), 16)
     rows = tables_from_logits(np.zeros((2, 4)), 12).astype(np.int64)
+    lut = np.zeros((1, 4), np.int64)
     with pytest.raises(ValueError, match="table_index"):
-        EntropyTables(rows, np.full((1, 1, 2), 2), np.zeros((1, 4), np.int64), 12)
-    with pytest.raises(ValueError, match="do not split"):
-        EntropyTables(rows, np.zeros((1, 1, 3)), np.zeros((1, 4), np.int64), 12, 1)
+        EntropyTables(rows, np.full((1, 1, 2), 2), lut, 12, ContextScheme(2))
+    with pytest.raises(ValueError, match="contexts per table set"):
+        EntropyTables(
+            rows, np.zeros((1, 1, 3)), np.zeros((1, 4), np.int64), 12, ContextScheme(2, 1)
+        )
+    with pytest.raises(ValueError, match="ascending"):
+        ContextScheme(2, 0, (4, 2))
 
 
+@pytest.mark.parametrize("edges", [(), (1, 3, 6)])
 @pytest.mark.parametrize("shape", [(1, 1), (2, 3), (8, 8), (17, 29)])
-def test_round_trip_with_checkerboard_contexts(shape: tuple[int, int]) -> None:
-    t = _tables(spatial=5)
+def test_round_trip_with_checkerboard_contexts(shape: tuple[int, int], edges) -> None:
+    t = _tables(spatial=5, edges=edges)
     idx = _sample(t, 1, *shape, seed=4)
     data = encode_indices(idx, t, 1)
     np.testing.assert_array_equal(decode_indices(data, t, 1, *shape), idx)
@@ -122,7 +135,7 @@ def test_round_trip_with_checkerboard_contexts(shape: tuple[int, int]) -> None:
 def test_checkerboard_contexts_follow_the_documented_rule() -> None:
     rng = np.random.default_rng(5)
     levels = rng.integers(0, 3, (3, 6, 7))
-    ctx = full_contexts(levels, 3, 4)
+    ctx = ContextScheme(3, 4).contexts(levels)
     chan = contexts_from_levels(levels, 3)
     for g, i, j in [(0, 0, 0), (1, 2, 3), (2, 5, 6), (2, 3, 3), (1, 0, 1)]:
         if (i + j) % 2 == 0:
@@ -141,10 +154,31 @@ def test_checkerboard_contexts_numpy_and_torch_twins_agree() -> None:
     from aecodec.model.quantizer import _contexts_torch
 
     rng = np.random.default_rng(6)
-    levels = rng.integers(0, 4, (2, 7, 9, 13))
-    got = _contexts_torch(torch.from_numpy(levels), 4, 7).numpy()
-    for b in range(2):
-        np.testing.assert_array_equal(got[b], full_contexts(levels[b], 4, 7))
+    levels = rng.integers(0, 4, (2, 9, 9, 13)) * (rng.random((2, 9, 9, 13)) < 0.4)
+    for scheme in (ContextScheme(4, 7), ContextScheme(4, 3, (1, 2, 4)), ContextScheme(4, 0, (2,))):
+        got = _contexts_torch(torch.from_numpy(levels), scheme).numpy()
+        for b in range(2):
+            np.testing.assert_array_equal(got[b], scheme.contexts(levels[b]))
+
+
+def test_activity_contexts_follow_the_documented_rule() -> None:
+    rng = np.random.default_rng(8)
+    levels = rng.integers(0, 3, (6, 4, 5)) * (rng.random((6, 4, 5)) < 0.5)
+    scheme = ContextScheme(3, 2, (1, 3))
+    ctx = scheme.contexts(levels)
+    chan = contexts_from_levels(levels, 3)
+    for g, i, j in [(0, 0, 0), (3, 1, 1), (5, 2, 2), (5, 1, 2), (4, 0, 3)]:
+        active = int((levels[:g, i, j] > 0).sum())
+        base = chan[g, i, j] * 3 + (0 if active < 1 else 1 if active < 3 else 2)
+        if (i + j) % 2 == 0:
+            assert ctx[g, i, j] == base
+        else:
+            nb = sum(
+                levels[g, i + di, j + dj]
+                for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1))
+                if 0 <= i + di < 4 and 0 <= j + dj < 5
+            )
+            assert ctx[g, i, j] == 9 + base * 2 + min(1, nb)
 
 
 def test_tables_pickle_without_coder_models() -> None:

@@ -284,6 +284,7 @@ def test_quality_balance_reweights_each_sample_by_its_lambda(data_dir) -> None:
 
 def test_export_with_checkerboard_contexts_and_fitted_tables(data_dir, tmp_path) -> None:
     from aecodec.codec import Codec
+    from aecodec.entropy import ContextScheme
     from aecodec.model.registry import load_weights
     from aecodec.train.export import FitOptions, export
 
@@ -292,11 +293,13 @@ def test_export_with_checkerboard_contexts_and_fitted_tables(data_dir, tmp_path)
         progress=False,
     )
     fit = FitOptions(num_tables=7, rounds=2)
-    e = export(run, weights_dir=tmp_path / "w", spatial_contexts=3, fit=fit)
+    scheme = ContextScheme(2, 3, (1, 4))
+    e = export(run, weights_dir=tmp_path / "w", contexts=scheme, fit=fit)
     w = load_weights("aecodec-train-test", weights_dir=tmp_path / "w")
     t = w.tables
-    # 2 levels x (1 + 3) contexts per quality and group, drawn from at most 7 shared rows.
-    assert w.config.spatial_contexts == 3 and t.shape[2] == 8
+    # 2 levels x 3 activity buckets x (1 + 3) contexts per quality and group, drawn from at
+    # most 7 shared rows.
+    assert w.config.context_scheme() == scheme and t.shape[2] == 24
     assert t.freqs.shape[0] <= 7 and "quantizer.logits" not in w.tensors
     assert (
         e["training"]["tables"]["fitted_on_images"] == 5

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from aecodec.entropy import ContextScheme
+
 # Rate-distortion trade-offs of the quality levels, low rate first. The training loss is
 # ``bpp + lambda * 255^2 * MSE`` (the CompressAI convention), so these are comparable to
 # CompressAI's published lambdas.
@@ -12,7 +14,7 @@ DEFAULT_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.0
 
 
 # Config fields added after the first weights format, with the value older files imply.
-_LATER_FIELDS: dict[str, object] = {"spatial_contexts": 0}
+_LATER_FIELDS: dict[str, object] = {"spatial_contexts": 0, "activity_edges": ()}
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,12 @@ class ModelConfig:
         linear_path: add a linear 16x16 block transform beside the convolutional ``g_a`` and
             ``g_s`` (initialised to the PCA of training patches, see
             :func:`aecodec.train.init.pca_init`), so training starts from a transform coder.
+        spatial_contexts: S, checkerboard spatial contexts (0: none). With S > 0, half of
+            the positions are coded after their four neighbours, under ``S`` times more
+            contexts.
+        activity_edges: E, bucket edges of the count of earlier groups with a level > 0 at the
+            same position (empty: none); multiplies the contexts by ``len(E) + 1``. See
+            :class:`aecodec.entropy.ContextScheme`.
     """
 
     name: str = "aecodec-vq-small"
@@ -48,6 +56,7 @@ class ModelConfig:
     prob_bits: int = 16
     linear_path: bool = False
     spatial_contexts: int = 0
+    activity_edges: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.latent_channels % self.group_dim:
@@ -63,6 +72,7 @@ class ModelConfig:
             raise ValueError(f"prob_bits must be in 12..16, got {self.prob_bits}")
         if not 0 <= self.spatial_contexts <= 64:
             raise ValueError(f"spatial_contexts must be in 0..64, got {self.spatial_contexts}")
+        self.context_scheme()  # validates the edges
 
     @property
     def num_groups(self) -> int:
@@ -79,10 +89,9 @@ class ModelConfig:
         """Spatial factor between the image and the latent grid."""
         return 16
 
-    @property
-    def total_contexts(self) -> int:
-        """C, probability-table contexts per quality and group: ``L * (1 + S)``."""
-        return self.num_contexts * (1 + self.spatial_contexts)
+    def context_scheme(self) -> ContextScheme:
+        """How the entropy coder forms contexts (``num_contexts`` levels, spatial, activity)."""
+        return ContextScheme(self.num_contexts, self.spatial_contexts, self.activity_edges)
 
     def to_json(self) -> str:
         """Serialise to a JSON string (stored in the safetensors metadata). Fields added after
@@ -102,6 +111,7 @@ class ModelConfig:
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        if "lambdas" in raw:
-            raw["lambdas"] = tuple(raw["lambdas"])
+        for key in ("lambdas", "activity_edges"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
         return cls(**raw)

@@ -24,18 +24,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from aecodec.entropy import ContextScheme
 
-def _contexts_torch(levels: torch.Tensor, num_contexts: int, spatial: int = 0) -> torch.Tensor:
-    """Batched torch twin of :func:`aecodec.entropy.full_contexts`.
 
-    ``long [B, G, h, w]`` levels -> ``long [B, G, h, w]`` contexts (``num_contexts`` = L
-    channel contexts, ``spatial`` = S checkerboard spatial contexts).
+def _contexts_torch(levels: torch.Tensor, scheme: ContextScheme) -> torch.Tensor:
+    """Batched torch twin of :meth:`aecodec.entropy.ContextScheme.contexts`.
+
+    ``long [B, G, h, w]`` levels -> ``long [B, G, h, w]`` contexts.
     """
     out = torch.zeros_like(levels)
     if levels.shape[1] > 1:
         m = F.max_pool2d(levels[:, :-1].float(), 3, stride=1, padding=1)
         # max_pool pads with -inf; levels are >= 0, so zero padding gives the same maximum.
-        out[:, 1:] = m.long().clamp_max(num_contexts - 1)
+        out[:, 1:] = m.long().clamp_max(scheme.num_levels - 1)
+    if scheme.activity_edges:
+        active = (levels > 0).long()
+        count = active.cumsum(1) - active
+        edges = torch.tensor(scheme.activity_edges, dtype=torch.long, device=levels.device)
+        out = out * scheme.buckets + torch.bucketize(count, edges, right=True)
+    spatial = scheme.spatial
     if spatial == 0:
         return out
     b, g, h, w = levels.shape
@@ -45,7 +52,7 @@ def _contexts_torch(levels: torch.Tensor, num_contexts: int, spatial: int = 0) -
     ii = torch.arange(h, device=levels.device).view(-1, 1)
     jj = torch.arange(w, device=levels.device).view(1, -1)
     anchors = (ii + jj) % 2 == 0
-    return torch.where(anchors, out, num_contexts + out * spatial + s)
+    return torch.where(anchors, out, scheme.base_contexts + out * spatial + s)
 
 
 # Temperature of the soft assignment used for the rate gradient, in squared latent units
@@ -63,8 +70,8 @@ class ProductVQ(nn.Module):
         num_qualities: Q (one set of probability tables per quality level).
         num_contexts: L, channel contexts (codeword levels ``0..L-1``).
         rate_weight: beta of the assignment cost, squared latent units per bit.
-        spatial_contexts: S, checkerboard spatial contexts (0: none); the tables have
-            ``C = L * (1 + S)`` contexts (see :mod:`aecodec.entropy`).
+        scheme: how contexts are formed (default: L channel contexts only); the tables have
+            ``scheme.num_contexts`` contexts (see :mod:`aecodec.entropy`).
 
     Shapes:
         ``y``: ``[B, G*d, h, w]``, ``q``: ``long [B]``; indices: ``long [B, G, h, w]``.
@@ -78,7 +85,7 @@ class ProductVQ(nn.Module):
         num_qualities: int,
         num_contexts: int,
         rate_weight: float,
-        spatial_contexts: int = 0,
+        scheme: ContextScheme | None = None,
     ) -> None:
         super().__init__()
         self.num_groups = num_groups
@@ -86,8 +93,10 @@ class ProductVQ(nn.Module):
         self.codebook_size = codebook_size
         self.num_contexts = num_contexts
         self.rate_weight = rate_weight
-        self.spatial_contexts = spatial_contexts
-        total_contexts = num_contexts * (1 + spatial_contexts)
+        self.scheme = scheme if scheme is not None else ContextScheme(num_contexts)
+        if self.scheme.num_levels != num_contexts:
+            raise ValueError("the context scheme's levels must equal num_contexts")
+        total_contexts = self.scheme.num_contexts
         self.codebook = nn.Parameter(_grid_codebook(num_groups, group_dim, codebook_size))
         energy = self.codebook.detach().pow(2).sum(-1)  # [G, K]
         logits = (-0.5 * energy).unsqueeze(0).unsqueeze(2)
@@ -187,7 +196,7 @@ class ProductVQ(nn.Module):
         """``long [B, G, h, w]`` indices -> ``long [B, G, h, w]`` contexts."""
         g = torch.arange(self.num_groups, device=idx.device).view(1, -1, 1, 1)
         levels = level_lut[g, idx]
-        return _contexts_torch(levels, self.num_contexts, self.spatial_contexts)
+        return _contexts_torch(levels, self.scheme)
 
     def dequantize(self, idx: torch.Tensor) -> torch.Tensor:
         """``long [B, G, h, w]`` -> ``[B, G*d, h, w]`` codewords."""

@@ -170,7 +170,7 @@ def tables_from_tensors(tensors: dict[str, np.ndarray], config: ModelConfig) -> 
     if "entropy.table_index" not in tensors:
         return EntropyTables.dense(freqs, lut, config.prob_bits)
     index = tensors.pop("entropy.table_index").astype(np.int64)
-    return EntropyTables(freqs, index, lut, config.prob_bits, config.spatial_contexts)
+    return EntropyTables(freqs, index, lut, config.prob_bits, config.context_scheme())
 
 
 def _metadata(fh: Any) -> dict[str, str]:

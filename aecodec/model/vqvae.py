@@ -98,7 +98,7 @@ class VQVAE(nn.Module):
             q,
             config.num_contexts,
             config.rate_weight,
-            config.spatial_contexts,
+            config.context_scheme(),
         )
 
     def gains(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

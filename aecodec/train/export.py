@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aecodec.entropy import EntropyTables, tables_from_logits
+from aecodec.entropy import ContextScheme, EntropyTables, tables_from_logits
 from aecodec.errors import ModelError
 from aecodec.files import write_atomic
 from aecodec.model.config import ModelConfig
@@ -178,15 +178,14 @@ def write_weights(
     lut = net.quantizer.level_lut().numpy()
     if tables is None:
         freqs = tables_from_logits(net.quantizer.logits.detach().numpy(), config.prob_bits)
-        tables = EntropyTables.dense(freqs, lut, config.prob_bits)
-        if config.spatial_contexts:
-            tables = EntropyTables(
-                tables.freqs, tables.table_index, lut, config.prob_bits, config.spatial_contexts
-            )
+        dense = EntropyTables.dense(freqs, lut, config.prob_bits)
+        tables = EntropyTables(
+            dense.freqs, dense.table_index, lut, config.prob_bits, config.context_scheme()
+        )
     if tables.shape != tuple(net.quantizer.logits.shape) or (tables.level_lut != lut).any():
         raise ValueError("tables do not match the network (shape or codeword levels)")
-    if tables.spatial_contexts != config.spatial_contexts:
-        raise ValueError("tables and config disagree on spatial_contexts")
+    if tables.scheme != config.context_scheme():
+        raise ValueError("tables and config disagree on the context scheme")
     tensors = {
         k: v.detach().contiguous().float().numpy()
         for k, v in net.state_dict().items()
@@ -219,15 +218,15 @@ def export(
     description: str = "",
     make_default: bool = True,
     training: dict[str, Any] | None = None,
-    spatial_contexts: int | None = None,
+    contexts: ContextScheme | None = None,
     fit: FitOptions | None = None,
 ) -> dict[str, Any]:
     """Write ``weights_dir/NAME.safetensors`` from a training checkpoint, and its manifest entry.
 
     Args:
-        spatial_contexts: code with this many checkerboard spatial contexts (default: the
-            run's); a run trained with channel contexts only starts each new context from its
-            channel context's logits.
+        contexts: code with this context scheme (default: the run's; its ``num_levels``
+            must be the run's); a run trained with channel contexts only starts each new
+            context from its channel context's logits.
         fit: refit the tables by counting on the run's training images
             (:func:`aecodec.train.tables.fit_tables`); by default they are quantized from the
             learned logits.
@@ -240,15 +239,13 @@ def export(
     state = dict(ckpt["model"])
     if name:
         raw["name"] = name
-    if spatial_contexts is not None and spatial_contexts != raw.get("spatial_contexts", 0):
+    old = ModelConfig.from_json(json.dumps(raw)).context_scheme()
+    if contexts is not None and contexts != old:
         from aecodec.train.tables import expand_logits
 
-        if raw.get("spatial_contexts", 0):
-            raise ValueError("the run already uses spatial contexts; export it with its own")
-        raw["spatial_contexts"] = spatial_contexts
-        state["quantizer.logits"] = expand_logits(
-            state["quantizer.logits"], raw.get("num_contexts", 4), spatial_contexts
-        )
+        state["quantizer.logits"] = expand_logits(state["quantizer.logits"], old, contexts)
+        raw["spatial_contexts"] = contexts.spatial
+        raw["activity_edges"] = list(contexts.activity_edges)
     config = ModelConfig.from_json(json.dumps(raw))
     net = VQVAE(config)
     net.load_state_dict(state)

@@ -2,9 +2,10 @@
 
 The training loop learns one logit row per (quality, group, context). For coding, the tables
 are refitted by counting: encode training images with the model's entropy-constrained
-assignment, count each index under its coding context (:func:`aecodec.entropy.full_contexts`),
-and cluster the count rows into T shared rows (weighted k-means on code length: each
-(quality, group, context) takes the shared row under which its counts cost the fewest bits).
+assignment, count each index under its coding context
+(:meth:`aecodec.entropy.ContextScheme.contexts`), and cluster the count rows into T shared
+rows (weighted k-means on code length: each (quality, group, context) takes the shared row
+under which its counts cost the fewest bits).
 Sharing rows keeps the weights small however many contexts there are, and on held-out images
 it codes *better* than one row per context (measured: 0.1-0.7 % fewer bits with 512-2,048 rows;
 many contexts see few samples, and a shared row smooths them). The assignment depends on the
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from aecodec.entropy import EntropyTables, tables_from_logits
+from aecodec.entropy import ContextScheme, EntropyTables, tables_from_logits
 from aecodec.model.vqvae import VQVAE
 
 log = logging.getLogger("aecodec.train")
@@ -81,6 +82,7 @@ def cluster_rows(
     # Empty rows get the shape of all counts, so they join a broad row rather than a random one.
     prior = counts.sum(0) / max(1.0, counts.sum())
     rows = counts + 1e-3 * prior
+    rows32 = rows.astype(np.float32)
     rng = np.random.default_rng(seed)
     t = min(num_tables, n)
     weight = (total + 1.0) / (total + 1.0).sum()
@@ -89,7 +91,8 @@ def cluster_rows(
     probs /= probs.sum(1, keepdims=True)
     assign = np.zeros(n, dtype=np.int64)
     for _ in range(iterations):
-        cost = rows @ (-np.log2(probs)).T  # [N, T] bits of each row under each table
+        # [N, T] bits of each row under each table (float32: only the argmin is used)
+        cost = rows32 @ (-np.log2(probs)).astype(np.float32).T
         new_assign = cost.argmin(1)
         if (new_assign == assign).all() and _ > 0:
             break
@@ -106,13 +109,17 @@ def cluster_rows(
 
 
 def tables_from_counts(
-    counts: np.ndarray, level_lut: np.ndarray, prob_bits: int, spatial: int, num_tables: int
+    counts: np.ndarray,
+    level_lut: np.ndarray,
+    prob_bits: int,
+    scheme: ContextScheme,
+    num_tables: int,
 ) -> EntropyTables:
     """Integer tables from counts ``[Q, G, C, K]``: T shared rows (see :func:`cluster_rows`)."""
     q, g, c, k = counts.shape
     probs, assign = cluster_rows(counts.reshape(-1, k), num_tables)
     freqs = tables_from_logits(np.log(probs), prob_bits).astype(np.int64)
-    return EntropyTables(freqs, assign.reshape(q, g, c), level_lut, prob_bits, spatial)
+    return EntropyTables(freqs, assign.reshape(q, g, c), level_lut, prob_bits, scheme)
 
 
 def fit_tables(
@@ -141,7 +148,7 @@ def fit_tables(
     tables = None
     for r in range(rounds):
         counts = count_indices(net, images, lengths, progress)
-        tables = tables_from_counts(counts, lut, cfg.prob_bits, cfg.spatial_contexts, num_tables)
+        tables = tables_from_counts(counts, lut, cfg.prob_bits, cfg.context_scheme(), num_tables)
         ideal = sum(
             float((counts[q] * tables.code_lengths(q)).sum()) for q in range(cfg.num_qualities)
         )
@@ -175,12 +182,16 @@ def fitting_images(folder: str, num_val: int, max_side: int = 512) -> list[np.nd
     return out
 
 
-def expand_logits(logits: torch.Tensor, num_levels: int, spatial: int) -> torch.Tensor:
-    """Logits ``[Q, G, L, K]`` of channel contexts only -> ``[Q, G, L * (1 + S), K]``: each
-    checkerboard context starts from its channel context's row."""
-    if logits.shape[2] != num_levels:
-        raise ValueError(f"expected {num_levels} contexts, got {logits.shape[2]}")
-    parent = list(range(num_levels)) + [a for a in range(num_levels) for _ in range(spatial)]
+def expand_logits(logits: torch.Tensor, old: ContextScheme, new: ContextScheme) -> torch.Tensor:
+    """Logits ``[Q, G, C_old, K]`` of a run trained with channel contexts only (``old``) ->
+    ``[Q, G, C_new, K]`` for the scheme ``new``: each new context starts from the row of its
+    channel context."""
+    if old != ContextScheme(old.num_levels) or new.num_levels != old.num_levels:
+        raise ValueError(f"cannot re-map the contexts of {old} to {new}")
+    parent = []
+    for c in range(new.num_contexts):
+        base = c if c < new.base_contexts else (c - new.base_contexts) // new.spatial
+        parent.append(base // new.buckets)
     return logits[:, :, parent].clone()
 
 
