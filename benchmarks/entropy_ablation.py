@@ -19,6 +19,7 @@ import click
 import numpy as np
 from PIL import Image
 
+from aecodec.model.registry import sha256_file
 from benchmarks.bdrate import bd_rate
 from benchmarks.metrics import bpp, psnr_rgb
 
@@ -68,12 +69,19 @@ def main(variants: tuple[str, ...], images: Path, threads: int, out: Path) -> No
     if not paths:
         raise click.UsageError(f"no .png images in {images}")
     results: dict[str, list[dict[str, float]]] = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache_path = out.with_suffix(".cache.json")
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     for spec in variants:
         label, _, weights = spec.partition("=")
         if not weights:
             raise click.UsageError(f"--variant needs LABEL=WEIGHTS, got {spec!r}")
-        click.echo(f"{label}: {weights}", err=True)
-        results[label] = measure(weights, paths, threads)
+        key = f"{sha256_file(Path(weights))} {len(paths)}"
+        if key not in cache:
+            click.echo(f"{label}: {weights}", err=True)
+            cache[key] = measure(weights, paths, threads)
+            cache_path.write_text(json.dumps(cache))
+        results[label] = cache[key]
     base = next(iter(results.values()))
     lines = ["| variant | BD-rate vs first | bpp range |", "|---|---:|---|"]
     summary = {}
@@ -86,8 +94,8 @@ def main(variants: tuple[str, ...], images: Path, threads: int, out: Path) -> No
         )
         summary[label] = {"bd_rate_vs_first": r.value, "points": rows}
         lines.append(f"| {label} | {r.value:+.2f} % | {rows[0]['bpp']:.3f}-{rows[-1]['bpp']:.3f} |")
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"images": len(paths), "variants": summary}, indent=1) + "\n")
+    # (the per-weights cache beside it lets variants be added one run at a time)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 
