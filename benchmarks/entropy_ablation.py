@@ -73,7 +73,7 @@ def main(variants: tuple[str, ...], images: Path, threads: int, out: Path) -> No
     cache_path = out.with_suffix(".cache.json")
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     for spec in variants:
-        label, _, weights = spec.partition("=")
+        label, _, weights = spec.rpartition("=")
         if not weights:
             raise click.UsageError(f"--variant needs LABEL=WEIGHTS, got {spec!r}")
         key = f"{sha256_file(Path(weights))} {len(paths)}"
