@@ -777,3 +777,23 @@ def test_train_options_come_from_train_config(monkeypatch: pytest.MonkeyPatch) -
     assert (cfg, resume, progress) == (expected, True, False)
     run("train")
     assert seen[1][0] == loop.TrainConfig()  # every default is TrainConfig's
+
+
+def test_bench_runs_from_the_checkout_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli import bench
+
+    result = run("bench", "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage: aecodec bench" in result.stdout
+    monkeypatch.setattr(bench, "CHECKOUT", Path("/nonexistent"))
+    result = run("bench", "--help")
+    assert result.exit_code == 1
+    assert "not installed" in result.stderr and "pip install -e" in result.stderr
+
+
+def test_library_does_not_import_the_cli() -> None:
+    code = (
+        "import sys, aecodec, aecodec.train; assert 'cli' not in sys.modules, sorted(sys.modules)"
+    )
+    proc = _subprocess("-c", code)
+    assert proc.returncode == 0, proc.stderr
