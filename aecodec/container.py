@@ -96,15 +96,21 @@ MAX_MODEL_NAME: int = 64
 """Longest model name in bytes."""
 
 TILE_ALIGN: int = 16
-"""Tile sides must be positive multiples of this."""
+"""Tile sides must be positive multiples of this: the one home of "a multiple of 16" (the
+models downsample by 16, so tiles, their padding and training crops are multiples of it)."""
+
+MAX_TILE_SIDE: int = 0xFFFF - 0xFFFF % TILE_ALIGN
+"""Largest tile side the format can describe (65520: the largest multiple of
+:data:`TILE_ALIGN` in a u16); decoders may accept less (``aecodec.codec.MAX_TILE_SIDE``)."""
+
+ALPHA_MODES: frozenset[str] = frozenset({"RGBA", "LA"})
+"""The modes of :data:`MODES` with an alpha channel (coded losslessly, as its own payload)."""
 
 MAX_PAYLOAD_BYTES: int = 2**32 - 1
 """Largest single payload (a u32 length field)."""
 
-_ALPHA_MODES = frozenset({"RGBA", "LA"})
 _NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._-")
 _U8 = 0xFF
-_U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
 _PREFIX = struct.Struct("<4sBBB")  # magic, version, flags, name length
 _FIXED = struct.Struct("<8sBIIBBHHI")  # hash .. tile count, after the model name
@@ -118,6 +124,11 @@ BytesLike = bytes | bytearray | memoryview
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def align_up(n: int) -> int:
+    """``n`` rounded up to a multiple of :data:`TILE_ALIGN`."""
+    return _ceil_div(n, TILE_ALIGN) * TILE_ALIGN
 
 
 def _as_int(value: Any, field: str) -> int:
@@ -169,8 +180,9 @@ class Header:
         width: Image width in pixels, 1..2**32-1.
         height: Image height in pixels, 1..2**32-1.
         mode: Image mode, one of :data:`MODES`.
-        tile_width: Tile width in pixels, a multiple of 16 in 16..65520.
-        tile_height: Tile height in pixels, a multiple of 16 in 16..65520.
+        tile_width: Tile width in pixels, a multiple of :data:`TILE_ALIGN` (16) in
+            16..:data:`MAX_TILE_SIDE` (65520).
+        tile_height: Tile height in pixels, likewise.
         bit_depth: Bits per sample; only 8 is supported in version 1.
     """
 
@@ -202,10 +214,10 @@ class Header:
             object.__setattr__(self, field, value)
         for field in ("tile_width", "tile_height"):
             value = _as_int(getattr(self, field), field)
-            if not (TILE_ALIGN <= value <= _U16 and value % TILE_ALIGN == 0):
+            if not (TILE_ALIGN <= value <= MAX_TILE_SIDE and value % TILE_ALIGN == 0):
                 raise ValueError(
                     f"{field} {value} is invalid; must be a multiple of {TILE_ALIGN} "
-                    f"in {TILE_ALIGN}..{_U16 - _U16 % TILE_ALIGN}"
+                    f"in {TILE_ALIGN}..{MAX_TILE_SIDE}"
                 )
             object.__setattr__(self, field, value)
         if self.mode not in MODES:
@@ -285,7 +297,7 @@ class Bitstream:
                 value = _as_bytes(value, field)
                 _check_payload_size(len(value), field)
                 object.__setattr__(self, field, value)
-        wants_alpha = self.header.mode in _ALPHA_MODES
+        wants_alpha = self.header.mode in ALPHA_MODES
         if wants_alpha and self.alpha is None:
             raise ValueError(f"mode {self.header.mode} needs an alpha payload")
         if not wants_alpha and self.alpha is not None:
@@ -555,9 +567,9 @@ def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layo
             f"image in {tile_w}x{tile_h} tiles has {cols}x{rows} = {cols * rows} tiles"
         )
     has_alpha = bool(flags & FLAG_ALPHA)
-    if mode in _ALPHA_MODES and not has_alpha:
+    if mode in ALPHA_MODES and not has_alpha:
         raise FormatError(f"mode {mode} needs an alpha payload but the alpha flag is 0")
-    if mode not in _ALPHA_MODES and has_alpha:
+    if mode not in ALPHA_MODES and has_alpha:
         raise FormatError(f"alpha flag is set but mode {mode} has no alpha channel")
     num_lengths = num_tiles + flags.bit_count()
     if pos + 4 * num_lengths > end:

@@ -23,7 +23,6 @@ Outputs in ``--out`` (default ``benchmarks/results``):
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import multiprocessing
@@ -41,6 +40,7 @@ from typing import Any
 import click
 import numpy as np
 
+from aecodec.files import sha256_file
 from benchmarks import bdrate, metrics
 from benchmarks.codecs import DEFAULT_CODECS, BenchCodec, CodecUnavailable, codec_names, make_codec
 from benchmarks.plot import Curve, load_curve, plot_rd
@@ -191,11 +191,6 @@ def _json_float(x: float) -> float | None:
 
 
 # ---------------------------------------------------------------------------- parent side
-
-
-def sha256_path(path: Path) -> str:
-    """Hex sha256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def read_cache(path: Path) -> dict[str, dict[str, Any]]:
@@ -538,7 +533,7 @@ def main(
     out.mkdir(parents=True, exist_ok=True)
     cache_path = out / CACHE_NAME
     cache = read_cache(cache_path)
-    shas = {p.name: sha256_path(p) for p in paths}
+    shas = {p.name: sha256_file(p) for p in paths}
     tasks = [
         Task(str(p), p.name, shas[p.name], c.name, c.version, q, crop_wh)
         for p in paths

@@ -11,8 +11,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
-SHARED = ROOT.parent / "shared"
-KODAK = SHARED / "kodak"
 
 sys.path.insert(0, str(GOLDEN))
 
@@ -50,8 +48,10 @@ def smooth_image(width: int, height: int, channels: int = 3, seed: int = 0) -> n
 
 
 def kodak_path(name: str) -> Path:
-    """A Kodak image from ../shared/kodak, or skip the test with the reason."""
-    p = KODAK / name
-    if not p.exists():
-        pytest.skip(f"{p} not present (Kodak lives in ../shared/kodak; see kodak/README.md)")
+    """A verified Kodak image (kodak/images, then ../shared/kodak), or skip the test."""
+    from kodak.fetch import find_image
+
+    p = find_image(name)
+    if p is None:
+        pytest.skip(f"{name} not in kodak/images or ../shared/kodak; run python -m kodak.fetch")
     return p
