@@ -281,12 +281,16 @@ class Codec:
 
     # ------------------------------------------------------------------------ decode
     def decompress(
-        self, data: bytes, max_pixels: int | None = None, warn_pixels: int | None = None
+        self,
+        data: bytes | container.Bitstream,
+        max_pixels: int | None = None,
+        warn_pixels: int | None = None,
     ) -> Any:
         """Decode ``.aec`` bytes to a ``PIL.Image`` of the original size and mode.
 
         Args:
-            data: the complete file.
+            data: the complete file, or the file already parsed by
+                :func:`aecodec.container.unpack` (not parsed again).
             max_pixels: refuse images with more pixels; ``None`` reads
                 :data:`aecodec.container.MAX_PIXELS`.
             warn_pixels: warn (:class:`~aecodec.errors.LargeImageWarning`) above this many
@@ -309,9 +313,14 @@ class Codec:
         return imageio.to_pil(rgb, h.mode, alpha, icc=bs.icc, exif=bs.exif)
 
     def decompress_array(
-        self, data: bytes, max_pixels: int | None = None, warn_pixels: int | None = None
+        self,
+        data: bytes | container.Bitstream,
+        max_pixels: int | None = None,
+        warn_pixels: int | None = None,
     ) -> tuple[np.ndarray, container.Bitstream]:
         """Decode the colour planes: ``uint8 [H, W, 3]`` and the parsed bitstream.
+
+        ``data`` is the file, or the file already parsed by :func:`aecodec.container.unpack`.
 
         Memory beyond the output is bounded by constants of the decoder (the index grid of
         ``H*W/256`` bytes per group, one tile of :data:`MAX_TILE_SIDE` for the entropy decoder,
@@ -319,7 +328,7 @@ class Codec:
         """
         import torch
 
-        bs = container.unpack(data, max_pixels=max_pixels)
+        bs = data if isinstance(data, container.Bitstream) else container.unpack(data, max_pixels)
         h = bs.header
         self.check_model(h)
         if h.quality not in self.qualities:

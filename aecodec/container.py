@@ -243,6 +243,10 @@ class Header:
         cols, rows = self.tile_grid
         return cols * rows
 
+    def bpp(self, file_size: int) -> float:
+        """Bits per pixel of a file of ``file_size`` bytes with this header (the whole file)."""
+        return 8 * file_size / (self.width * self.height)
+
 
 @dataclass(frozen=True)
 class Bitstream:

@@ -6,12 +6,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import click
+from PIL import Image
 
 import aecodec
-from aecodec import files
+from aecodec import container, files
 from aecodec import output as outputs
 from aecodec.errors import AecodecError
 from cli.common import (
@@ -129,11 +129,11 @@ def _decompress_one(src: Path, job: _Job) -> None:
         check_destination(src, dst, job.force)
         check_not_written(dst, job.written)
     data = files.read_aec_stream(sys.stdin.buffer) if src == Path(STDIO) else files.read_aec(src)
-    # cheap: refuse JPEG + alpha before the expensive decode
-    header = aecodec.info(data, max_pixels=job.max_pixels)
+    # parsed once: the mode is checked (no JPEG + alpha) before the expensive decode
+    bitstream = aecodec.container.unpack(data, max_pixels=job.max_pixels)
     try:
-        outputs.check_mode(fmt, str(header["mode"]))
-        img = aecodec.decompress(data, max_pixels=job.max_pixels, warn_pixels=job.warn_pixels)
+        outputs.check_mode(fmt, bitstream.header.mode)
+        img = aecodec.decompress(bitstream, max_pixels=job.max_pixels, warn_pixels=job.warn_pixels)
         params = outputs.save_options(fmt, img)
     except aecodec.ImageError as exc:
         raise FileError(dst, str(exc)) from None
@@ -144,7 +144,7 @@ def _decompress_one(src: Path, job: _Job) -> None:
         write_atomic(dst, lambda fh: img.save(fh, format=fmt.name, **params), force=job.force)
         job.written.add(output_key(dst))
     if job.as_json or job.verbose:
-        _report_file(src, dst, header, img, time.perf_counter() - start, job)
+        _report_file(src, dst, bitstream.header, len(data), img, time.perf_counter() - start, job)
 
 
 def _checked_destination(src: Path, job: _Job) -> Path:
@@ -152,13 +152,19 @@ def _checked_destination(src: Path, job: _Job) -> Path:
 
 
 def _report_file(
-    src: Path, dst: Path, header: dict[str, Any], img: Any, seconds: float, job: _Job
+    src: Path,
+    dst: Path,
+    header: container.Header,
+    size: int,
+    img: Image.Image,
+    seconds: float,
+    job: _Job,
 ) -> None:
     """``--json``: bytes, bpp, quality, size, mode, seconds; ``-v``: size, mode, seconds."""
     fields = {
-        "bytes": header["bytes"],
-        "bpp": header["bpp"],
-        "quality": header["quality"],
+        "bytes": size,
+        "bpp": header.bpp(size),
+        "quality": header.quality,
         "width": img.width,
         "height": img.height,
         "mode": img.mode,

@@ -797,3 +797,24 @@ def test_library_does_not_import_the_cli() -> None:
     )
     proc = _subprocess("-c", code)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_decompress_parses_the_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aecodec import container
+
+    _make_png(tmp_path / "a.png", "RGBA")
+    assert run("compress", "a.png").exit_code == 0
+    parse = container._parse
+    calls: list[int] = []
+
+    def counting(data: object, max_pixels: int | None) -> object:
+        calls.append(1)
+        return parse(data, max_pixels)
+
+    monkeypatch.setattr(container, "_parse", counting)
+    result = run("decompress", "a.aec", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["bytes"] == (tmp_path / "a.aec").stat().st_size
+    assert len(calls) == 1
+    aecodec.decompress(tmp_path / "a.aec")
+    assert len(calls) == 2
