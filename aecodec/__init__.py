@@ -170,14 +170,19 @@ def compress(
 
 
 def decompress(
-    source: BytesSource, *, max_pixels: int | None = None, warn_pixels: int | None = None
+    source: BytesSource | container.Bitstream,
+    *,
+    max_pixels: int | None = None,
+    warn_pixels: int | None = None,
 ) -> Image.Image:
     """Decode an ``.aec`` file to a ``PIL.Image`` (same size and mode as the original).
 
-    The model is chosen by the name written in the file.
+    The model is chosen by the name written in the file. The file is parsed and checked once.
 
     Args:
-        source: the file's bytes, its path, or a binary file object (read to the end).
+        source: the file's bytes, its path, a binary file object (read to the end), or the
+            file already parsed by :func:`aecodec.container.unpack` (to read its header first,
+            as the command line does, without parsing it again).
         max_pixels: refuse larger images; ``None`` reads :data:`aecodec.container.MAX_PIXELS`.
         warn_pixels: warn (:class:`aecodec.errors.LargeImageWarning`) above this many pixels;
             ``None`` reads :data:`aecodec.container.WARN_PIXELS`.
@@ -186,8 +191,11 @@ def decompress(
         FormatError: the data is not a valid ``.aec`` file or exceeds a decoding limit.
         ModelError: the model that made the file is not bundled with this aecodec.
     """
-    data = _read_source(source)
-    header = container.read_header(data, max_pixels=max_pixels)
+    if isinstance(source, container.Bitstream):
+        bitstream = source
+    else:
+        bitstream = container.unpack(_read_source(source), max_pixels=max_pixels)
+    header = bitstream.header
     from aecodec.codec import check_tiling
     from aecodec.model.registry import read_manifest
 
@@ -199,7 +207,8 @@ def decompress(
             f"the file was made by model {header.model!r}, which is not bundled "
             f"(bundled: {known}); install a version of aecodec that has it"
         )
-    return get_codec(header.model).decompress(data, max_pixels=max_pixels, warn_pixels=warn_pixels)
+    codec = get_codec(header.model)
+    return codec.decompress(bitstream, max_pixels=max_pixels, warn_pixels=warn_pixels)
 
 
 def qualities(model: str | None = None) -> list[int]:
@@ -232,7 +241,7 @@ def info(source: BytesSource, *, max_pixels: int | None = None) -> dict[str, Any
         "tile_height": h.tile_height,
         "num_tiles": h.num_tiles,
         "bytes": len(data),
-        "bpp": 8 * len(data) / (h.width * h.height),
+        "bpp": h.bpp(len(data)),
         "has_icc": bs.icc is not None,
         "has_exif": bs.exif is not None,
     }

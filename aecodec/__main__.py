@@ -1,4 +1,8 @@
-"""``python -m aecodec``: the command-line interface (see ``aecodec --help``)."""
+"""``python -m aecodec``: an entry point of the command line (the same as ``aecodec``).
+
+Only run by ``python -m``; ``import aecodec`` never imports it, so the library does not
+depend on its command line (:mod:`cli`).
+"""
 
 from cli.main import main
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from aecodec import files, output
+from aecodec import container, files, output
 from aecodec.errors import collect_warnings
 
 if TYPE_CHECKING:
@@ -167,17 +167,17 @@ def _decompress_task(
         try:
             fmt = output.image_format(dst, options.get("output_quality"))
             data = files.read_aec(src)  # regular files only, header first, bounded
-            header = aecodec.info(data, max_pixels=limits["max_pixels"])
-            output.check_mode(fmt, str(header["mode"]))
-            img = codec.decompress(data, **limits)
+            bitstream = container.unpack(data, max_pixels=limits["max_pixels"])  # parsed once
+            output.check_mode(fmt, bitstream.header.mode)
+            img = codec.decompress(bitstream, **limits)
             buf = io.BytesIO()
             img.save(buf, format=fmt.name, **output.save_options(fmt, img))
         except (aecodec.AecodecError, OSError, ValueError, TypeError) as exc:
             return None, _error_message(exc)
     fields = {
         "bytes": len(data),
-        "bpp": header["bpp"],
-        "quality": header["quality"],
+        "bpp": bitstream.header.bpp(len(data)),
+        "quality": bitstream.header.quality,
         "seconds": time.perf_counter() - start,
         "warnings": _once(caught),
     }

@@ -34,7 +34,8 @@ MAX_TILE_SIDE = 2048
 """Largest tile side the encoder writes and the decoder accepts (after clipping to the image).
 
 The entropy decoder's buffers grow with the tile's area, so this bounds them whatever a
-file's header claims; the format itself allows tile sides up to 65520.
+file's header claims; the format itself allows tile sides up to
+:data:`aecodec.container.MAX_TILE_SIDE` (65520).
 """
 MAX_TILES = 1024
 """Most tiles per image the encoder writes and the decoder accepts.
@@ -124,9 +125,11 @@ class Codec:
         from aecodec.model.layers import polyphase_synthesis
         from aecodec.model.vqvae import VQVAE
 
-        if tile_size < 16 or tile_size % 16 or tile_size > MAX_TILE_SIDE:
+        align = container.TILE_ALIGN
+        if tile_size < align or tile_size % align or tile_size > MAX_TILE_SIDE:
             raise ValueError(
-                f"tile_size must be a multiple of 16 in 16..{MAX_TILE_SIDE}, got {tile_size}"
+                f"tile_size must be a multiple of {align} in {align}..{MAX_TILE_SIDE}, "
+                f"got {tile_size}"
             )
         _install_fork_hook()
         self._model_arg = model
@@ -216,8 +219,8 @@ class Codec:
         pic = output.keep_metadata(
             imageio.load(image, max_pixels=max_pixels, warn_pixels=warn_pixels), metadata
         )
-        tw = min(self.tile_size, _ceil16(pic.width))
-        th = min(self.tile_size, _ceil16(pic.height))
+        tw = min(self.tile_size, container.align_up(pic.width))
+        th = min(self.tile_size, container.align_up(pic.height))
         rects = imageio.tiles(pic.width, pic.height, tw, th)
         if len(rects) > MAX_TILES:
             raise ImageError(
@@ -278,12 +281,16 @@ class Codec:
 
     # ------------------------------------------------------------------------ decode
     def decompress(
-        self, data: bytes, max_pixels: int | None = None, warn_pixels: int | None = None
+        self,
+        data: bytes | container.Bitstream,
+        max_pixels: int | None = None,
+        warn_pixels: int | None = None,
     ) -> Any:
         """Decode ``.aec`` bytes to a ``PIL.Image`` of the original size and mode.
 
         Args:
-            data: the complete file.
+            data: the complete file, or the file already parsed by
+                :func:`aecodec.container.unpack` (not parsed again).
             max_pixels: refuse images with more pixels; ``None`` reads
                 :data:`aecodec.container.MAX_PIXELS`.
             warn_pixels: warn (:class:`~aecodec.errors.LargeImageWarning`) above this many
@@ -297,7 +304,7 @@ class Codec:
         rgb, bs = self.decompress_array(data, max_pixels=max_pixels, warn_pixels=warn_pixels)
         h = bs.header
         alpha = None
-        if h.mode in ("RGBA", "LA"):
+        if h.mode in container.ALPHA_MODES:
             if bs.alpha is None:
                 raise FormatError(f"mode {h.mode} but the file has no alpha plane")
             alpha = _inflate_alpha(bs.alpha, h.width, h.height)
@@ -306,9 +313,14 @@ class Codec:
         return imageio.to_pil(rgb, h.mode, alpha, icc=bs.icc, exif=bs.exif)
 
     def decompress_array(
-        self, data: bytes, max_pixels: int | None = None, warn_pixels: int | None = None
+        self,
+        data: bytes | container.Bitstream,
+        max_pixels: int | None = None,
+        warn_pixels: int | None = None,
     ) -> tuple[np.ndarray, container.Bitstream]:
         """Decode the colour planes: ``uint8 [H, W, 3]`` and the parsed bitstream.
+
+        ``data`` is the file, or the file already parsed by :func:`aecodec.container.unpack`.
 
         Memory beyond the output is bounded by constants of the decoder (the index grid of
         ``H*W/256`` bytes per group, one tile of :data:`MAX_TILE_SIDE` for the entropy decoder,
@@ -316,7 +328,7 @@ class Codec:
         """
         import torch
 
-        bs = container.unpack(data, max_pixels=max_pixels)
+        bs = data if isinstance(data, container.Bitstream) else container.unpack(data, max_pixels)
         h = bs.header
         self.check_model(h)
         if h.quality not in self.qualities:
@@ -367,22 +379,19 @@ class Codec:
             )
 
 
-def _ceil16(n: int) -> int:
-    return -(-n // 16) * 16
-
-
 def check_tiling(header: container.Header) -> None:
     """Refuse tilings this decoder does not accept, before any decoding work.
 
-    The container allows tile sides up to 65520 and any tile count the geometry implies;
-    the decoder accepts what the encoder writes: tiles (clipped to the image) of at most
-    :data:`MAX_TILE_SIDE` pixels a side and at most :data:`MAX_TILES` tiles.
+    The container allows tile sides up to :data:`aecodec.container.MAX_TILE_SIDE` and any
+    tile count the geometry implies; the decoder accepts what the encoder writes: tiles
+    (clipped to the image) of at most :data:`MAX_TILE_SIDE` pixels a side and at most
+    :data:`MAX_TILES` tiles.
 
     Raises:
         FormatError: the tile size or the tile count exceeds the decoder's limit.
     """
-    tw = min(header.tile_width, _ceil16(header.width))
-    th = min(header.tile_height, _ceil16(header.height))
+    tw = min(header.tile_width, container.align_up(header.width))
+    th = min(header.tile_height, container.align_up(header.height))
     if max(tw, th) > MAX_TILE_SIDE:
         raise FormatError(
             f"tile size {tw}x{th} exceeds the decoder's limit of {MAX_TILE_SIDE} pixels a side "

@@ -96,15 +96,21 @@ MAX_MODEL_NAME: int = 64
 """Longest model name in bytes."""
 
 TILE_ALIGN: int = 16
-"""Tile sides must be positive multiples of this."""
+"""Tile sides must be positive multiples of this: the one home of "a multiple of 16" (the
+models downsample by 16, so tiles, their padding and training crops are multiples of it)."""
+
+MAX_TILE_SIDE: int = 0xFFFF - 0xFFFF % TILE_ALIGN
+"""Largest tile side the format can describe (65520: the largest multiple of
+:data:`TILE_ALIGN` in a u16); decoders may accept less (``aecodec.codec.MAX_TILE_SIDE``)."""
+
+ALPHA_MODES: frozenset[str] = frozenset({"RGBA", "LA"})
+"""The modes of :data:`MODES` with an alpha channel (coded losslessly, as its own payload)."""
 
 MAX_PAYLOAD_BYTES: int = 2**32 - 1
 """Largest single payload (a u32 length field)."""
 
-_ALPHA_MODES = frozenset({"RGBA", "LA"})
 _NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._-")
 _U8 = 0xFF
-_U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
 _PREFIX = struct.Struct("<4sBBB")  # magic, version, flags, name length
 _FIXED = struct.Struct("<8sBIIBBHHI")  # hash .. tile count, after the model name
@@ -118,6 +124,11 @@ BytesLike = bytes | bytearray | memoryview
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def align_up(n: int) -> int:
+    """``n`` rounded up to a multiple of :data:`TILE_ALIGN`."""
+    return _ceil_div(n, TILE_ALIGN) * TILE_ALIGN
 
 
 def _as_int(value: Any, field: str) -> int:
@@ -169,8 +180,9 @@ class Header:
         width: Image width in pixels, 1..2**32-1.
         height: Image height in pixels, 1..2**32-1.
         mode: Image mode, one of :data:`MODES`.
-        tile_width: Tile width in pixels, a multiple of 16 in 16..65520.
-        tile_height: Tile height in pixels, a multiple of 16 in 16..65520.
+        tile_width: Tile width in pixels, a multiple of :data:`TILE_ALIGN` (16) in
+            16..:data:`MAX_TILE_SIDE` (65520).
+        tile_height: Tile height in pixels, likewise.
         bit_depth: Bits per sample; only 8 is supported in version 1.
     """
 
@@ -198,14 +210,14 @@ class Header:
         ):
             value = _as_int(getattr(self, field), field)
             if not lo <= value <= hi:
-                raise ValueError(f"{field} {value} is out of range; must be {lo}..{hi}")
+                raise ValueError(f"{field} {value} is invalid; must be {lo}..{hi}")
             object.__setattr__(self, field, value)
         for field in ("tile_width", "tile_height"):
             value = _as_int(getattr(self, field), field)
-            if not (TILE_ALIGN <= value <= _U16 and value % TILE_ALIGN == 0):
+            if not (TILE_ALIGN <= value <= MAX_TILE_SIDE and value % TILE_ALIGN == 0):
                 raise ValueError(
                     f"{field} {value} is invalid; must be a multiple of {TILE_ALIGN} "
-                    f"in {TILE_ALIGN}..{_U16 - _U16 % TILE_ALIGN}"
+                    f"in {TILE_ALIGN}..{MAX_TILE_SIDE}"
                 )
             object.__setattr__(self, field, value)
         if self.mode not in MODES:
@@ -230,6 +242,10 @@ class Header:
         """Number of tiles, ``cols * rows``."""
         cols, rows = self.tile_grid
         return cols * rows
+
+    def bpp(self, file_size: int) -> float:
+        """Bits per pixel of a file of ``file_size`` bytes with this header (the whole file)."""
+        return 8 * file_size / (self.width * self.height)
 
 
 @dataclass(frozen=True)
@@ -285,7 +301,7 @@ class Bitstream:
                 value = _as_bytes(value, field)
                 _check_payload_size(len(value), field)
                 object.__setattr__(self, field, value)
-        wants_alpha = self.header.mode in _ALPHA_MODES
+        wants_alpha = self.header.mode in ALPHA_MODES
         if wants_alpha and self.alpha is None:
             raise ValueError(f"mode {self.header.mode} needs an alpha payload")
         if not wants_alpha and self.alpha is not None:
@@ -459,18 +475,37 @@ def check_prefix(head: BytesLike) -> None:
 
 
 def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layout]:
-    """Validate ``data`` completely and return it with its layout. Raises FormatError."""
+    """Validate ``data`` completely and return it with its layout. Raises FormatError.
+
+    In file order, each field checked before anything depending on it is read: the prefix
+    and the CRC, the model name, the fixed fields (as a :class:`Header`, which validates
+    itself), then the length table against the payload bytes present.
+    """
     limit = _resolve_limit(max_pixels)
+    data = _byte_view(data)
+    end = _check_size_and_crc(data)
+    flags, model, pos = _read_prefix(data, end)
+    header, num_tiles = _read_fixed(data, pos, model, limit)
+    pos += len(model) + _FIXED.size
+    _check_layout(header, num_tiles, flags)
+    lengths = _read_lengths(data, pos, end, num_tiles + flags.bit_count(), num_tiles)
+    return data, _Layout(header, flags, pos + 4 * len(lengths), lengths)
+
+
+def _byte_view(data: Any) -> bytes | bytearray | memoryview:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"expected bytes, got {type(data).__name__}")
     if isinstance(data, memoryview) and (data.format != "B" or data.ndim != 1):
         try:
-            data = data.cast("B")
+            return data.cast("B")
         except TypeError:  # not C-contiguous
-            data = data.tobytes()
-    size = len(data)
+            return data.tobytes()
+    return data
 
-    # 1. magic and 2. version (as far as present)
+
+def _check_size_and_crc(data: BytesLike) -> int:
+    """Magic, version, minimum size and CRC32; returns where the CRC starts."""
+    size = len(data)
     check_prefix(data)
     if size < 4:
         raise FormatError(
@@ -482,7 +517,6 @@ def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layo
         raise FormatError(
             f"truncated file: {size} bytes, an aecodec file is at least {MIN_FILE_SIZE} bytes"
         )
-    # 3. CRC over everything before the last four bytes
     end = size - _CRC_SIZE
     (stored_crc,) = _U32_STRUCT.unpack_from(data, end)
     computed_crc = zlib.crc32(memoryview(data)[:end])
@@ -491,7 +525,11 @@ def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layo
             "CRC32 mismatch: the file is corrupt or truncated "
             f"(stored 0x{stored_crc:08x}, computed 0x{computed_crc:08x})"
         )
-    # 4. fields, each checked before anything depending on it is read
+    return end
+
+
+def _read_prefix(data: BytesLike, end: int) -> tuple[int, str, int]:
+    """Flags and model name; returns them and the offset of the name."""
     _, _, flags, name_len = _PREFIX.unpack_from(data, 0)
     if flags & ~KNOWN_FLAGS:
         raise FormatError(
@@ -512,33 +550,23 @@ def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layo
         raise FormatError(
             f"model name {raw_name!r} has invalid characters; allowed are a-z 0-9 . _ -"
         )
-    model = raw_name.decode("ascii")
-    pos += name_len
-    (
-        weights_hash,
-        quality,
-        width,
-        height,
-        mode_code,
-        bit_depth,
-        tile_w,
-        tile_h,
-        num_tiles,
-    ) = _FIXED.unpack_from(data, pos)
-    pos += _FIXED.size
-    if quality == 0:
-        raise FormatError("quality 0 is invalid; must be 1..255")
-    if width == 0:
-        raise FormatError("width 0 is invalid; must be >= 1")
-    if height == 0:
-        raise FormatError("height 0 is invalid; must be >= 1")
+    return flags, raw_name.decode("ascii"), pos
+
+
+def _read_fixed(data: BytesLike, pos: int, model: str, limit: int) -> tuple[Header, int]:
+    """The fixed fields after the model name at ``pos``: the header and the tile count.
+
+    The encodings the header cannot see (mode code, bit depth, tile alignment) and the pixel
+    limit are checked here; every other rule is the :class:`Header`'s own.
+    """
+    fields = _FIXED.unpack_from(data, pos + len(model))
+    weights_hash, quality, width, height, mode_code, bit_depth, tile_w, tile_h, num_tiles = fields
     if width * height > limit:
         raise FormatError(_too_large(width, height, limit))
     if mode_code >= len(MODES):
         raise FormatError(
             f"mode code {mode_code} is unknown; must be 0 (L), 1 (RGB), 2 (RGBA) or 3 (LA)"
         )
-    mode = MODES[mode_code]
     if bit_depth != 8:
         raise FormatError(
             f"bit depth {bit_depth} is unsupported; version {FORMAT_VERSION} supports 8"
@@ -548,28 +576,44 @@ def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layo
             raise FormatError(
                 f"{field} {value} is invalid; must be a positive multiple of {TILE_ALIGN}"
             )
-    cols, rows = _ceil_div(width, tile_w), _ceil_div(height, tile_h)
-    if num_tiles != cols * rows:
+    try:
+        header = Header(
+            model, weights_hash, quality, width, height, MODES[mode_code], tile_w, tile_h
+        )
+    except ValueError as exc:
+        raise FormatError(str(exc)) from None
+    return header, num_tiles
+
+
+def _check_layout(header: Header, num_tiles: int, flags: int) -> None:
+    """The tile count and the alpha flag agree with the header's geometry and mode."""
+    if num_tiles != header.num_tiles:
+        cols, rows = header.tile_grid
         raise FormatError(
-            f"tile count {num_tiles} disagrees with the geometry: a {width}x{height} "
-            f"image in {tile_w}x{tile_h} tiles has {cols}x{rows} = {cols * rows} tiles"
+            f"tile count {num_tiles} disagrees with the geometry: a {header.width}x"
+            f"{header.height} image in {header.tile_width}x{header.tile_height} tiles has "
+            f"{cols}x{rows} = {cols * rows} tiles"
         )
     has_alpha = bool(flags & FLAG_ALPHA)
-    if mode in _ALPHA_MODES and not has_alpha:
-        raise FormatError(f"mode {mode} needs an alpha payload but the alpha flag is 0")
-    if mode not in _ALPHA_MODES and has_alpha:
-        raise FormatError(f"alpha flag is set but mode {mode} has no alpha channel")
-    num_lengths = num_tiles + flags.bit_count()
-    if pos + 4 * num_lengths > end:
+    if header.mode in ALPHA_MODES and not has_alpha:
+        raise FormatError(f"mode {header.mode} needs an alpha payload but the alpha flag is 0")
+    if header.mode not in ALPHA_MODES and has_alpha:
+        raise FormatError(f"alpha flag is set but mode {header.mode} has no alpha channel")
+
+
+def _read_lengths(
+    data: BytesLike, pos: int, end: int, count: int, num_tiles: int
+) -> tuple[int, ...]:
+    """The ``count`` payload lengths at ``pos``; they must fill the file up to the CRC."""
+    if pos + 4 * count > end:
         raise FormatError(
             f"truncated length table: {num_tiles} tile lengths and "
-            f"{num_lengths - num_tiles} extra lengths need {4 * num_lengths} bytes "
+            f"{count - num_tiles} extra lengths need {4 * count} bytes "
             f"but only {end - pos} remain before the CRC"
         )
-    lengths = struct.unpack_from(f"<{num_lengths}I", data, pos)
-    pos += 4 * num_lengths
+    lengths = struct.unpack_from(f"<{count}I", data, pos)
     declared = sum(lengths)
-    available = end - pos
+    available = end - pos - 4 * count
     if declared > available:
         raise FormatError(
             f"payload lengths sum to {declared} bytes but only {available} bytes of "
@@ -580,13 +624,7 @@ def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layo
             f"trailing bytes: {available - declared} bytes after the last payload "
             f"(payload lengths sum to {declared}, {available} bytes present)"
         )
-    try:
-        header = Header(
-            model, weights_hash, quality, width, height, mode, tile_w, tile_h, bit_depth
-        )
-    except ValueError as exc:  # defensive: every rule above should already hold
-        raise FormatError(f"invalid header: {exc}") from None
-    return data, _Layout(header, flags, pos, lengths)
+    return lengths
 
 
 def read_header(data: BytesLike, max_pixels: int | None = None) -> Header:

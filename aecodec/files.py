@@ -14,6 +14,7 @@ One home for file handling, used by the library and the command line:
   ``os.replace`` (``force``). The destination is never partial. Character devices and pipes
   (``/dev/null``, ``/dev/stdout``) are written in place, never replaced by a regular file;
   block devices and directories are refused; a symlink is followed and its target replaced.
+- :func:`sha256_file` hashes a file in blocks (weights, Kodak images, benchmark inputs).
 - :func:`terminate_cleanly` turns SIGTERM and SIGHUP into an exception while it is active, so
   a killed write removes its temporary file as an interrupted one does (SIGKILL cannot be
   caught: it may leave a ``.NAME.XXXX.tmp`` file, never a partial destination).
@@ -24,6 +25,7 @@ Imports only the standard library (and aecodec's errors), so the CLI stays cheap
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import signal
 import stat
@@ -47,6 +49,7 @@ __all__ = [
     "read_aec",
     "read_aec_stream",
     "read_stream",
+    "sha256_file",
     "terminate_cleanly",
     "write_atomic",
 ]
@@ -201,6 +204,15 @@ def _regular_remaining(fh: IO[bytes]) -> int | None:
         return max(0, os.fstat(fh.fileno()).st_size - fh.tell())
     except (OSError, ValueError):
         return None
+
+
+def sha256_file(path: StrPath) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _read_up_to(fh: IO[bytes], n: int, chunk_size: int = 1 << 20) -> bytes:

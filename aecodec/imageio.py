@@ -279,7 +279,7 @@ def _from_array(arr: np.ndarray) -> Picture:
     mode = _ARRAY_MODES[arr.shape[2]]
     colour = arr[:, :, :1] if mode in ("L", "LA") else arr[:, :, :3]
     rgb = np.ascontiguousarray(np.broadcast_to(colour, (*arr.shape[:2], 3)))
-    alpha = np.ascontiguousarray(arr[:, :, -1]) if mode in ("LA", "RGBA") else None
+    alpha = np.ascontiguousarray(arr[:, :, -1]) if mode in container.ALPHA_MODES else None
     return Picture(rgb=rgb, mode=mode, alpha=alpha)
 
 
@@ -300,7 +300,7 @@ def to_pil(
     im = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
     if mode in ("L", "LA"):
         im = im.convert("L")
-    if mode in ("RGBA", "LA"):
+    if mode in container.ALPHA_MODES:
         if alpha is None:
             raise ValueError(f"mode {mode} needs an alpha plane")
         im.putalpha(Image.fromarray(alpha, "L"))

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from aecodec.container import ALPHA_MODES
 from aecodec.errors import ImageError
 from aecodec.imageio import Picture
 
@@ -53,7 +54,6 @@ _LOSSLESS = frozenset({"PNG", "TIFF", "BMP", "PPM", "TGA", "QOI", "WEBP"})
 _WITH_QUALITY = frozenset({"JPEG", "WEBP", "AVIF"})
 _ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF", "AVIF"})
 _EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "AVIF"})
-_ALPHA_MODES = frozenset({"RGBA", "LA"})
 _NO_ALPHA = frozenset({"JPEG"})
 
 
@@ -137,7 +137,7 @@ def check_mode(fmt: ImageFormat, mode: str) -> None:
     Raises:
         ImageError: the message names a format that can store it.
     """
-    if fmt.name in _NO_ALPHA and mode in _ALPHA_MODES:
+    if fmt.name in _NO_ALPHA and mode in ALPHA_MODES:
         raise ImageError(
             f"{fmt.name} cannot store the alpha channel of this {mode} image; "
             "write .png, .webp or .tiff instead"

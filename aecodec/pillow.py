@@ -48,8 +48,7 @@ class AecImageFile(ImageFile.ImageFile):
             raise SyntaxError("no file to read")
         try:
             # header first, never past a regular file's size (aecodec.files: one home)
-            self._data = files.read_aec_stream(self.fp)
-            bs = container.unpack(self._data)
+            bs = self._bitstream = container.unpack(files.read_aec_stream(self.fp))
         except ValueError as exc:  # FormatError: Pillow reports SyntaxError as a broken file
             raise SyntaxError(str(exc)) from exc
         header = bs.header
@@ -68,7 +67,7 @@ class AecImageFile(ImageFile.ImageFile):
         if not self._decoded:
             import aecodec
 
-            decoded = aecodec.decompress(self._data)
+            decoded = aecodec.decompress(self._bitstream)  # parsed once, in _open
             if self.fp is not None and self._exclusive_fp:
                 self.fp.close()
             self.fp = BytesIO(decoded.tobytes())

@@ -16,7 +16,6 @@ note on how to get it; the RD runner reports and skips it.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import struct
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from aecodec.files import sha256_file
 
 __all__ = [
     "DEFAULT_CODECS",
@@ -340,7 +341,7 @@ class CompressAIFactorized(BenchCodec):
             import compressai
         except ImportError as exc:
             raise CodecUnavailable("compressai-factorized: compressai is not installed") from exc
-        digests = [hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in paths]
+        digests = [sha256_file(p)[:16] for p in paths]
         self._paths = paths
         self._nets: dict[int, Any] = {}
         self.name = "compressai-factorized"

@@ -23,7 +23,6 @@ Outputs in ``--out`` (default ``benchmarks/results``):
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import multiprocessing
@@ -41,6 +40,7 @@ from typing import Any
 import click
 import numpy as np
 
+from aecodec.files import sha256_file
 from benchmarks import bdrate, metrics
 from benchmarks.codecs import DEFAULT_CODECS, BenchCodec, CodecUnavailable, codec_names, make_codec
 from benchmarks.plot import Curve, load_curve, plot_rd
@@ -191,11 +191,6 @@ def _json_float(x: float) -> float | None:
 
 
 # ---------------------------------------------------------------------------- parent side
-
-
-def sha256_path(path: Path) -> str:
-    """Hex sha256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def read_cache(path: Path) -> dict[str, dict[str, Any]]:
@@ -499,6 +494,33 @@ def main(
 ) -> None:
     """Measure rate-distortion of aecodec and standard codecs on Kodak (resumable)."""
     crop_wh = _parse_crop(crop)
+    images, paths = _find_images(images, limit)
+    options = {"model": model, "compressai_checkpoints": list(compressai_checkpoints)}
+    active, skipped = _make_codecs(codecs, options)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks, errors = _run_points(paths, active, crop_wh, out, workers, threads, options, quiet)
+    curves, notes = _write_curves(out, active, [p.name for p in paths], tasks)
+    published = (
+        _published_curves(anchors, anchor_files, len(paths), notes) if overlay_anchors else []
+    )
+    all_curves = list(curves.values()) + published
+    table = bd_table(all_curves, curves.get("jpeg"), curves.get("aecodec"))
+    summary = _summary(images, len(paths), crop_wh)
+    _write_report(out / "rd.md", summary, table, active, skipped, notes + errors)
+    if not no_plot:
+        plot_rd(all_curves, out / "rd.png", title=f"Kodak ({len(paths)} images)")
+    click.echo(table)
+    click.echo(
+        f"wrote {out}/rd.md, per_image.csv, {len(curves)} JSON file(s)"
+        + ("" if no_plot else ", rd.png")
+    )
+    if errors:
+        raise click.ClickException(f"{len(errors)} point(s) failed; see {out / 'rd.md'}")
+
+
+def _find_images(images: Path | None, limit: int | None) -> tuple[Path, list[Path]]:
+    """The image folder (Kodak, fetched and verified, by default) and its first ``limit``
+    images."""
     if images is None:
         from kodak.fetch import KodakError, ensure_kodak
 
@@ -514,16 +536,19 @@ def main(
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
         raise click.ClickException("image names must be unique")
+    return images, paths
 
+
+def _make_codecs(codecs: str, options: dict[str, Any]) -> tuple[list[BenchCodec], list[str]]:
+    """The codecs asked for that are available, and a line for each one skipped."""
     wanted = [c.strip() for c in codecs.split(",") if c.strip()]
-    if compressai_checkpoints and "compressai-factorized" not in wanted:
+    if options["compressai_checkpoints"] and "compressai-factorized" not in wanted:
         wanted.append("compressai-factorized")
     unknown = [c for c in wanted if c not in codec_names()]
     if unknown:
         raise click.ClickException(
             f"unknown codec(s) {', '.join(unknown)}; known: {', '.join(codec_names())}"
         )
-    options = {"model": model, "compressai_checkpoints": list(compressai_checkpoints)}
     active: list[BenchCodec] = []
     skipped: list[str] = []
     for name in dict.fromkeys(wanted):
@@ -534,11 +559,24 @@ def main(
             click.echo(f"skipping {name}: {exc}", err=True)
     if not active:
         raise click.ClickException("no codec available to run")
+    return active, skipped
 
-    out.mkdir(parents=True, exist_ok=True)
+
+def _run_points(
+    paths: list[Path],
+    active: list[BenchCodec],
+    crop_wh: tuple[int, int] | None,
+    out: Path,
+    workers: int,
+    threads: int,
+    options: dict[str, Any],
+    quiet: bool,
+) -> tuple[list[Task], list[str]]:
+    """Run every (image, codec, quality) point not in the cache; returns all points and the
+    failures."""
     cache_path = out / CACHE_NAME
     cache = read_cache(cache_path)
-    shas = {p.name: sha256_path(p) for p in paths}
+    shas = {p.name: sha256_file(p) for p in paths}
     tasks = [
         Task(str(p), p.name, shas[p.name], c.name, c.version, q, crop_wh)
         for p in paths
@@ -563,9 +601,14 @@ def main(
             f"a worker process died ({exc}); out of memory? Finished points are saved in "
             f"{cache_path}; rerun (perhaps with fewer --workers) to resume"
         ) from None
-    cache = read_cache(cache_path)
+    return tasks, errors
 
-    # per-image CSV + per-codec JSON
+
+def _write_curves(
+    out: Path, active: list[BenchCodec], names: list[str], tasks: list[Task]
+) -> tuple[dict[str, Curve], list[str]]:
+    """per_image.csv and one JSON curve per codec; returns the curves and notes on them."""
+    cache = read_cache(out / CACHE_NAME)
     per_image = [cache[t.key] for t in tasks if t.key in cache]
     _write_csv(out / "per_image.csv", per_image)
     notes: list[str] = []
@@ -577,48 +620,53 @@ def main(
         path = out / f"{c.name}.json"
         path.write_text(json.dumps(result, indent=2) + "\n")
         curves[c.name] = load_curve(path)
+    return curves, notes
 
+
+def _published_curves(
+    anchors: Path, anchor_files: str, num_images: int, notes: list[str]
+) -> list[Curve]:
+    """The published anchor curves found (a note for each one missing, added to ``notes``)."""
     published: list[Curve] = []
-    if overlay_anchors:
-        for stem in (s.strip() for s in anchor_files.split(",") if s.strip()):
-            p = anchors / f"{stem}.json"
-            if p.is_file():
-                published.append(load_curve(p, published=True))
-            else:
-                notes.append(f"anchor {p} not found")
-        if published and len(paths) != 24:
-            notes.append(
-                f"published curves are means over all 24 Kodak images; this run used {len(paths)}"
-            )
-    all_curves = list(curves.values()) + published
+    for stem in (s.strip() for s in anchor_files.split(",") if s.strip()):
+        p = anchors / f"{stem}.json"
+        if p.is_file():
+            published.append(load_curve(p, published=True))
+        else:
+            notes.append(f"anchor {p} not found")
+    if published and num_images != 24:
+        notes.append(
+            f"published curves are means over all 24 Kodak images; this run used {num_images}"
+        )
+    return published
 
-    header = [
-        "# Rate-distortion results",
-        "",
-        f"{len(paths)} image(s) from `{images}`"
+
+def _summary(images: Path, num_images: int, crop_wh: tuple[int, int] | None) -> str:
+    return (
+        f"{num_images} image(s) from `{images}`"
         + (f", center-cropped to {crop_wh[0]}x{crop_wh[1]}" if crop_wh else "")
         + "; mean over images per quality; bpp from whole-file bytes; PSNR on RGB (8 bit); "
         "BD-rate: cubic Bjontegaard (negative = fewer bits than the reference at equal "
-        "quality), integrated over the overlap shown.",
-        "",
-    ]
-    body = [bd_table(all_curves, curves.get("jpeg"), curves.get("aecodec")), ""]
-    body += ["## Codecs", ""] + [f"- `{c.name}`: {c.description}" for c in active] + [""]
-    if skipped:
-        body += ["## Skipped", ""] + [f"- {s}" for s in skipped] + [""]
-    if notes or errors:
-        body += ["## Notes", ""] + [f"- {n}" for n in notes + errors] + [""]
-    (out / "rd.md").write_text("\n".join(header + body))
-
-    if not no_plot:
-        plot_rd(all_curves, out / "rd.png", title=f"Kodak ({len(paths)} images)")
-    click.echo(body[0])
-    click.echo(
-        f"wrote {out}/rd.md, per_image.csv, {len(curves)} JSON file(s)"
-        + ("" if no_plot else ", rd.png")
+        "quality), integrated over the overlap shown."
     )
-    if errors:
-        raise click.ClickException(f"{len(errors)} point(s) failed; see {out / 'rd.md'}")
+
+
+def _write_report(
+    path: Path,
+    summary: str,
+    table: str,
+    active: list[BenchCodec],
+    skipped: list[str],
+    notes: list[str],
+) -> None:
+    """rd.md: the summary, the BD table, the codecs, those skipped, and the notes."""
+    lines = ["# Rate-distortion results", "", summary, "", table, ""]
+    lines += ["## Codecs", ""] + [f"- `{c.name}`: {c.description}" for c in active] + [""]
+    if skipped:
+        lines += ["## Skipped", ""] + [f"- {s}" for s in skipped] + [""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    path.write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

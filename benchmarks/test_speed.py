@@ -41,13 +41,11 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def kodak_file() -> Path:
-    from kodak.fetch import DEFAULT_DEST, SHARED_DIR, read_sums, sha256_file
+    from kodak.fetch import find_image
 
-    digest = read_sums()[IMAGE_NAME]
-    for d in (DEFAULT_DEST, SHARED_DIR):
-        p = d / IMAGE_NAME
-        if p.is_file() and sha256_file(p) == digest:
-            return p
+    path = find_image(IMAGE_NAME)
+    if path is not None:
+        return path
     pytest.skip(
         f"{IMAGE_NAME} not found in kodak/images or ../shared/kodak; run python -m kodak.fetch"
     )

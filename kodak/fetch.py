@@ -13,7 +13,6 @@ is idempotent and cheap to call before every benchmark (see :func:`ensure_kodak`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import click
 
+from aecodec.files import sha256_file
+
 __all__ = [
     "DEFAULT_DEST",
     "DEFAULT_URL",
@@ -31,9 +32,9 @@ __all__ = [
     "SUMS_FILE",
     "KodakError",
     "ensure_kodak",
+    "find_image",
     "find_kodak",
     "read_sums",
-    "sha256_file",
 ]
 
 KODAK_DIR = Path(__file__).resolve().parent
@@ -41,6 +42,9 @@ REPO_ROOT = KODAK_DIR.parent
 SUMS_FILE = KODAK_DIR / "SHA256SUMS"
 DEFAULT_DEST = KODAK_DIR / "images"
 SHARED_DIR = REPO_ROOT.parent / "shared" / "kodak"
+SEARCH_DIRS = (DEFAULT_DEST, SHARED_DIR)
+"""Where Kodak images are looked for, in order: where ``python -m kodak.fetch`` puts them, then
+the shared copy. The one place that knows (tests, benchmarks and the speed suite use it)."""
 DEFAULT_URL = "https://r0k.us/graphics/kodak/kodak/{name}"
 
 
@@ -79,17 +83,21 @@ def read_sums(path: str | os.PathLike[str] = SUMS_FILE) -> dict[str, str]:
     return sums
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _verified(path: Path, digest: str) -> bool:
     return path.is_file() and sha256_file(path) == digest
+
+
+def find_image(name: str) -> Path | None:
+    """One verified Kodak image (``kodim23.png``) from :data:`SEARCH_DIRS`, or ``None``.
+
+    Raises:
+        KeyError: ``name`` is not in ``kodak/SHA256SUMS``.
+    """
+    digest = read_sums()[name]
+    for d in SEARCH_DIRS:
+        if _verified(d / name, digest):
+            return d / name
+    return None
 
 
 def find_kodak(
@@ -107,7 +115,8 @@ def find_kodak(
         The directory, or ``None`` when neither holds the complete verified set.
     """
     sums = dict(sums) if sums is not None else read_sums()
-    for d in (Path(dest) if dest is not None else DEFAULT_DEST, SHARED_DIR):
+    dirs = SEARCH_DIRS if dest is None else (Path(dest), SHARED_DIR)
+    for d in dirs:
         if d.is_dir() and all(_verified(d / n, h) for n, h in sums.items()):
             return d
     return None

@@ -1,23 +1,32 @@
-"""Shared fixtures: the tiny test model, sample images, paths to ../shared data."""
+"""Fixtures: the tiny test model and codecs; the slow marker of tests/test_train.py.
+
+Importable helpers (paths, ``smooth_image``, the tiny config, golden-file tools) live in
+``tests/helpers.py``.
+"""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
+from helpers import GOLDEN, ROOT, smooth_image
 
-ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = ROOT / "tests" / "golden"
-SHARED = ROOT.parent / "shared"
-KODAK = SHARED / "kodak"
-
-sys.path.insert(0, str(GOLDEN))
+# Re-exported for tests/test_train.py, which still imports them from here.
+__all__ = ["ROOT", "smooth_image"]
 
 # Tests share 2 cores with whatever else runs; keep torch from oversubscribing.
 torch.set_num_threads(1)
+
+# Slow tests in modules maintained elsewhere (their own @pytest.mark.slow once they move there).
+_SLOW_ELSEWHERE = frozenset(
+    {"tests/test_train.py::test_torchrun_two_processes_then_single_process_resume"}
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.split("[")[0] in _SLOW_ELSEWHERE:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -38,20 +47,3 @@ def default_codec():
     import aecodec
 
     return aecodec.get_codec()
-
-
-def smooth_image(width: int, height: int, channels: int = 3, seed: int = 0) -> np.ndarray:
-    """A photo-like test image: gradients plus mild noise, ``uint8 [H, W, C]``."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    base = [128 + 100 * np.sin(xx / 17.0 + c) * np.cos(yy / 23.0 - c) for c in range(channels)]
-    img = np.stack(base, -1) + rng.normal(0, 6, (height, width, channels))
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def kodak_path(name: str) -> Path:
-    """A Kodak image from ../shared/kodak, or skip the test with the reason."""
-    p = KODAK / name
-    if not p.exists():
-        pytest.skip(f"{p} not present (Kodak lives in ../shared/kodak; see kodak/README.md)")
-    return p

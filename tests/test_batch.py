@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, smooth_image
+from helpers import ROOT, smooth_image
 from PIL import Image
 
 import aecodec

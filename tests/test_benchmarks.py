@@ -18,14 +18,14 @@ from kodak import fetch
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-KODAK = SHARED / "kodak"
 ANCHORS = SHARED / "anchors" / "kodak"
 
 
 def _need_kodak() -> Path:
-    if not (KODAK / "kodim01.png").is_file():
-        pytest.skip(f"{KODAK} not present (Kodak images; see kodak/README.md)")
-    return KODAK
+    kodak = fetch.find_kodak()
+    if kodak is None:
+        pytest.skip("Kodak not in kodak/images or ../shared/kodak; run python -m kodak.fetch")
+    return kodak
 
 
 def _anchor(stem: str) -> tuple[list[float], list[float]]:

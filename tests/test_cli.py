@@ -737,3 +737,84 @@ def test_target_and_psnr_keep_pixel_limits_and_warn_once(tmp_path: Path) -> None
     assert result.exit_code == 1
     assert "exceeds the limit of 100 pixels" in result.stderr
     assert not (tmp_path / "b.aec").exists()
+
+
+def test_train_options_come_from_train_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from aecodec.train import loop
+    from cli import train as train_cli
+
+    fields = {f.name for f in dataclasses.fields(loop.TrainConfig)}
+    assert fields == set(train_cli.TRAIN_OPTIONS) | set(train_cli.NOT_OPTIONS)
+    seen: list[tuple[loop.TrainConfig, bool, bool]] = []
+
+    def fake_train(cfg: loop.TrainConfig, resume: bool, progress: bool) -> str:
+        seen.append((cfg, resume, progress))
+        return "RUN"
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    result = run(
+        "train",
+        "--run-dir",
+        "r",
+        "--steps",
+        7,
+        "--no-bf16",
+        "--channels",
+        8,
+        "--lambdas",
+        "0.01,0.05",
+        "--no-linear-path",
+        "--resume",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "run folder: RUN\n"
+    cfg, resume, progress = seen[0]
+    model = {"channels": 8, "linear_path": False, "lambdas": [0.01, 0.05]}
+    expected = loop.TrainConfig(run="r", steps=7, bf16=False, model=model)
+    assert (cfg, resume, progress) == (expected, True, False)
+    run("train")
+    assert seen[1][0] == loop.TrainConfig()  # every default is TrainConfig's
+
+
+def test_bench_runs_from_the_checkout_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli import bench
+
+    result = run("bench", "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage: aecodec bench" in result.stdout
+    monkeypatch.setattr(bench, "CHECKOUT", Path("/nonexistent"))
+    result = run("bench", "--help")
+    assert result.exit_code == 1
+    assert "not installed" in result.stderr and "pip install -e" in result.stderr
+
+
+def test_library_does_not_import_the_cli() -> None:
+    code = (
+        "import sys, aecodec, aecodec.train; assert 'cli' not in sys.modules, sorted(sys.modules)"
+    )
+    proc = _subprocess("-c", code)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_decompress_parses_the_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aecodec import container
+
+    _make_png(tmp_path / "a.png", "RGBA")
+    assert run("compress", "a.png").exit_code == 0
+    parse = container._parse
+    calls: list[int] = []
+
+    def counting(data: object, max_pixels: int | None) -> object:
+        calls.append(1)
+        return parse(data, max_pixels)
+
+    monkeypatch.setattr(container, "_parse", counting)
+    result = run("decompress", "a.aec", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["bytes"] == (tmp_path / "a.aec").stat().st_size
+    assert len(calls) == 1
+    aecodec.decompress(tmp_path / "a.aec")
+    assert len(calls) == 2

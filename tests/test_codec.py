@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import ROOT, kodak_path, smooth_image
+from helpers import ROOT, kodak_path, smooth_image
 from PIL import Image
 
 import aecodec

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, smooth_image
+from helpers import ROOT, smooth_image
 from PIL import Image
 
 from aecodec import FormatError, files

@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-import make_golden
 import numpy as np
 import pytest
-from conftest import GOLDEN
+from helpers import GOLDEN, make_golden
 from PIL import Image
 
 from aecodec.codec import Codec

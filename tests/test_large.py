@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+import pytest
+from helpers import ROOT
 
 _SCRIPT = r"""
 import resource, sys, numpy as np, torch
@@ -27,6 +28,7 @@ print(f"{len(data)} {peak_mb:.0f}")
 """
 
 
+@pytest.mark.slow
 def test_24_megapixel_image_in_bounded_memory() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     res = subprocess.run(

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import ROOT, smooth_image
+from helpers import ROOT, smooth_image
 
 import aecodec
 from aecodec import FormatError, ImageError, container

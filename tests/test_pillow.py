@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import smooth_image
+from helpers import smooth_image
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 import aecodec

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import make_golden
 import torch
+from helpers import TINY
 
 from aecodec.model.config import ModelConfig
 from aecodec.model.vqvae import VQVAE
 
-CFG = ModelConfig(**make_golden.TINY)
+CFG = ModelConfig(**TINY)
 
 
 def _net() -> VQVAE:

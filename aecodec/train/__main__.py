@@ -1,4 +1,9 @@
-"""``python -m aecodec.train``: the same as ``aecodec train`` (also under ``torchrun``)."""
+"""``python -m aecodec.train``: an entry point of the command line, the same as ``aecodec train``
+(also under ``torchrun``).
+
+Only run by ``python -m``; ``import aecodec.train`` never imports it, so the library does not
+depend on its command line (:mod:`cli`).
+"""
 
 import sys
 

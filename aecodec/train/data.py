@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from aecodec.container import TILE_ALIGN
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm"}
 
 
@@ -62,8 +64,8 @@ class CropSampler:
     """
 
     def __init__(self, files: list[Path], crop: int, seed: int) -> None:
-        if crop % 16:
-            raise ValueError(f"crop size must be a multiple of 16, got {crop}")
+        if crop % TILE_ALIGN:
+            raise ValueError(f"crop size must be a multiple of {TILE_ALIGN}, got {crop}")
         self.crop = crop
         self.images = [load_rgb(p, crop) for p in files]
         self.rng = np.random.default_rng(seed)

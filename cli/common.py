@@ -1,0 +1,361 @@
+"""What every ``aecodec`` command shares: per-file error reports, outputs, options.
+
+Per-file errors are reported as one line, ``aecodec: error: <file>: <message>``, on stderr; the rest
+of a batch still runs and the exit status is 1 if any file failed (130 after Ctrl-C, 2 for a usage
+error).
+
+Outputs are written by :func:`aecodec.files.write_atomic`: to a temporary file in the output's
+directory, fsync'ed, then linked (no overwrite) or renamed (``--force``) into place. A failure,
+Ctrl-C or SIGTERM therefore never leaves a partial output or a temporary file behind, and an
+existing file is only replaced with ``--force``; devices and pipes are written in place.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
+from pathlib import Path
+from typing import IO, Any, NoReturn, TypeVar
+
+import click
+import PIL
+from PIL import Image
+
+import aecodec
+from aecodec import files
+from aecodec.errors import AecodecError
+
+PROG = "aecodec"
+
+EXISTS_MESSAGE = files.EXISTS_MESSAGE
+
+# Errors that are reported as one line for the file being processed. Anything else is a bug in
+# aecodec and keeps its traceback.
+FILE_ERRORS: tuple[type[BaseException], ...] = (
+    AecodecError,
+    OSError,  # includes PIL.UnidentifiedImageError
+    PIL.UnidentifiedImageError,
+    Image.DecompressionBombError,
+    ValueError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FileError(Exception):
+    """A per-file failure whose message is ready for the user."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        """Create the error.
+
+        Args:
+            path: The file the message is about (an input or an output).
+            message: One-line description of the problem.
+        """
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def describe_error(exc: BaseException) -> str:
+    """Turn an exception into a short one-line message (no traceback, no repeated file name)."""
+    if isinstance(exc, PIL.UnidentifiedImageError):
+        return "not a supported image file (cannot identify the image format)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return one_line(exc.strerror)
+    return one_line(str(exc)) or type(exc).__name__
+
+
+def strip_path_prefix(message: str, path: Path) -> str:
+    """Drop a leading ``"<path>: "`` from a message, since the report already names the file."""
+    for prefix in (os.fspath(path), os.path.abspath(path), path.name):
+        if prefix and message.startswith(f"{prefix}: "):
+            return message[len(prefix) + 2 :]
+    return message
+
+
+def report(path: Path | str, message: str, kind: str = "error") -> None:
+    click.echo(f"{PROG}: {kind}: {click.format_filename(path)}: {one_line(message)}", err=True)
+
+
+@contextmanager
+def warnings_as_lines(path: Path) -> Iterator[None]:
+    """Report aecodec's warnings about ``path`` as one line each: ``aecodec: warning: ...``.
+
+    A message is reported once per file, even if issued again (``--psnr`` reads the image a
+    second time).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", aecodec.AecodecWarning)
+        try:
+            yield
+        finally:
+            seen: set[str] = set()
+            for w in caught:
+                if issubclass(w.category, aecodec.AecodecWarning):
+                    message = strip_path_prefix(str(w.message), path)
+                    if message not in seen:
+                        seen.add(message)
+                        report(path, message, "warning")
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"{PROG}: error: {one_line(message)}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def handle_interrupt(func: F) -> F:
+    """Turn Ctrl-C into a one-line message and exit status 130 (instead of click's "Aborted!"),
+    and SIGTERM/SIGHUP into "terminated" and 128 + the signal (temporary files cleaned up)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with files.terminate_cleanly():
+                return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            lead = "\n" if stderr_is_tty() else ""  # get off the line that shows ^C
+            click.echo(f"{lead}{PROG}: interrupted", err=True)
+            raise click.exceptions.Exit(130) from None
+        except files.Terminated as exc:
+            click.echo(f"{PROG}: terminated", err=True)
+            raise click.exceptions.Exit(128 + exc.signum) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def same_file(a: Path, b: Path) -> bool:
+    with suppress(OSError):
+        if os.path.samefile(a, b):
+            return True
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: symlink loop on older Pythons
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_destination(src: Path, dst: Path, force: bool) -> None:
+    """Refuse to write onto the input, onto an existing file without ``--force``, or onto a
+    directory or block device."""
+    if same_file(src, dst):
+        raise FileError(dst, "output would overwrite the input; choose another output with -o")
+    try:
+        files.check_output(dst, force=force)
+    except OSError as exc:
+        raise FileError(dst, describe_error(exc)) from None
+
+
+def output_key(path: Path) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def check_not_written(dst: Path, written: set[str]) -> None:
+    """Refuse to write the same output twice in one run (e.g. ``a/x.png b/x.png -o dir``)."""
+    if output_key(dst) in written:
+        raise FileError(dst, "already written from another input in this run; not overwriting it")
+
+
+def write_atomic(dst: Path, write: Callable[[IO[bytes]], object], *, force: bool) -> None:
+    """:func:`aecodec.files.write_atomic`, with errors as :class:`FileError` for the report."""
+    try:
+        files.write_atomic(dst, write, force=force)
+    except FileExistsError:
+        raise FileError(dst, EXISTS_MESSAGE) from None
+    except (OSError, ValueError) as exc:
+        raise FileError(dst, f"cannot write: {describe_error(exc)}") from None
+
+
+def destination(
+    src: Path, output: Path | None, output_is_dir: bool, name: Callable[[Path], Path]
+) -> Path:
+    """The output of ``src``: ``-o`` itself, or the default name (beside it or in ``-o``)."""
+    if output is None:
+        return name(src)
+    if output_is_dir:
+        return output / name(src).name
+    return output
+
+
+def resolve_output(output: str | None, n_inputs: int) -> tuple[Path | None, bool]:
+    """Validate ``-o`` against the number of inputs; return it and whether it is a directory.
+
+    ``-o DIR/`` (trailing slash) always means a folder and creates it; ``-o DIR`` is a folder if
+    it exists. Several inputs need a folder.
+    """
+    if output is None:
+        return None, False
+    path = Path(output)
+    if output.endswith(("/", os.sep)):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fail(f"{click.format_filename(output)}: cannot create folder: {describe_error(exc)}")
+        return path, True
+    if path.is_dir():
+        return path, True
+    if n_inputs > 1:
+        name = click.format_filename(output)
+        raise click.BadParameter(
+            f"with several inputs, -o must be a folder: {name} is not one "
+            f"(end it with / to create it: -o {name}/)",
+            param_hint="'-o' / '--output'",
+        )
+    return path, False
+
+
+def stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def run_batch(
+    inputs: Sequence[Path], process: Callable[[Path], None], *, verbose: bool, label: str
+) -> int:
+    """Run ``process`` on every input, reporting errors per file. Returns the number of failures."""
+    show_bar = len(inputs) > 1 and not verbose and stderr_is_tty()
+    bar_cm: Any
+    if show_bar:
+        bar_cm = click.progressbar(
+            inputs,
+            label=label,
+            file=sys.stderr,
+            item_show_func=lambda p: None if p is None else click.format_filename(p),
+        )
+    else:
+        bar_cm = nullcontext(inputs)
+    failures = 0
+    with bar_cm as items:
+        for src in items:
+            try:
+                with warnings_as_lines(src):
+                    process(src)
+            except (FileError, *FILE_ERRORS) as exc:
+                if show_bar:  # clear the bar's line; it is redrawn on the next item
+                    click.echo("\r\x1b[K", err=True, nl=False)
+                if isinstance(exc, FileError):
+                    report(exc.path, exc.message)
+                else:
+                    report(src, strip_path_prefix(describe_error(exc), src))
+                failures += 1
+    return failures
+
+
+def is_verbose(ctx: click.Context, local: bool) -> bool:
+    """``-v`` given to the command (``local``) or to ``aecodec`` itself."""
+    return local or bool((ctx.obj or {}).get("verbose"))
+
+
+# --------------------------------------------------------------------------------------------------
+# options
+
+STDIO = "-"
+INPUT_PATH = click.Path(path_type=Path)
+VERBOSE_HELP = "Print one line per file (size, bpp, time)."
+verbose_option = click.option(
+    "-v", "--verbose", "verbose_here", is_flag=True, help="Same as `aecodec -v`."
+)
+model_option = click.option(
+    "--model", metavar="NAME", default=None, help="Model to use (see `aecodec models`)."
+)
+force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+
+
+def pixel_options(func: F) -> F:
+    """``--max-pixels`` and ``--warn-pixels``: the pixel limits (docs/SECURITY.md)."""
+    func = click.option(
+        "--warn-pixels",
+        type=click.IntRange(min=1),
+        metavar="N",
+        default=None,
+        help="Warn about images over N pixels. [default: aecodec.container.WARN_PIXELS = 2**26]",
+    )(func)
+    return click.option(
+        "--max-pixels",
+        type=click.IntRange(min=1),
+        metavar="N",
+        default=None,
+        help="Refuse images over N pixels. [default: aecodec.container.MAX_PIXELS = 2**28]",
+    )(func)
+
+
+# --------------------------------------------------------------------------------------------------
+# per-file lines
+
+
+def emit(
+    src: Path | str,
+    dst: Path | str,
+    fields: dict[str, Any],
+    *,
+    as_json: bool,
+    to_stderr: bool,
+    text: str | None = None,
+) -> None:
+    """One line per file: JSON (``--json``, on stderr if stdout carries data) or text (``-v``,
+    always on stderr): ``text``, or by default bytes, bpp, quality, PSNR and seconds."""
+    if as_json:
+        record = {"input": os.fspath(src), "output": os.fspath(dst), **fields}
+        click.echo(json.dumps(record), err=to_stderr)
+        return
+    head = f"{click.format_filename(src)} -> {click.format_filename(dst)}: "
+    click.echo(head + (text or _summary(fields)), err=True)
+
+
+def _summary(fields: dict[str, Any]) -> str:
+    parts = [f"{fields['bytes']} bytes", f"{fields['bpp']:.3f} bpp"]
+    if fields.get("quality") is not None:
+        parts.append(f"q{fields['quality']}")
+    if fields.get("psnr") is not None:
+        parts.append(f"{fields['psnr']:.2f} dB")
+    parts.append(f"{fields['seconds']:.2f} s")
+    return ", ".join(parts)
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch threads in this process (imports torch only when given)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def check_model_and_quality(model: str | None, quality: int | None) -> None:
+    """Usage errors (exit 2) for an unknown model or a quality the model does not have."""
+    try:
+        valid = list(aecodec.qualities(model))
+    except (AecodecError, OSError) as exc:
+        if model is not None:
+            try:
+                names = [str(m["name"]) for m in aecodec.models()]
+            except (AecodecError, OSError):
+                names = []
+            if model not in names:
+                available = ", ".join(names) if names else "none"
+                raise click.BadParameter(
+                    f"unknown model {model!r}; available: {available}", param_hint="'--model'"
+                ) from None
+        fail(describe_error(exc))
+    if quality is not None and quality not in valid:
+        which = f"model {model!r}" if model else "the default model"
+        raise click.BadParameter(
+            f"{quality} is not a quality of {which}; valid qualities: "
+            + ", ".join(str(q) for q in valid),
+            param_hint="'-q' / '--quality'",
+        )

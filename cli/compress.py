@@ -1,0 +1,378 @@
+"""``aecodec compress``: images to ``.aec`` files, one by one or in worker processes."""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+import aecodec
+from aecodec import files
+from aecodec import output as outputs
+from cli.common import (
+    INPUT_PATH,
+    STDIO,
+    FileError,
+    check_destination,
+    check_model_and_quality,
+    check_not_written,
+    destination,
+    emit,
+    fail,
+    force_option,
+    handle_interrupt,
+    is_verbose,
+    model_option,
+    output_key,
+    pixel_options,
+    report,
+    resolve_output,
+    run_batch,
+    set_threads,
+    strip_path_prefix,
+    verbose_option,
+    write_atomic,
+)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What ``compress`` was asked to do, the same for every input."""
+
+    quality: int | None
+    model: str | None
+    metadata: str
+    targets: dict[str, Any]
+    limits: dict[str, int | None]
+    with_psnr: bool
+    as_json: bool
+    verbose: bool
+    force: bool
+    to_stdout: bool
+    out: Path | None
+    output_is_dir: bool
+    written: set[str] = field(default_factory=set)  # outputs of this run (never written twice)
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=INPUT_PATH)
+@click.option(
+    "-o",
+    "--output",
+    metavar="PATH",
+    help="Output file (one input; - for stdout) or folder (an existing one, or any path ending "
+    "in /, which is created). Default: each input with the suffix .aec, beside it; stdout for "
+    "input - (stdin).",
+)
+@click.option(
+    "-q",
+    "--quality",
+    type=int,
+    metavar="Q",
+    default=None,
+    help="Quality level: higher means more bytes and better quality. "
+    "Valid levels: see `aecodec models`. [default: aecodec.DEFAULT_QUALITY]",
+)
+@click.option(
+    "--target-bpp",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="BPP",
+    help="Highest quality whose file has at most BPP bits per pixel (like cwebp -size).",
+)
+@click.option(
+    "--target-size",
+    metavar="BYTES",
+    help="Highest quality whose file has at most BYTES bytes (K, M suffixes: 40K).",
+)
+@click.option(
+    "--target-psnr",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="DB",
+    help="Lowest quality whose decoding reaches DB dB PSNR (like cwebp -psnr).",
+)
+@model_option
+@click.option(
+    "--metadata",
+    type=click.Choice(outputs.METADATA_CHOICES),
+    default="all",
+    show_default=True,
+    help="Metadata to carry from the input (like cwebp -metadata).",
+)
+@click.option(
+    "--psnr",
+    "with_psnr",
+    is_flag=True,
+    help="Also decode and report the PSNR (like cwebp -print_psnr; implies -v).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object per file (input, output, bytes, bpp, quality, seconds).",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="torch threads per process."
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Files coded in parallel, in separate processes.",
+)
+@pixel_options
+@force_option
+@verbose_option
+@click.pass_context
+@handle_interrupt
+def compress(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    output: str | None,
+    quality: int | None,
+    target_bpp: float | None,
+    target_size: str | None,
+    target_psnr: float | None,
+    model: str | None,
+    metadata: str,
+    with_psnr: bool,
+    as_json: bool,
+    threads: int | None,
+    jobs: int,
+    max_pixels: int | None,
+    warn_pixels: int | None,
+    force: bool,
+    verbose_here: bool,
+) -> None:
+    """Compress images to .aec files.
+
+    INPUTS are image files Pillow can read (PNG, JPEG, TIFF, WebP, ...), or - for stdin; L, LA,
+    RGB and RGBA images keep their mode.
+    """
+    check_model_and_quality(model, quality)
+    targets = _targets(target_bpp, target_size, target_psnr)
+    if targets and quality is not None:
+        raise click.UsageError("give either -q or a --target-*, not both")
+    to_stdout = _check_stdio(inputs, output)
+    out, output_is_dir = (None, False) if to_stdout else resolve_output(output, len(inputs))
+    job = _Job(
+        quality=quality,
+        model=model,
+        metadata=metadata,
+        targets=targets,
+        limits={"max_pixels": max_pixels, "warn_pixels": warn_pixels},
+        with_psnr=with_psnr,
+        as_json=as_json,
+        verbose=is_verbose(ctx, verbose_here) or with_psnr,
+        force=force,
+        to_stdout=to_stdout,
+        out=out,
+        output_is_dir=output_is_dir,
+    )
+    set_threads(threads)
+    if jobs > 1 and len(inputs) > 1 and not targets:
+        failures = _compress_parallel(inputs, job, threads=threads, jobs=jobs)
+    else:
+        failures = run_batch(
+            inputs,
+            lambda src: _compress_one(src, job),
+            verbose=job.verbose or as_json,
+            label="compressing",
+        )
+    if failures:
+        ctx.exit(1)
+
+
+def _targets(target_bpp: float | None, size: str | None, psnr: float | None) -> dict[str, Any]:
+    """The one ``--target-*`` given, as keyword arguments of ``compress_to_target``."""
+    targets: dict[str, Any] = {}
+    if target_bpp is not None:
+        targets["target_bpp"] = target_bpp
+    if size is not None:
+        from aecodec.ratecontrol import parse_size
+
+        try:
+            targets["target_size"] = parse_size(size)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--target-size'") from None
+    if psnr is not None:
+        targets["target_psnr"] = psnr
+    if len(targets) > 1:
+        raise click.UsageError("give only one of --target-bpp, --target-size and --target-psnr")
+    return targets
+
+
+def _check_stdio(inputs: Sequence[Path], output: str | None) -> bool:
+    """Usage checks for ``-`` (stdin) and ``-o -`` (stdout); returns whether stdout is written."""
+    stdin = Path(STDIO) in inputs
+    if stdin and len(inputs) > 1:
+        raise click.UsageError("- (stdin) must be the only input")
+    if output == STDIO and len(inputs) > 1:
+        raise click.UsageError("-o - (stdout) takes one input")
+    to_stdout = output == STDIO or (stdin and output is None)
+    if to_stdout and sys.stdout.isatty():
+        fail("refusing to write binary .aec data to a terminal; pass -o FILE or redirect stdout")
+    return to_stdout
+
+
+def _compress_one(src: Path, job: _Job) -> None:
+    """Compress one input (a file, or stdin) and write it; report it if asked to."""
+    start = time.perf_counter()
+    source, dst = _source_and_destination(src, job)
+    data, fields = _encode(src, source, job)
+    elapsed = time.perf_counter() - start
+    if job.to_stdout:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(dst, lambda fh: fh.write(data), force=job.force)
+        job.written.add(output_key(dst))
+    if job.verbose or job.as_json:
+        header = aecodec.info(data, max_pixels=job.limits["max_pixels"])
+        fields = {
+            "bytes": len(data),
+            "bpp": header["bpp"],
+            "quality": header["quality"],
+            "seconds": elapsed,
+            **fields,
+        }
+        if job.with_psnr:
+            fields["psnr"] = _psnr_of(source, data, job.limits)
+        emit(src, dst, fields, as_json=job.as_json, to_stderr=job.to_stdout)
+
+
+def _source_and_destination(src: Path, job: _Job) -> tuple[Path | io.BytesIO, Path]:
+    """The image to read (stdin is read into memory, bounded) and the checked output path."""
+    source: Path | io.BytesIO
+    if src == Path(STDIO):
+        # bounded (aecodec.files.MAX_STREAM_BYTES); kept in memory for --psnr
+        source = io.BytesIO(files.read_stream(sys.stdin.buffer, aecodec.ImageError))
+        dst = job.out or Path(STDIO)
+    else:
+        dst = destination(src, job.out, job.output_is_dir, outputs.compressed_name)
+        _check_input(src)
+        source = src
+    if not job.to_stdout:
+        check_destination(src, dst, job.force)
+        check_not_written(dst, job.written)
+    return source, dst
+
+
+def _check_input(src: Path) -> None:
+    if src.is_dir():
+        raise FileError(src, "Is a directory")
+    if not src.exists():
+        raise FileError(src, "No such file or directory")
+
+
+def _encode(src: Path, source: Path | io.BytesIO, job: _Job) -> tuple[bytes, dict[str, Any]]:
+    """The ``.aec`` bytes, and for a ``--target-*`` whether it was met and in how many trials."""
+    if not job.targets:
+        data = aecodec.compress(
+            source,
+            job.quality,
+            model=job.model,
+            metadata=job.metadata,  # type: ignore[arg-type]
+            **job.limits,
+        )
+        return data, {}
+    from aecodec.ratecontrol import compress_to_target
+
+    reached = compress_to_target(
+        aecodec.get_codec(job.model),
+        source,
+        metadata=job.metadata,  # type: ignore[arg-type]
+        **job.targets,
+        **job.limits,
+    )
+    if not reached.met:
+        ((name, value),) = job.targets.items()
+        report(
+            src,
+            f"--{name.replace('_', '-')} {value} cannot be met; wrote quality {reached.quality}",
+            "warning",
+        )
+    return reached.data, {"target_met": reached.met, "trials": reached.trials}
+
+
+def _psnr_of(source: Path | io.BytesIO, data: bytes, limits: dict[str, int | None]) -> float:
+    """PSNR (RGB) of the decoded ``data`` against the input image ``source``."""
+    import numpy as np
+
+    from aecodec import imageio
+    from aecodec.metrics import psnr_rgb
+
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    reference = imageio.load(source, **limits).rgb
+    decoded = aecodec.decompress(data, **limits).convert("RGB")
+    return psnr_rgb(reference, np.asarray(decoded))
+
+
+# --------------------------------------------------------------------------------------------------
+# -j N
+
+
+def _compress_parallel(inputs: Sequence[Path], job: _Job, *, threads: int | None, jobs: int) -> int:
+    """``-j N``: code the files in N spawned processes (aecodec.batch); returns the failures."""
+    from aecodec import batch
+
+    todo, failures = _plan(inputs, job)
+
+    def write(dst: Path, data: bytes) -> None:
+        try:
+            write_atomic(dst, lambda fh: fh.write(data), force=job.force)
+        except FileError as exc:
+            raise OSError(exc.message) from None
+
+    results = batch.compress_files(
+        todo,
+        codec=aecodec.get_codec(job.model),
+        quality=job.quality,
+        metadata=job.metadata,  # type: ignore[arg-type]
+        psnr=job.with_psnr,
+        max_pixels=job.limits["max_pixels"],
+        warn_pixels=job.limits["warn_pixels"],
+        workers=jobs,
+        threads=threads or 1,
+        skip_existing=False,
+        write=write,
+    )
+    for r in results:
+        for message in r.warnings:
+            report(r.src, strip_path_prefix(message, r.src), "warning")
+        if r.status == "failed":
+            report(r.src, strip_path_prefix(r.error or "failed", r.src))
+            failures += 1
+        elif job.verbose or job.as_json:
+            fields = {"bytes": r.bytes, "bpp": r.bpp, "quality": r.quality, "seconds": r.seconds}
+            if job.with_psnr:
+                fields["psnr"] = r.psnr
+            emit(r.src, r.dst, fields, as_json=job.as_json, to_stderr=False)
+    return failures
+
+
+def _plan(inputs: Sequence[Path], job: _Job) -> tuple[list[tuple[Path, Path]], int]:
+    """The (input, output) pairs that pass the checks, and the number that did not (reported)."""
+    todo = []
+    failures = 0
+    for src in inputs:
+        dst = destination(src, job.out, job.output_is_dir, outputs.compressed_name)
+        try:
+            _check_input(src)
+            check_destination(src, dst, job.force)
+            check_not_written(dst, job.written)
+        except FileError as exc:
+            report(exc.path, exc.message)
+            failures += 1
+            continue
+        job.written.add(output_key(dst))
+        todo.append((src, dst))
+    return todo, failures

@@ -1,0 +1,175 @@
+"""``aecodec decompress``: ``.aec`` files to images (lossless formats unless asked otherwise)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+from PIL import Image
+
+import aecodec
+from aecodec import container, files
+from aecodec import output as outputs
+from aecodec.errors import AecodecError
+from cli.common import (
+    INPUT_PATH,
+    STDIO,
+    FileError,
+    check_destination,
+    check_not_written,
+    destination,
+    emit,
+    fail,
+    force_option,
+    handle_interrupt,
+    is_verbose,
+    output_key,
+    pixel_options,
+    resolve_output,
+    run_batch,
+    set_threads,
+    verbose_option,
+    write_atomic,
+)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What ``decompress`` was asked to do, the same for every input."""
+
+    output_quality: int | None
+    max_pixels: int | None
+    warn_pixels: int | None
+    as_json: bool
+    verbose: bool
+    force: bool
+    to_stdout: bool
+    out: Path | None
+    output_is_dir: bool
+    written: set[str] = field(default_factory=set)  # outputs of this run (never written twice)
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=INPUT_PATH)
+@click.option(
+    "-o",
+    "--output",
+    metavar="PATH",
+    help="Output image (one input; its extension picks the format: .png, .tiff, .webp "
+    "(lossless), .bmp, ...) or folder (an existing one, or any path ending in /, which is "
+    "created). Default: each input with .png appended (photo.aec -> photo.aec.png, so the "
+    "original photo.png is never touched).",
+)
+@click.option(
+    "--output-quality",
+    type=click.IntRange(1, 100),
+    metavar="Q",
+    default=None,
+    help="Allow a lossy output format (.jpg, .avif, or lossy .webp) at this quality, 1-100. "
+    "Without it, only exact formats are written.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object per file (bytes, bpp, time)."
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads.")
+@pixel_options
+@force_option
+@verbose_option
+@click.pass_context
+@handle_interrupt
+def decompress(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    output: str | None,
+    output_quality: int | None,
+    as_json: bool,
+    threads: int | None,
+    max_pixels: int | None,
+    warn_pixels: int | None,
+    force: bool,
+    verbose_here: bool,
+) -> None:
+    """Decompress .aec files to images (lossless PNG by default). - reads stdin."""
+    stdin = Path(STDIO) in inputs
+    if (stdin or output == STDIO) and len(inputs) > 1:
+        raise click.UsageError("- (stdin) and -o - (stdout) take one input")
+    to_stdout = output == STDIO or (stdin and output is None)
+    if to_stdout and sys.stdout.isatty():
+        fail("refusing to write binary image data to a terminal; pass -o FILE or redirect")
+    out, output_is_dir = (None, False) if to_stdout else resolve_output(output, len(inputs))
+    job = _Job(
+        output_quality=output_quality,
+        max_pixels=max_pixels,
+        warn_pixels=warn_pixels,
+        as_json=as_json,
+        verbose=is_verbose(ctx, verbose_here),
+        force=force,
+        to_stdout=to_stdout,
+        out=out,
+        output_is_dir=output_is_dir,
+    )
+    set_threads(threads)
+    process = lambda src: _decompress_one(src, job)  # noqa: E731
+    if run_batch(inputs, process, verbose=job.verbose or as_json, label="decompressing"):
+        ctx.exit(1)
+
+
+def _decompress_one(src: Path, job: _Job) -> None:
+    """Decode one file (or stdin) and write the image; report it if asked to."""
+    start = time.perf_counter()
+    dst = Path("-.png") if job.to_stdout else _checked_destination(src, job)
+    try:
+        fmt = outputs.image_format(dst, job.output_quality)
+    except AecodecError as exc:
+        raise FileError(dst, str(exc)) from None
+    if not job.to_stdout:
+        check_destination(src, dst, job.force)
+        check_not_written(dst, job.written)
+    data = files.read_aec_stream(sys.stdin.buffer) if src == Path(STDIO) else files.read_aec(src)
+    # parsed once: the mode is checked (no JPEG + alpha) before the expensive decode
+    bitstream = aecodec.container.unpack(data, max_pixels=job.max_pixels)
+    try:
+        outputs.check_mode(fmt, bitstream.header.mode)
+        img = aecodec.decompress(bitstream, max_pixels=job.max_pixels, warn_pixels=job.warn_pixels)
+        params = outputs.save_options(fmt, img)
+    except aecodec.ImageError as exc:
+        raise FileError(dst, str(exc)) from None
+    if job.to_stdout:
+        img.save(sys.stdout.buffer, format=fmt.name, **params)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(dst, lambda fh: img.save(fh, format=fmt.name, **params), force=job.force)
+        job.written.add(output_key(dst))
+    if job.as_json or job.verbose:
+        _report_file(src, dst, bitstream.header, len(data), img, time.perf_counter() - start, job)
+
+
+def _checked_destination(src: Path, job: _Job) -> Path:
+    return destination(src, job.out, job.output_is_dir, outputs.decompressed_name)
+
+
+def _report_file(
+    src: Path,
+    dst: Path,
+    header: container.Header,
+    size: int,
+    img: Image.Image,
+    seconds: float,
+    job: _Job,
+) -> None:
+    """``--json``: bytes, bpp, quality, size, mode, seconds; ``-v``: size, mode, seconds."""
+    fields = {
+        "bytes": size,
+        "bpp": header.bpp(size),
+        "quality": header.quality,
+        "width": img.width,
+        "height": img.height,
+        "mode": img.mode,
+        "seconds": seconds,
+    }
+    text = f"{img.width}x{img.height} {img.mode}, {seconds:.2f} s"
+    shown = STDIO if job.to_stdout and job.as_json else dst
+    emit(src, shown, fields, as_json=job.as_json, to_stderr=job.to_stdout, text=text)

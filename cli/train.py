@@ -1,0 +1,271 @@
+"""``aecodec train`` (also ``python -m aecodec.train``, under ``torchrun``) and ``aecodec export``.
+
+The training options are made from the fields of :class:`aecodec.train.loop.TrainConfig`, so
+their defaults have one home; this module adds only their help texts (:data:`TRAIN_OPTIONS`).
+Importing ``TrainConfig`` imports torch, so the options are built the first time ``train``
+parses its arguments or shows its help, never when ``aecodec`` starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.common import describe_error, fail
+
+#: TrainConfig field -> its option: ``help``, and where the default spelling does not fit, the
+#: option's ``flag`` (default ``--field-name``) and click ``type``. Defaults come from TrainConfig.
+TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "data": {"help": "Folder of training images."},
+    "run": {"flag": "--run-dir", "help": "Run folder (checkpoints, metrics)."},
+    "steps": {"help": "Total optimizer steps."},
+    "batch": {"help": "Crops per optimizer step (per process)."},
+    "crop": {"help": "Crop side (multiple of 16)."},
+    "lr": {"help": "Peak learning rate."},
+    "warmup": {"help": "Linear warm-up steps."},
+    "final_lr_ratio": {"help": "Cosine decay floor."},
+    "seed": {"help": "Seed of the initialisation and the crops."},
+    "commit_weight": {"help": "Weight of the commitment term ||y - sg(c)||^2 (in rate units)."},
+    "quality_balance": {
+        "help": "Weight each sample's loss by (lambda_min / lambda_q) ** this "
+        "(evens out gradients)."
+    },
+    "threads": {"help": "torch threads per process."},
+    "val_every": {"help": "Validate every this many steps."},
+    "ckpt_every": {"help": "Write a checkpoint every this many steps."},
+    "init": {
+        "help": "Start from these weights (.safetensors or checkpoint), or 'pca' (a PCA block "
+        "coder; needs --linear-path)."
+    },
+    "bf16": {
+        "help": "bfloat16 autocast for the transforms. Default: on where the CPU has native bf16 "
+        "(avx512_bf16/amx_bf16), off elsewhere (emulated bf16 is ~20x slower)."
+    },
+    "arch": {
+        "type": click.Choice(["vq", "factorized"]),
+        "help": "vq: the aecodec model; factorized: the same-budget CompressAI "
+        "bmshj2018-factorized baseline (one rate point: pass one --lambdas value).",
+    },
+    "train_only": {
+        "type": click.Choice(["all", "decoder"]),
+        "help": "decoder: train the synthesis only (indices and rate stay fixed; PSNR only "
+        "improves).",
+    },
+    "lr_table_scale": {
+        "help": "Scale of the probability tables' learning rate (1e-2 by default).",
+    },
+}
+
+#: TrainConfig fields with no option, and why.
+NOT_OPTIONS: dict[str, str] = {
+    "lr_table": "scaled by --lr-table-scale",
+    "lr_linear": "fixed by the recipe",
+    "num_val": "fixed, so validation numbers compare across runs",
+    "val_crop": "fixed, so validation numbers compare across runs",
+    "model": "made from --channels, --latent-channels, ... and --lambdas",
+}
+
+#: Model options: ModelConfig fields passed through TrainConfig.model when given.
+_MODEL_FIELDS = ("channels", "latent_channels", "codebook_size", "group_dim", "linear_path", "name")
+
+
+def train_options() -> list[click.Option]:
+    """The click options of the TrainConfig fields in :data:`TRAIN_OPTIONS` (imports torch)."""
+    from aecodec.train.loop import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = set(fields) - set(TRAIN_OPTIONS) - set(NOT_OPTIONS)
+    if unknown:
+        raise RuntimeError(f"TrainConfig fields without an option or a reason: {sorted(unknown)}")
+    return [_option(fields[name], hints[name], spec) for name, spec in TRAIN_OPTIONS.items()]
+
+
+def _option(f: dataclasses.Field[Any], hint: Any, spec: dict[str, Any]) -> click.Option:
+    flag = spec.get("flag", "--" + f.name.replace("_", "-"))
+    if hint == bool | None:  # --x/--no-x, default None: decided at run time
+        return click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=None, help=spec["help"])
+    if hint not in (int, float, str):
+        raise TypeError(f"TrainConfig.{f.name}: no option for type {hint}")
+    return click.Option(
+        [flag, f.name],
+        type=spec.get("type", hint),
+        default=f.default,
+        show_default=f.default not in ("", None),
+        help=spec["help"],
+    )
+
+
+class _TrainCommand(click.Command):
+    """A command whose leading options are :func:`train_options`, built on first use."""
+
+    _built = False
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not self._built:
+            self.params[:0] = train_options()
+            self._built = True
+        return super().get_params(ctx)
+
+
+@click.command(cls=_TrainCommand)
+@click.option(
+    "--lambdas", default=None, help="Comma-separated RD trade-offs, one per quality (ascending)."
+)
+@click.option("--channels", type=int, default=None, help="Hidden width N.")
+@click.option("--latent-channels", type=int, default=None, help="Latent channels M.")
+@click.option("--codebook-size", type=int, default=None, help="Codewords per group K.")
+@click.option("--group-dim", type=int, default=None, help="Dimensions per codebook d.")
+@click.option(
+    "--linear-path/--no-linear-path",
+    default=None,
+    help="Add a linear 16x16 block transform beside the convolutions.",
+)
+@click.option("--name", default=None, help="Model name (written into bitstreams).")
+@click.option(
+    "--resume", is_flag=True, help="Continue the run in --run-dir exactly where it stopped."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+def train(lambdas: str | None, resume: bool, no_progress: bool, **kw: Any) -> None:
+    """Train the VQ model (also under `torchrun --nproc_per_node=N`)."""
+    import logging
+
+    from aecodec.train.loop import TrainConfig
+    from aecodec.train.loop import train as run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    given = {key: kw.pop(key) for key in _MODEL_FIELDS}
+    model: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    if lambdas:
+        model["lambdas"] = [float(v) for v in lambdas.split(",")]
+    cfg = TrainConfig(**kw, model=model)
+    try:
+        run = run_training(cfg, resume=resume, progress=not no_progress)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        fail(describe_error(exc))
+    click.echo(f"run folder: {run}")
+
+
+@click.command()
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", default=None, help="Model name (default: the run's).")
+@click.option(
+    "--weights-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write (default: the bundled aecodec/weights).",
+)
+@click.option("--default-quality", type=int, default=None)
+@click.option("--description", default="", help="One line for `aecodec models`.")
+@click.option("--no-default", is_flag=True, help="Do not make it the default model.")
+@click.option(
+    "--spatial-contexts",
+    type=int,
+    default=None,
+    help="Code with this many checkerboard spatial contexts (default: the run's).",
+)
+@click.option(
+    "--activity-edges",
+    default=None,
+    help="Comma-separated bucket edges of the activity context, e.g. 1,2,4,8,16,32 "
+    "(default: the run's).",
+)
+@click.option(
+    "--fit-tables",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Refit the entropy tables by counting on the run's training images, shared in this "
+    "many rows (0: quantize the learned tables).",
+)
+@click.option("--fit-images", type=int, default=0, help="Fit on at most this many images (0: all).")
+def export(
+    run: Path,
+    name: str | None,
+    weights_dir: Path | None,
+    default_quality: int | None,
+    description: str,
+    no_default: bool,
+    spatial_contexts: int | None,
+    activity_edges: str | None,
+    fit_tables: int,
+    fit_images: int,
+) -> None:
+    """Export a run's best checkpoint to safetensors weights + manifest entry.
+
+    A run of the CompressAI baseline (--arch factorized) is written as RUN/compressai.pt
+    instead, for `aecodec bench --codecs compressai-factorized --compressai-checkpoint`.
+    """
+    from aecodec.model.registry import WEIGHTS_DIR
+    from aecodec.train.export import FitOptions, run_summary
+    from aecodec.train.export import export as do_export
+
+    if _export_baseline(run):
+        return
+    bar = None
+    fit = None
+    if fit_tables:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="fitting tables (images x rounds)", unit="img", dynamic_ncols=True)
+        fit = FitOptions(num_tables=fit_tables, max_images=fit_images, progress=bar.update)
+    try:
+        entry = do_export(
+            run,
+            name=name,
+            weights_dir=weights_dir or WEIGHTS_DIR,
+            default_quality=default_quality,
+            description=description,
+            make_default=not no_default,
+            training=run_summary(run),
+            contexts=_context_scheme(run, spatial_contexts, activity_edges),
+            fit=fit,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        fail(describe_error(exc))
+    finally:
+        if bar is not None:
+            bar.close()
+    click.echo(f"wrote {entry['file']} ({entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...)")
+
+
+def _context_scheme(run: Path, spatial: int | None, edges: str | None) -> Any:
+    """The export's context scheme: the run's, with --spatial-contexts / --activity-edges."""
+    if spatial is None and edges is None:
+        return None
+    from aecodec.entropy import ContextScheme
+    from aecodec.model.config import ModelConfig
+    from aecodec.train.export import load_checkpoint
+
+    old = ModelConfig.from_json(load_checkpoint(run)["config"]).context_scheme()
+    try:
+        parsed = tuple(int(v) for v in edges.split(",") if v) if edges is not None else None
+        return ContextScheme(
+            old.num_levels,
+            old.spatial if spatial is None else spatial,
+            old.activity_edges if parsed is None else parsed,
+        )
+    except ValueError as exc:
+        fail(f"--spatial-contexts/--activity-edges: {exc}")
+
+
+def _export_baseline(run: Path) -> bool:
+    """Write a CompressAI-baseline run (``--arch factorized``) as RUN/compressai.pt; False for
+    an aecodec run."""
+    from aecodec.train.export import load_checkpoint
+
+    try:
+        ck = load_checkpoint(run)
+        if ck.get("train_config", {}).get("arch", "vq") != "factorized":
+            return False
+        from aecodec.train.baseline import export_compressai
+
+        out = export_compressai(ck, run / "compressai.pt")
+    except (FileNotFoundError, ValueError) as exc:
+        fail(describe_error(exc))
+    click.echo(f"wrote {out} (CompressAI FactorizedPrior state dict, not bundled)")
+    return True
