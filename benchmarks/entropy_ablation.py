@@ -19,7 +19,7 @@ import click
 import numpy as np
 from PIL import Image
 
-from aecodec.model.registry import sha256_file
+from aecodec.files import sha256_file
 from benchmarks.bdrate import bd_rate
 from benchmarks.metrics import bpp, psnr_rgb
 
@@ -53,8 +53,8 @@ def measure(weights: str, images: list[Path], threads: int) -> list[dict[str, fl
 @click.option(
     "--images",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("kodak/images"),
-    show_default=True,
+    default=None,
+    help="Image folder (default: the verified Kodak set, kodak/images or ../shared/kodak).",
 )
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option(
@@ -63,8 +63,14 @@ def measure(weights: str, images: list[Path], threads: int) -> list[dict[str, fl
     default=Path("benchmarks/results/entropy-ablation.json"),
     show_default=True,
 )
-def main(variants: tuple[str, ...], images: Path, threads: int, out: Path) -> None:
+def main(variants: tuple[str, ...], images: Path | None, threads: int, out: Path) -> None:
     """Measure each variant on the images; BD-rate against the first."""
+    if images is None:
+        from kodak.fetch import find_kodak
+
+        images = find_kodak()
+        if images is None:
+            raise click.UsageError("no verified Kodak set: run python -m kodak.fetch, or --images")
     paths = sorted(p for p in images.iterdir() if p.suffix.lower() == ".png")
     if not paths:
         raise click.UsageError(f"no .png images in {images}")

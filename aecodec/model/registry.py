@@ -12,7 +12,6 @@ A model is addressed by its name (written into every bitstream together with the
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 from aecodec.entropy import EntropyTables
 from aecodec.errors import ModelError
+from aecodec.files import sha256_file
 from aecodec.model.config import ModelConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -73,15 +73,6 @@ def default_model_name(weights_dir: Path = WEIGHTS_DIR) -> str:
     if not name:
         raise ModelError(f"no bundled model in {weights_dir}: export one with `aecodec export RUN`")
     return str(name)
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_config(model: str | None = None, weights_dir: Path = WEIGHTS_DIR) -> ModelConfig:

@@ -13,7 +13,7 @@ import torch
 
 from aecodec.entropy import ContextScheme, EntropyTables, tables_from_logits
 from aecodec.errors import ModelError
-from aecodec.files import write_atomic
+from aecodec.files import sha256_file, write_atomic
 from aecodec.model.config import ModelConfig
 from aecodec.model.registry import (
     MANIFEST_NAME,
@@ -23,7 +23,6 @@ from aecodec.model.registry import (
     WEIGHTS_FORMAT_VERSION,
     load_weights,
     read_manifest,
-    sha256_file,
 )
 from aecodec.model.vqvae import VQVAE
 
