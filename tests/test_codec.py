@@ -260,9 +260,11 @@ def test_files_of_earlier_default_models_still_decode(model: str) -> None:
     """Files written by the earlier default models, with the code of 2026-11-25 before the
     entropy-model change (weights format 1), decode with today's default API to the same
     pixels (within 1: the synthesis is float arithmetic)."""
-    data = (ROOT / "tests" / "golden" / f"{model}_q3.aec").read_bytes()
+    data = (ROOT / "tests" / "golden" / "earlier-models" / f"{model}_q3.aec").read_bytes()
     assert aecodec.info(data)["model"] == model
     got = np.asarray(aecodec.decompress(data), dtype=np.int16)
-    want = np.asarray(Image.open(ROOT / "tests" / "golden" / f"{model}_q3.png"), dtype=np.int16)
+    want = np.asarray(
+        Image.open(ROOT / "tests" / "golden" / "earlier-models" / f"{model}_q3.png"), dtype=np.int16
+    )
     assert got.shape == (64, 96, 3)
     assert np.abs(got - want).max() <= 1
