@@ -641,9 +641,20 @@ def _published_curves(
     return published
 
 
+def _display_path(path: Path) -> str:
+    """``path`` relative to the checkout when inside it, else its last two parts (reports
+    name no absolute paths)."""
+    p = path.resolve()
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(p.relative_to(root))
+    except ValueError:
+        return str(Path(*p.parts[-2:]))
+
+
 def _summary(images: Path, num_images: int, crop_wh: tuple[int, int] | None) -> str:
     return (
-        f"{num_images} image(s) from `{images}`"
+        f"{num_images} image(s) from `{_display_path(images)}`"
         + (f", center-cropped to {crop_wh[0]}x{crop_wh[1]}" if crop_wh else "")
         + "; mean over images per quality; bpp from whole-file bytes; PSNR on RGB (8 bit); "
         "BD-rate: cubic Bjontegaard (negative = fewer bits than the reference at equal "
