@@ -140,8 +140,10 @@ class Codec:
         self.sha256 = weights.sha256
         self.tables = weights.tables
         self.default_quality = weights.default_quality
-        net = VQVAE(self.config)
-        state = {k: torch.from_numpy(v) for k, v in weights.tensors.items()}
+        net = VQVAE(self.config, learn_tables=False)  # codes with the integer tables
+        state = {
+            k: torch.from_numpy(v) for k, v in weights.tensors.items() if k != "quantizer.logits"
+        }
         missing, unexpected = net.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if k != "quantizer.logits"]:
             raise ModelError(
@@ -153,11 +155,9 @@ class Codec:
         self.net = net.eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
-        # Code lengths the encoder's entropy-constrained assignment uses, per quality.
-        self._bits = [
-            torch.from_numpy(self.tables.code_lengths(q)).float()
-            for q in range(self.config.num_qualities)
-        ]
+        # Code lengths the encoder's entropy-constrained assignment uses, built per quality on
+        # first use ([G, C, K] float32: 37 MB each for 140 contexts; decoding needs none).
+        self._bits: dict[int, Any] = {}
         self._lut = torch.from_numpy(self.tables.level_lut)
         with _registry_lock:
             _live.setdefault((model, tile_size), self)
@@ -273,8 +273,19 @@ class Codec:
             lat = self.net.analyse(t, q - 1)
             ly, lx = (y - y0) // s, (x - x0) // s
             lat = lat[:, :, ly : ly + -(-h // s), lx : lx + -(-w // s)]
-            idx = self.net.quantize(lat, self._bits[q - 1], self._lut)
+            idx = self.net.quantize(lat, self._code_lengths(q - 1), self._lut)
         return idx[0].numpy()
+
+    def _code_lengths(self, q: int) -> Any:
+        """``float32 [G, C, K]`` code lengths at quality index q (cached; thread-safe: a race
+        only computes the same tensor twice)."""
+        import torch
+
+        bits = self._bits.get(q)
+        if bits is None:
+            bits = torch.from_numpy(self.tables.code_lengths(q).astype(np.float32))
+            self._bits[q] = bits
+        return bits
 
     def _encode_tile(self, rgb: np.ndarray, rect: tuple[int, int, int, int], q: int) -> bytes:
         return encode_indices(self.encode_tile_indices(rgb, rect, q), self.tables, q - 1)

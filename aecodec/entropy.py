@@ -202,9 +202,14 @@ class EntropyTables:
         """``int [G, C, K]`` frequencies at quality index q."""
         return self.freqs[self.table_index[q]]
 
+    @cached_property
+    def row_lengths(self) -> np.ndarray:
+        """``float64 [T, K]``: ideal code length in bits of each symbol of each shared row."""
+        return self.prob_bits - np.log2(self.freqs.astype(np.float64))
+
     def code_lengths(self, q: int) -> np.ndarray:
         """``float64 [G, C, K]``: ideal code length in bits of each index at quality index q."""
-        return self.prob_bits - np.log2(self.rows(q).astype(np.float64))
+        return self.row_lengths[self.table_index[q]]
 
     def contexts(self, idx: np.ndarray) -> np.ndarray:
         """``int [G, h, w]`` indices -> ``int64 [G, h, w]`` contexts."""
@@ -235,6 +240,7 @@ class EntropyTables:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_row_models", None)  # constriction models are rebuilt on demand
+        state.pop("row_lengths", None)
         return state
 
 

@@ -76,9 +76,11 @@ class VQVAE(nn.Module):
 
     Args:
         config: the model's hyper-parameters.
+        learn_tables: hold the learned probability logits (training); a coding-only model
+            (:class:`aecodec.codec.Codec`) codes with the integer tables and leaves them empty.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, learn_tables: bool = True) -> None:
         super().__init__()
         self.config = config
         n, m, q = config.channels, config.latent_channels, config.num_qualities
@@ -99,6 +101,7 @@ class VQVAE(nn.Module):
             config.num_contexts,
             config.rate_weight,
             config.context_scheme(),
+            learn_tables,
         )
 
     def gains(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
