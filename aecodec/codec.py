@@ -43,6 +43,10 @@ MAX_TILES = 1024
 Every tile has a fixed entropy-decoding cost (about 10 ms on the default model), so this
 stops a small file of 16x16 tiles from multiplying it without limit.
 """
+ENCODER_REVISION = 2
+"""Bumped whenever the encoder's choices change for the same model (same file format, other
+bytes): 2 = three assignment passes for 1-D codebooks. Benchmarks key cached results on it."""
+
 SYNTHESIS_WINDOW = DEFAULT_TILE
 """Side of the windows the synthesis transform decodes, whatever the file's tile size (the
 encoder's default tile size, so a file written with default tiles is synthesized tile by tile

@@ -296,7 +296,9 @@ class AecodecBench(BenchCodec):
         self.qualities = qualities
         desc = entry.get("description", "") if entry else ""
         self.description = f"aecodec {version}, model {mname} (sha256 {sha[:16]}) {desc}".strip()
-        self.version = f"aecodec {version} model {mname} sha256 {sha}"
+        from aecodec.codec import ENCODER_REVISION
+
+        self.version = f"aecodec {version} encoder {ENCODER_REVISION} model {mname} sha256 {sha}"
 
     def _get(self) -> Any:
         if self._codec is None:

@@ -19,6 +19,7 @@ import click
 import numpy as np
 from PIL import Image
 
+from aecodec.codec import ENCODER_REVISION
 from aecodec.files import sha256_file
 from benchmarks.bdrate import bd_rate
 from benchmarks.metrics import bpp, psnr_rgb
@@ -82,7 +83,7 @@ def main(variants: tuple[str, ...], images: Path | None, threads: int, out: Path
         label, _, weights = spec.rpartition("=")
         if not weights:
             raise click.UsageError(f"--variant needs LABEL=WEIGHTS, got {spec!r}")
-        key = f"{sha256_file(Path(weights))} {len(paths)}"
+        key = f"{sha256_file(Path(weights))} {len(paths)} encoder {ENCODER_REVISION}"
         if key not in cache:
             click.echo(f"{label}: {weights}", err=True)
             cache[key] = measure(weights, paths, threads)
