@@ -160,7 +160,7 @@ class Codec:
         for p in self.net.parameters():
             p.requires_grad_(False)
         # Code lengths the encoder's entropy-constrained assignment uses, built per quality on
-        # first use ([G, C, K] float32: 37 MB each for 140 contexts; decoding needs none).
+        # first use ([G, C, K] float32: 63 MB each for 240 contexts; decoding needs none).
         self._bits: dict[int, Any] = {}
         self._lut = torch.from_numpy(self.tables.level_lut)
         with _registry_lock:
