@@ -284,11 +284,9 @@ def encode_indices(idx: np.ndarray, tables: EntropyTables, q: int) -> bytes:
     models = tables.models(q)
     coder = constriction.stream.stack.AnsCoder()
     for g in reversed(range(g_count)):
-        flat_idx, flat_ctx = idx[g].reshape(-1), ctx[g].reshape(-1)
-        for c in reversed(range(c_count)):
-            symbols = flat_idx[flat_ctx == c].astype(np.int32)
-            if symbols.size:
-                coder.encode_reverse(symbols, models[g][c])
+        flat_idx = idx[g].reshape(-1)
+        for c, where in reversed(_runs(ctx[g].reshape(-1), range(c_count))):
+            coder.encode_reverse(flat_idx[where].astype(np.int32), models[g][c])
     return coder.get_compressed().astype("<u4").tobytes()
 
 
@@ -349,8 +347,17 @@ def _decode_runs(
 ) -> None:
     """Decode, for each context c in ``contexts``, the positions where ``ctx == c`` (raster
     order) into ``flat`` (both ``[h*w]``)."""
-    for c in contexts:
-        mask = ctx == c
-        n = int(mask.sum())
-        if n:
-            flat[mask] = coder.decode(models[c], n)
+    for c, where in _runs(ctx, contexts):
+        flat[where] = coder.decode(models[c], where.size)
+
+
+def _runs(ctx: np.ndarray, contexts: range) -> list[tuple[int, np.ndarray]]:
+    """The coding runs of ``ctx [h*w]``: ``(c, positions with ctx == c in raster order)`` for
+    every context value c of ``contexts`` present, ascending. One stable sort instead of a
+    mask per context value (240 of them per group for the default model)."""
+    pos = np.flatnonzero((ctx >= contexts.start) & (ctx < contexts.stop))
+    if pos.size == 0:
+        return []
+    order = pos[np.argsort(ctx[pos], kind="stable")]
+    values, counts = np.unique(ctx[order], return_counts=True)
+    return list(zip(values.tolist(), np.split(order, np.cumsum(counts)[:-1]), strict=True))
