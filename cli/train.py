@@ -58,12 +58,20 @@ TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "lr_table_scale": {
         "help": "Scale of the probability tables' learning rate (1e-2 by default).",
     },
+    "lr_linear": {
+        "help": "Peak learning rate of the linear block transforms (--linear-path); keep it "
+        "about lr/5 when fine-tuning (Adam's first steps move every weight by about this).",
+    },
+    "count_tables": {
+        "help": "Train with count tables (shared rows of decayed symbol counts, as exported) "
+        "instead of learned logits; needed for many contexts. With --init weights, their rows.",
+    },
+    "table_halflife": {"help": "Half-life in steps of the count tables' counts."},
 }
 
 #: TrainConfig fields with no option, and why.
 NOT_OPTIONS: dict[str, str] = {
     "lr_table": "scaled by --lr-table-scale",
-    "lr_linear": "fixed by the recipe",
     "num_val": "fixed, so validation numbers compare across runs",
     "val_crop": "fixed, so validation numbers compare across runs",
     "model": "made from --channels, --latent-channels, ... and --lambdas",
@@ -89,6 +97,8 @@ def _option(f: dataclasses.Field[Any], hint: Any, spec: dict[str, Any]) -> click
     flag = spec.get("flag", "--" + f.name.replace("_", "-"))
     if hint == bool | None:  # --x/--no-x, default None: decided at run time
         return click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=None, help=spec["help"])
+    if hint is bool:
+        return click.Option([flag, f.name], is_flag=True, default=f.default, help=spec["help"])
     if hint not in (int, float, str):
         raise TypeError(f"TrainConfig.{f.name}: no option for type {hint}")
     return click.Option(

@@ -319,6 +319,77 @@ def test_export_with_checkerboard_contexts_and_fitted_tables(data_dir, tmp_path)
     assert tuple(sd["quantizer.logits"].shape) == t.shape
 
 
+def test_count_tables_train_from_exported_contexts_and_export_their_rows(
+    data_dir, tmp_path
+) -> None:
+    """--count-tables: a run started from contextual weights keeps their shared rows and
+    mapping, counts the training indices into the rows (training mode only) and exports them
+    as the integer tables; the model config comes from the --init weights."""
+    from aecodec.codec import Codec
+    from aecodec.entropy import ContextScheme
+    from aecodec.model.registry import load_weights
+    from aecodec.train.export import FitOptions, export
+
+    run = train(
+        _cfg(data_dir, tmp_path / "r", 3, model=dict(SCALAR_LINEAR_MODEL), init="pca"),
+        progress=False,
+    )
+    scheme = ContextScheme(2, 3, (1, 4))
+    e = export(run, weights_dir=tmp_path / "w", contexts=scheme, fit=FitOptions(num_tables=5))
+    start = load_weights("aecodec-train-test", weights_dir=tmp_path / "w")
+    cfg = _cfg(
+        data_dir,
+        tmp_path / "c",
+        4,
+        model={"name": "aecodec-count-test"},
+        init=str(tmp_path / "w" / e["file"]),
+        count_tables=True,
+    )
+    ck = _state(train(cfg, progress=False))
+    counts, index = ck["model"]["quantizer.row_counts"], ck["model"]["quantizer.table_index"]
+    assert np.array_equal(index.numpy(), start.tables.table_index)
+    assert counts.shape == start.tables.freqs.shape
+    assert not np.allclose(counts.numpy(), start.tables.freqs)  # the batches were counted
+    model = json.loads(ck["config"])
+    assert model["name"] == "aecodec-count-test" and model["spatial_contexts"] == 3
+    assert json.loads((tmp_path / "c" / "metrics.jsonl").read_text().splitlines()[0])["step"] == 0
+
+    e2 = export(tmp_path / "c" / "checkpoint.pt", weights_dir=tmp_path / "w2")
+    t = load_weights("aecodec-count-test", weights_dir=tmp_path / "w2").tables
+    assert np.array_equal(t.table_index, start.tables.table_index)
+    probs = (counts + 0.05) / (counts + 0.05).sum(1, keepdim=True)
+    assert np.abs(t.freqs / 2.0**16 - probs.numpy()).max() < 2e-3
+    codec = Codec(str(tmp_path / "w2" / e2["file"]))
+    img = smooth_image(40, 33, seed=4)
+    assert np.asarray(codec.decompress(codec.compress(img, quality=2))).shape == (33, 40, 3)
+
+
+def test_count_tables_count_only_in_training_mode() -> None:
+    from aecodec.model.config import ModelConfig
+    from aecodec.model.vqvae import VQVAE
+
+    cfg = ModelConfig(
+        name="t", channels=8, latent_channels=4, group_dim=1, codebook_size=16,
+        num_contexts=2, lambdas=(0.01, 0.05), spatial_contexts=2,
+    )  # fmt: skip
+    net = VQVAE(cfg, table_rows=3)
+    vq = net.quantizer
+    vq.table_index.copy_(torch.randint(0, 3, vq.table_index.shape))
+    before = vq.row_counts.clone()
+    x, q = torch.rand(2, 3, 32, 32), torch.tensor([0, 1])
+    net.eval()
+    out = net(x, q)
+    assert torch.equal(vq.row_counts, before)
+    # The code length charged is the rows' code length of each index under its context.
+    ctx = vq.contexts(out.indices, vq.level_lut())
+    rows = vq._rows(q, ctx)
+    expect = vq.row_bits()[rows, out.indices].sum(dim=(1, 2, 3))
+    assert torch.allclose(out.bits, expect)
+    net.train()
+    net(x, q)
+    assert (vq.row_counts.sum() - before.sum() * vq.row_decay).item() == pytest.approx(2 * 4 * 4)
+
+
 def test_decoder_only_training_keeps_every_index(data_dir, tmp_path) -> None:
     run = train(_cfg(data_dir, tmp_path / "a", 3), progress=False)
     first = _state(run)["model"]

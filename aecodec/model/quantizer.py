@@ -19,6 +19,7 @@ distortion gradient directly (the decoder's input *is* the codeword).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -73,10 +74,20 @@ class ProductVQ(nn.Module):
         scheme: how contexts are formed (default: L channel contexts only); the tables have
             ``scheme.num_contexts`` contexts (see :mod:`aecodec.entropy`).
         learn_tables: hold the learned logits (training); False for a coding-only model.
+        table_rows: T > 0 trains with *count tables* instead of logits: T shared rows of
+            decayed symbol counts (buffer ``row_counts [T, K]``) selected by
+            ``table_index long [Q, G, C]``, the structure of the exported integer tables
+            (:mod:`aecodec.train.tables`). Each training step adds the batch's indices to
+            their rows after multiplying every count by :attr:`row_decay`, so the code lengths
+            follow the latents as the transforms learn; no gradient reaches the tables.
+            Scales to many contexts, where logits ``[Q, G, C, K]`` would not (126 M for 240).
 
     Shapes:
         ``y``: ``[B, G*d, h, w]``, ``q``: ``long [B]``; indices: ``long [B, G, h, w]``.
     """
+
+    row_counts: torch.Tensor  # buffers of the count tables (table_rows > 0)
+    table_index: torch.Tensor
 
     def __init__(
         self,
@@ -88,6 +99,7 @@ class ProductVQ(nn.Module):
         rate_weight: float,
         scheme: ContextScheme | None = None,
         learn_tables: bool = True,
+        table_rows: int = 0,
     ) -> None:
         super().__init__()
         self.num_groups = num_groups
@@ -106,8 +118,19 @@ class ProductVQ(nn.Module):
         # The coding path never reads the logits (it codes with the integer tables): without
         # learn_tables they stay empty (293 MB saved for 140 contexts).
         self.logits = nn.Parameter(
-            logits.expand(*shape).clone() if learn_tables else torch.empty(0)
+            logits.expand(*shape).clone() if learn_tables and not table_rows else torch.empty(0)
         )
+        self.table_shape = shape
+        self.row_decay = 1.0
+        self.row_updates = 0
+        self._mean_cache: tuple[int, torch.Tensor] | None = None
+        if table_rows and group_dim != 1:
+            raise ValueError("count tables (table_rows > 0) need 1-D codebooks")
+        if table_rows:
+            counts = torch.softmax(logits[0, :, 0], -1).mean(0).expand(table_rows, -1).clone()
+            self.register_buffer("row_counts", counts)
+            self.register_buffer("table_index", torch.zeros(shape[:3], dtype=torch.long))
+        self.count_tables = bool(table_rows)
 
     # ----------------------------------------------------------------- shared helpers
     def level_lut(self) -> torch.Tensor:
@@ -210,8 +233,44 @@ class ProductVQ(nn.Module):
         return self._merge(self.codebook[g, idx])
 
     def log2_probs(self, q: torch.Tensor) -> torch.Tensor:
-        """``long [B]`` quality -> ``[B, G, C, K]`` log2 probabilities."""
+        """``long [B]`` quality -> ``[B, G, C, K]`` log2 probabilities (of the logits, or of
+        the count tables' rows)."""
+        if self.count_tables:
+            return -self.row_bits()[self.table_index[q]]
         return F.log_softmax(self.logits[q], dim=-1) / math.log(2.0)
+
+    # ----------------------------------------------------------------- count tables
+    def row_bits(self) -> torch.Tensor:
+        """``[T, K]`` code lengths in bits of the count tables' rows."""
+        counts = self.row_counts + ROW_PSEUDO_COUNT
+        return torch.log2(counts.sum(1, keepdim=True)) - torch.log2(counts)
+
+    def _mean_bits_rows(self, q: torch.Tensor, row_bits: torch.Tensor) -> torch.Tensor:
+        """``[B, G, K]`` context-averaged code lengths of the count tables (recomputed every
+        :data:`MEAN_BITS_EVERY` updates: only the first assignment pass uses them)."""
+        version = self.row_updates // MEAN_BITS_EVERY
+        if self._mean_cache is None or self._mean_cache[0] != version:
+            means = torch.stack(
+                [row_bits[self.table_index[i]].mean(1) for i in range(self.table_shape[0])]
+            )
+            self._mean_cache = (version, means)
+        return self._mean_cache[1][q]
+
+    @torch.no_grad()
+    def _count(self, q: torch.Tensor, ctx: torch.Tensor, idx: torch.Tensor) -> None:
+        """Decay the row counts and add the indices ``idx`` coded under ``ctx`` at quality
+        ``q`` (training only)."""
+        rows = self._rows(q, ctx)
+        k = self.codebook_size
+        self.row_counts.mul_(self.row_decay)
+        flat = (rows * k + idx).reshape(-1)
+        self.row_counts.view(-1).index_add_(0, flat, torch.ones_like(flat, dtype=torch.float32))
+        self.row_updates += 1
+
+    def _rows(self, q: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        """``long [B, G, h, w]`` shared row of each position of contexts ``ctx``."""
+        g = torch.arange(self.num_groups, device=ctx.device).view(1, -1, 1, 1)
+        return self.table_index[q.view(-1, 1, 1, 1), g, ctx]
 
     # ----------------------------------------------------------------- training forward
     def forward(
@@ -283,19 +342,37 @@ class ProductVQ(nn.Module):
         return table.reshape(b, g, c * k).gather(2, index).reshape(cand.shape)
 
     def _assign_scalar(
-        self, dist: torch.Tensor, cand: torch.Tensor, bits: torch.Tensor, lut: torch.Tensor
+        self,
+        dist: torch.Tensor,
+        cand: torch.Tensor,
+        bits: torch.Tensor | Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        lut: torch.Tensor,
+        mean_bits: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The entropy-constrained assignment of :meth:`assign` over the candidates, in
         :data:`SCALAR_PASSES` passes (the first with context-averaged code lengths, each later
-        one with the contexts the pass before implies); ``bits [B, G, C, K]`` are code
-        lengths. Returns ``long [B, G, h, w]`` indices."""
+        one with the contexts the pass before implies). ``bits`` are code lengths
+        ``[B, G, C, K]``, or a function ``(ctx, cand) -> [B, G, h, w, n]`` of them given with
+        their context average ``mean_bits [B, G, K]``. Returns ``long [B, G, h, w]`` indices."""
         b, g = cand.shape[:2]
-        mean_bits = bits.mean(dim=2).gather(2, cand.reshape(b, g, -1)).reshape(cand.shape)
-        pick = (dist + self.rate_weight * mean_bits).argmin(-1, keepdim=True)
+        bits_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+        if isinstance(bits, torch.Tensor):
+            table = bits
+            mean_bits = bits.mean(dim=2)
+
+            def bits_of(ctx: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+                return self._candidate_bits(table, ctx, c)
+
+        else:
+            bits_of = bits
+        if mean_bits is None:
+            raise ValueError("mean_bits is required with a code-length function")
+        first = mean_bits.gather(2, cand.reshape(b, g, -1)).reshape(cand.shape)
+        pick = (dist + self.rate_weight * first).argmin(-1, keepdim=True)
         idx = cand.gather(-1, pick).squeeze(-1)
         for _ in range(SCALAR_PASSES - 1):
             ctx = self.contexts(idx, lut)
-            cost = dist + self.rate_weight * self._candidate_bits(bits, ctx, cand)
+            cost = dist + self.rate_weight * bits_of(ctx, cand)
             idx = cand.gather(-1, cost.argmin(-1, keepdim=True)).squeeze(-1)
         return idx
 
@@ -307,8 +384,10 @@ class ProductVQ(nn.Module):
         search the coding path uses while :meth:`window_search_is_exact`); many times faster."""
         cand = self._scalar_candidates(y)
         dist = self._scalar_distances(y, cand)  # grad to y only
-        log2p = self.log2_probs(q)  # [B, G, C, K]
         lut = self.level_lut()
+        if self.count_tables:
+            return self._forward_counts(y, q, cand, dist, lut)
+        log2p = self.log2_probs(q)  # [B, G, C, K]
         with torch.no_grad():
             idx = self._assign_scalar(dist.detach(), cand, -log2p.detach(), lut)
             ctx = self.contexts(idx, lut)
@@ -322,6 +401,44 @@ class ProductVQ(nn.Module):
         commit = (y - c.detach()).pow(2).sum(dim=(1, 2, 3))
         return y_hat, idx, bits, commit
 
+    def _forward_counts(
+        self,
+        y: torch.Tensor,
+        q: torch.Tensor,
+        cand: torch.Tensor,
+        dist: torch.Tensor,
+        lut: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_forward_scalar` with count tables: the same assignment and rate gradient,
+        the code lengths looked up in the shared rows; in training mode the batch's indices
+        are then counted into their rows."""
+        with torch.no_grad():
+            row_bits = self.row_bits()
+
+            def bits_of(ctx: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+                return row_bits[self._rows(q, ctx).unsqueeze(-1), c]
+
+            mean = self._mean_bits_rows(q, row_bits)
+            idx = self._assign_scalar(dist.detach(), cand, bits_of, lut, mean)
+            ctx = self.contexts(idx, lut)
+            sel = bits_of(ctx, cand)  # [B, G, h, w, 2W+1]
+            hard = bits_of(ctx, idx.unsqueeze(-1)).sum(dim=(1, 2, 3, 4))
+        if self.training:
+            self._count(q, ctx, idx)
+        c = self.dequantize(idx)
+        y_hat = c + (y - y.detach())
+        soft_assign = torch.softmax(-dist / SOFT_TEMP, -1)
+        soft = (soft_assign * sel).sum(dim=(1, 2, 3, 4))
+        bits = hard + soft - soft.detach()
+        commit = (y - c.detach()).pow(2).sum(dim=(1, 2, 3))
+        return y_hat, idx, bits, commit
+
+
+# Count added to every symbol of a count-table row when it becomes code lengths.
+ROW_PSEUDO_COUNT = 0.05
+
+# Count-table updates between recomputations of the context-averaged code lengths.
+MEAN_BITS_EVERY = 50
 
 # Half-width of the candidate window of the one-dimensional fast path.
 SCALAR_WINDOW = 4

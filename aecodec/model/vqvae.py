@@ -78,9 +78,11 @@ class VQVAE(nn.Module):
         config: the model's hyper-parameters.
         learn_tables: hold the learned probability logits (training); a coding-only model
             (:class:`aecodec.codec.Codec`) codes with the integer tables and leaves them empty.
+        table_rows: train with T shared count-table rows instead of logits (see
+            :class:`~aecodec.model.quantizer.ProductVQ`).
     """
 
-    def __init__(self, config: ModelConfig, learn_tables: bool = True) -> None:
+    def __init__(self, config: ModelConfig, learn_tables: bool = True, table_rows: int = 0) -> None:
         super().__init__()
         self.config = config
         n, m, q = config.channels, config.latent_channels, config.num_qualities
@@ -102,6 +104,7 @@ class VQVAE(nn.Module):
             config.rate_weight,
             config.context_scheme(),
             learn_tables,
+            table_rows,
         )
 
     def gains(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

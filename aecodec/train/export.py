@@ -26,6 +26,14 @@ from aecodec.model.registry import (
 )
 from aecodec.model.vqvae import VQVAE
 
+TRAINING_TABLES: tuple[str, ...] = (
+    "quantizer.logits",
+    "quantizer.row_counts",
+    "quantizer.table_index",
+)
+"""State-dict keys of the training-time tables (logits or count tables); weights files hold
+integer tables instead."""
+
 CHECKPOINT_KEYS: tuple[str, ...] = ("model", "config")
 """Keys every training checkpoint (``best.pt`` and ``checkpoint.pt``) holds."""
 
@@ -145,12 +153,26 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             raise ValueError(str(exc)) from None
         sd = {k: torch.from_numpy(v) for k, v in weights.tensors.items()}
         if "quantizer.logits" not in sd:
-            # Weights format 2 keeps no logits: start training from the integer tables.
+            # Weights format 2 keeps no logits: start training from the integer tables, as
+            # logits or (``--count-tables``) as count rows.
             t = weights.tables
             rows = np.stack([t.rows(q) for q in range(t.shape[0])]).astype(np.float64)
             sd["quantizer.logits"] = torch.from_numpy(np.log(rows)).float()
+            sd["quantizer.row_counts"] = torch.from_numpy(t.freqs).float()
+            sd["quantizer.table_index"] = torch.from_numpy(t.table_index).long()
         return sd
     return load_checkpoint(p)["model"]
+
+
+def init_config(path: str | Path) -> ModelConfig:
+    """The model config of a safetensors weights file or a training checkpoint."""
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        try:
+            return load_weights(p).config
+        except ModelError as exc:
+            raise ValueError(str(exc)) from None
+    return ModelConfig.from_json(load_checkpoint(p)["config"])
 
 
 def write_weights(
@@ -175,20 +197,25 @@ def write_weights(
 
     config = net.config
     lut = net.quantizer.level_lut().numpy()
-    if tables is None:
-        freqs = tables_from_logits(net.quantizer.logits.detach().numpy(), config.prob_bits)
+    vq = net.quantizer
+    if tables is None and vq.count_tables:
+        freqs = tables_from_logits(-vq.row_bits().double().numpy() * np.log(2.0), config.prob_bits)
+        index = vq.table_index.numpy()
+        tables = EntropyTables(freqs, index, lut, config.prob_bits, config.context_scheme())
+    elif tables is None:
+        freqs = tables_from_logits(vq.logits.detach().numpy(), config.prob_bits)
         dense = EntropyTables.dense(freqs, lut, config.prob_bits)
         tables = EntropyTables(
             dense.freqs, dense.table_index, lut, config.prob_bits, config.context_scheme()
         )
-    if tables.shape != tuple(net.quantizer.logits.shape) or (tables.level_lut != lut).any():
+    if tables.shape != vq.table_shape or (tables.level_lut != lut).any():
         raise ValueError("tables do not match the network (shape or codeword levels)")
     if tables.scheme != config.context_scheme():
         raise ValueError("tables and config disagree on the context scheme")
     tensors = {
         k: v.detach().contiguous().float().numpy()
         for k, v in net.state_dict().items()
-        if k != "quantizer.logits"
+        if k not in TRAINING_TABLES
     }
     tensors["entropy.freqs"] = tables.freqs.astype(np.uint16)
     tensors["entropy.table_index"] = tables.table_index.astype(np.uint16)
@@ -242,11 +269,18 @@ def export(
     if contexts is not None and contexts != old:
         from aecodec.train.tables import expand_logits
 
+        if "quantizer.logits" not in state:
+            raise ValueError(
+                f"{checkpoint}: a run trained with count tables codes with its own contexts "
+                f"({old}); export it without --spatial-contexts/--activity-edges"
+            )
+
         state["quantizer.logits"] = expand_logits(state["quantizer.logits"], old, contexts)
         raw["spatial_contexts"] = contexts.spatial
         raw["activity_edges"] = list(contexts.activity_edges)
     config = ModelConfig.from_json(json.dumps(raw))
-    net = VQVAE(config)
+    rows = state["quantizer.row_counts"].shape[0] if "quantizer.row_counts" in state else 0
+    net = VQVAE(config, table_rows=rows)
     net.load_state_dict(state)
     tables = None
     summary = {"step": ckpt.get("step"), **(training or {})}

@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,8 @@ class TrainConfig:
     arch: str = "vq"
     train_only: str = "all"
     lr_table_scale: float = 1.0
+    count_tables: bool = False
+    table_halflife: float = 200.0
     model: dict = field(default_factory=dict)
 
 
@@ -185,11 +187,12 @@ def _dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def build_model(config: ModelConfig, arch: str) -> VQVAE:
-    """``arch`` "vq" (the codec's :class:`VQVAE`) or "factorized" (the same-budget CompressAI
-    baseline of :mod:`aecodec.train.baseline`, typed as a VQVAE for the loop's purposes)."""
+def build_model(config: ModelConfig, arch: str, table_rows: int = 0) -> VQVAE:
+    """``arch`` "vq" (the codec's :class:`VQVAE`, with ``table_rows`` count-table rows if
+    > 0) or "factorized" (the same-budget CompressAI baseline of
+    :mod:`aecodec.train.baseline`, typed as a VQVAE for the loop's purposes)."""
     if arch == "vq":
-        return VQVAE(config)
+        return VQVAE(config, table_rows=table_rows)
     if arch == "factorized":
         from aecodec.train.baseline import FactorizedBaseline
 
@@ -262,14 +265,31 @@ def train(
         )
     run.mkdir(parents=True, exist_ok=True)
 
+    init_state = None
+    if cfg.init and cfg.init != "pca" and state is None:
+        from aecodec.train.export import init_config, load_state_dict_file
+
+        # The model is the --init model's, with the options given on top.
+        base = json.loads(init_config(cfg.init).to_json())
+        cfg = replace(cfg, model={**base, **cfg.model})
+        init_state = load_state_dict_file(cfg.init)
     model_cfg = ModelConfig.from_json(json.dumps(cfg.model))
     torch.manual_seed(cfg.seed)
-    net = build_model(model_cfg, cfg.arch)
-    if cfg.init and cfg.init != "pca" and state is None:
-        from aecodec.train.export import load_state_dict_file
-
+    rows = _table_rows(cfg, model_cfg, state["model"] if state else init_state)
+    net = build_model(model_cfg, cfg.arch, rows)
+    if rows:
+        net.quantizer.row_decay = 0.5 ** (1.0 / cfg.table_halflife)
+        if init_state is None and state is None:
+            nq, ng = model_cfg.num_qualities, model_cfg.num_groups
+            net.quantizer.table_index.copy_(torch.arange(nq * ng).view(nq, ng, 1))
+    if init_state is not None:
+        if rows:
+            init_state.pop("quantizer.logits", None)
+        else:
+            init_state.pop("quantizer.row_counts", None)
+            init_state.pop("quantizer.table_index", None)
         try:
-            net.load_state_dict(load_state_dict_file(cfg.init), strict=False)
+            net.load_state_dict(init_state, strict=False)
         except RuntimeError as exc:  # shapes that do not fit this model's config
             reason = " ".join(str(exc).split())[:300]
             raise ValueError(f"--init {cfg.init}: weights do not fit the model: {reason}") from None
@@ -327,6 +347,10 @@ def train(
         bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
     t0 = time.time()
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    if val is not None and state is None:  # where the learning curve starts
+        q0 = torch.arange(min(4, val.shape[0])) % model_cfg.num_qualities
+        best = _validation_record(net, val, run, 0, 0.0, (val[: q0.shape[0]], q0), {"lr": 0.0})
+        _atomic_save(_weights_state(net, 0, cfg), run / BEST)
     while step < end:
         f = lr_factor(step, cfg)
         opt.param_groups[0]["lr"] = cfg.lr * f
@@ -350,43 +374,17 @@ def train(
             continue
         last = step == end
         if val is not None and (step % cfg.val_every == 0 or last):
-            rows = validate(net, val)
-            idx = net(x[:4], q[:4]).indices
-            used, ppl = codebook_usage(idx, model_cfg.codebook_size) if idx is not None else (0, 0)
-            cost = _rd_cost(rows, model_cfg.lambdas)
-            rec = {
-                "step": step,
-                "time": time.time() - t0,
-                "lr": cfg.lr * f,
-                "val": rows,
-                "rd_cost": cost,
-                "codebook_used": used,
-                "perplexity": ppl,
-                **{f"train_{k}": v for k, v in stats.items()},
-            }
-            with open(run / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            log.info("step %d val %s", step, rows)
+            extra = {"lr": cfg.lr * f, **{f"train_{k}": v for k, v in stats.items()}}
+            cost = _validation_record(net, val, run, step, time.time() - t0, (x, q), extra)
             if cost < best:
                 best = cost
-                _atomic_save(
-                    {
-                        "model": net.state_dict(),
-                        "step": step,
-                        "config": model_cfg.to_json(),
-                        "train_config": asdict(cfg),
-                    },
-                    run / BEST,
-                )
+                _atomic_save(_weights_state(net, step, cfg), run / BEST)
         if step % cfg.ckpt_every == 0 or last:
             _atomic_save(
                 {
-                    "model": net.state_dict(),
+                    **_weights_state(net, step, cfg),
                     "optimizer": opt.state_dict(),
-                    "step": step,
                     "best": best,
-                    "config": model_cfg.to_json(),
-                    "train_config": asdict(cfg),
                     "sampler": [sampler.state()],
                     "torch_rng": torch.get_rng_state(),
                     "py_rng": random.getstate(),
@@ -399,6 +397,67 @@ def train(
     if world > 1:
         torch.distributed.destroy_process_group()
     return run
+
+
+def _weights_state(net: VQVAE, step: int, cfg: TrainConfig) -> dict[str, object]:
+    """What ``best.pt`` holds (and ``checkpoint.pt`` with the optimizer and RNG states)."""
+    return {
+        "model": net.state_dict(),
+        "step": step,
+        "config": net.config.to_json(),
+        "train_config": asdict(cfg),
+    }
+
+
+def _validation_record(
+    net: VQVAE,
+    val: torch.Tensor,
+    run: Path,
+    step: int,
+    seconds: float,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    extra: dict[str, float],
+) -> float:
+    """Validate, append a line to ``metrics.jsonl`` and return the RD cost.
+
+    ``batch`` ``(x, q)``: a training batch whose indices give the codebook statistics.
+    """
+    rows = validate(net, val)
+    x, q = batch
+    net.eval()  # (count tables count only in training mode)
+    with torch.no_grad():
+        idx = net(x[:4], q[:4]).indices
+    net.train()
+    k = net.config.codebook_size
+    used, ppl = codebook_usage(idx, k) if idx is not None else (0.0, 0.0)
+    cost = _rd_cost(rows, net.config.lambdas)
+    rec = {
+        "step": step,
+        "time": seconds,
+        "val": rows,
+        "rd_cost": cost,
+        "codebook_used": used,
+        "perplexity": ppl,
+        **extra,
+    }
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    log.info("step %d RD cost %.4f val %s", step, cost, rows)
+    return cost
+
+
+def _table_rows(
+    cfg: TrainConfig, model_cfg: ModelConfig, state: dict[str, torch.Tensor] | None
+) -> int:
+    """Count-table rows T of a run (0: learned logits): those of the checkpoint or the
+    ``--init`` weights when they have count tables, else one row per quality and group."""
+    if not cfg.count_tables:
+        return 0
+    if cfg.arch != "vq":
+        raise ValueError("--count-tables needs --arch vq")
+    if state is not None and "quantizer.row_counts" in state:
+        return int(state["quantizer.row_counts"].shape[0])
+    return model_cfg.num_qualities * model_cfg.num_groups
 
 
 def _rd_cost(rows: list[dict[str, float]], lambdas: tuple[float, ...]) -> float:
