@@ -78,7 +78,15 @@ NOT_OPTIONS: dict[str, str] = {
 }
 
 #: Model options: ModelConfig fields passed through TrainConfig.model when given.
-_MODEL_FIELDS = ("channels", "latent_channels", "codebook_size", "group_dim", "linear_path", "name")
+_MODEL_FIELDS = (
+    "channels",
+    "latent_channels",
+    "codebook_size",
+    "group_dim",
+    "linear_path",
+    "refine_channels",
+    "name",
+)
 
 
 def train_options() -> list[click.Option]:
@@ -134,6 +142,13 @@ class _TrainCommand(click.Command):
     "--linear-path/--no-linear-path",
     default=None,
     help="Add a linear 16x16 block transform beside the convolutions.",
+)
+@click.option(
+    "--refine-channels",
+    type=int,
+    default=None,
+    help="Width of a residual post-filter on the decoded image (0: none); it starts as the "
+    "identity, so it can be added to --init weights.",
 )
 @click.option("--name", default=None, help="Model name (written into bitstreams).")
 @click.option(

@@ -364,6 +364,33 @@ def test_count_tables_train_from_exported_contexts_and_export_their_rows(
     assert np.asarray(codec.decompress(codec.compress(img, quality=2))).shape == (33, 40, 3)
 
 
+def test_post_filter_starts_as_identity_and_trains_with_the_decoder(data_dir, tmp_path) -> None:
+    """--refine-channels on top of --init weights: the model decodes exactly as before at
+    step 0, then --train-only decoder trains the filter (and leaves the encoder alone)."""
+    from aecodec.model.layers import PostFilter
+
+    x = torch.rand(2, 3, 20, 24)
+    assert torch.equal(PostFilter(8)(x), x)
+    run = train(_cfg(data_dir, tmp_path / "a", 3), progress=False)
+    cfg = _cfg(
+        data_dir,
+        tmp_path / "b",
+        4,
+        model={"refine_channels": 4},
+        init=str(run / "checkpoint.pt"),
+        train_only="decoder",
+    )
+    train(cfg, progress=False)
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    last_a = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert json.loads(lines[0])["val"] == last_a["val"]  # identity at step 0
+    first, after = _state(run)["model"], _state(tmp_path / "b")["model"]
+    assert not torch.equal(
+        after["refine.body.4.weight"], torch.zeros_like(after["refine.body.4.weight"])
+    )
+    assert all(torch.equal(first[k], after[k]) for k in first if k.startswith("g_a."))
+
+
 def test_count_tables_count_only_in_training_mode() -> None:
     from aecodec.model.config import ModelConfig
     from aecodec.model.vqvae import VQVAE

@@ -14,7 +14,11 @@ DEFAULT_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.0
 
 
 # Config fields added after the first weights format, with the value older files imply.
-_LATER_FIELDS: dict[str, object] = {"spatial_contexts": 0, "activity_edges": ()}
+_LATER_FIELDS: dict[str, object] = {
+    "spatial_contexts": 0,
+    "activity_edges": (),
+    "refine_channels": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class ModelConfig:
         activity_edges: E, bucket edges of the count of earlier groups with a level > 0 at the
             same position (empty: none); multiplies the contexts by ``len(E) + 1``. See
             :class:`aecodec.entropy.ContextScheme`.
+        refine_channels: width of the residual post-filter on the decoded image (0: none; see
+            :class:`aecodec.model.layers.PostFilter`).
     """
 
     name: str = "aecodec-vq-small"
@@ -57,6 +63,7 @@ class ModelConfig:
     linear_path: bool = False
     spatial_contexts: int = 0
     activity_edges: tuple[int, ...] = ()
+    refine_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.latent_channels % self.group_dim:
@@ -72,6 +79,8 @@ class ModelConfig:
             raise ValueError(f"prob_bits must be in 12..16, got {self.prob_bits}")
         if not 0 <= self.spatial_contexts <= 64:
             raise ValueError(f"spatial_contexts must be in 0..64, got {self.spatial_contexts}")
+        if not 0 <= self.refine_channels <= 64:
+            raise ValueError(f"refine_channels must be in 0..64, got {self.refine_channels}")
         self.context_scheme()  # validates the edges
 
     @property

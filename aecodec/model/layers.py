@@ -48,6 +48,36 @@ def deconv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.ConvTran
     )
 
 
+class PostFilter(nn.Module):
+    """Residual refinement of the decoded image: ``x + f(x)`` with
+    ``f = conv3x3(3 -> c), LeakyReLU, conv3x3(c -> c), LeakyReLU, conv3x3(c -> 3)``.
+
+    Nonlinear processing at full resolution, where the synthesis has only its last (linear)
+    transposed convolution. The last convolution starts at zero, so a model gains the filter
+    as the identity and training (``--train-only decoder``) only has to improve it. Receptive
+    field 7x7 pixels; forward convolutions only (thread-count independent, like
+    :class:`PolyphaseDeconv`).
+
+    Shapes: ``[B, 3, H, W] -> [B, 3, H, W]``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(channels, 3, 3, padding=1),
+        )
+        last = self.body[-1]
+        for p in last.parameters():
+            nn.init.zeros_(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
 class PolyphaseDeconv(nn.Module):
     """A stride-2, 5x5 transposed convolution computed as one 3x3 convolution + pixel shuffle.
 

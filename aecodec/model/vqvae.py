@@ -13,6 +13,7 @@ from aecodec.model.layers import (
     BlockAnalysis,
     BlockSynthesis,
     LinearPlusConv,
+    PostFilter,
     conv,
     deconv,
 )
@@ -91,6 +92,9 @@ class VQVAE(nn.Module):
         if config.linear_path:
             self.g_a = LinearPlusConv(BlockAnalysis(m), self.g_a)
             self.g_s = LinearPlusConv(BlockSynthesis(m), self.g_s)
+        self.refine: nn.Module = (
+            PostFilter(config.refine_channels) if config.refine_channels else nn.Identity()
+        )
         # Higher quality -> larger gain -> finer effective quantization.
         init = torch.linspace(-1.0, 1.5, q).unsqueeze(1).expand(q, m).clone()
         self.log_gain = nn.Parameter(init)
@@ -129,7 +133,7 @@ class VQVAE(nn.Module):
         y = y.float() * gain
         y_hat, idx, bits, commit = self.quantizer(y, q)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            x_hat = self.g_s(y_hat * inv_gain)
+            x_hat = self.refine(self.g_s(y_hat * inv_gain))
         x_hat = x_hat.float()
         return TrainOutput(x_hat=x_hat, bits=bits, commit=commit, indices=idx)
 
@@ -161,4 +165,5 @@ class VQVAE(nn.Module):
         """Coding path, decoder side: ``long [B, G, h, w]`` -> ``[B, 3, 16h, 16w]`` in [0, 1]."""
         qt = torch.full((idx.shape[0],), q, dtype=torch.long)
         _, inv_gain = self.gains(qt)
-        return self.g_s(self.quantizer.dequantize(idx.long()) * inv_gain).clamp_(0.0, 1.0)
+        x_hat = self.refine(self.g_s(self.quantizer.dequantize(idx.long()) * inv_gain))
+        return x_hat.clamp_(0.0, 1.0)

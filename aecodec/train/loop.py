@@ -200,10 +200,11 @@ def build_model(config: ModelConfig, arch: str, table_rows: int = 0) -> VQVAE:
     raise ValueError(f"unknown --arch {arch!r}: choose vq or factorized")
 
 
-# Parameters trained by ``--train-only decoder``: the synthesis and the inverse gains. The
-# encoder, gains, codebooks and tables stay fixed, so every index (and the rate) stays the same
-# and training is a pure distortion problem (stable; the PSNR at each rate can only improve).
-DECODER_PARAMS = ("g_s.", "log_inv_gain")
+# Parameters trained by ``--train-only decoder``: the synthesis, the post-filter and the inverse
+# gains. The encoder, gains, codebooks and tables stay fixed, so every index (and the rate)
+# stays the same and training is a pure distortion problem (stable; the PSNR at each rate can
+# only improve).
+DECODER_PARAMS = ("g_s.", "refine.", "log_inv_gain")
 
 
 def freeze(net: nn.Module, train_only: str) -> None:
