@@ -20,7 +20,7 @@ from aecodec.entropy import (
     tables_from_logits,
 )
 from aecodec.errors import FormatError
-from aecodec.model.registry import load_weights
+from aecodec.weightsfile import load_weights
 
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 

@@ -190,7 +190,7 @@ def test_weights_sha256_is_checked_for_bundled_models(tmp_path) -> None:
     import json
     import shutil
 
-    from aecodec.model.registry import WEIGHTS_DIR, load_weights
+    from aecodec.weightsfile import WEIGHTS_DIR, load_weights
 
     manifest = json.loads((WEIGHTS_DIR / "manifest.json").read_text())
     name = manifest["default"]

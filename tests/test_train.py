@@ -120,8 +120,8 @@ SCALAR_LINEAR_MODEL = {
 )
 def test_export_load_round_trip_gives_identical_bitstreams(data_dir, tmp_path, model, init) -> None:
     from aecodec.codec import Codec
-    from aecodec.model.registry import load_weights
     from aecodec.train.export import export
+    from aecodec.weightsfile import load_weights
 
     cfg = _cfg(data_dir, tmp_path / "r", 6, model=dict(model), init=init)
     run = train(cfg, progress=False)
@@ -142,8 +142,8 @@ def test_export_load_round_trip_gives_identical_bitstreams(data_dir, tmp_path, m
 
 def test_weights_failing_sha256_are_refused(data_dir, tmp_path) -> None:
     from aecodec.errors import ModelError
-    from aecodec.model.registry import load_weights
     from aecodec.train.export import export
+    from aecodec.weightsfile import load_weights
 
     run = train(_cfg(data_dir, tmp_path / "r", 2), progress=False)
     e = export(run, weights_dir=tmp_path / "w")
@@ -285,8 +285,8 @@ def test_quality_balance_reweights_each_sample_by_its_lambda(data_dir) -> None:
 def test_export_with_checkerboard_contexts_and_fitted_tables(data_dir, tmp_path) -> None:
     from aecodec.codec import Codec
     from aecodec.entropy import ContextScheme
-    from aecodec.model.registry import load_weights
     from aecodec.train.export import FitOptions, export
+    from aecodec.weightsfile import load_weights
 
     run = train(
         _cfg(data_dir, tmp_path / "r", 4, model=dict(SCALAR_LINEAR_MODEL), init="pca"),
@@ -327,8 +327,8 @@ def test_count_tables_train_from_exported_contexts_and_export_their_rows(
     as the integer tables; the model config comes from the --init weights."""
     from aecodec.codec import Codec
     from aecodec.entropy import ContextScheme
-    from aecodec.model.registry import load_weights
     from aecodec.train.export import FitOptions, export
+    from aecodec.weightsfile import load_weights
 
     run = train(
         _cfg(data_dir, tmp_path / "r", 3, model=dict(SCALAR_LINEAR_MODEL), init="pca"),
