@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import GOLDEN
+from helpers import GOLDEN
 from reference_decoder import PayloadError, coder_cdf, decode_tile_array
 
 from aecodec import container, imageio

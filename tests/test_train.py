@@ -12,20 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, smooth_image
+from helpers import ROOT, TINY, smooth_image
 from PIL import Image
 
 from aecodec.train.loop import TrainConfig, rd_loss, train
 
-TINY_MODEL = {
-    "name": "aecodec-train-test",
-    "channels": 8,
-    "latent_channels": 8,
-    "group_dim": 2,
-    "codebook_size": 16,
-    "num_contexts": 2,
-    "lambdas": [0.01, 0.05],
-}
+# The tests' tiny config under a name of its own, as a run's JSON-like ``model`` option.
+TINY_MODEL = {**TINY, "name": "aecodec-train-test", "lambdas": list(TINY["lambdas"])}
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +150,7 @@ def test_weights_failing_sha256_are_refused(data_dir, tmp_path) -> None:
         load_weights("nope", weights_dir=tmp_path / "w")
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_then_single_process_resume(data_dir, tmp_path) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
