@@ -68,7 +68,7 @@ def __getattr__(name: str) -> Any:
 
         return Codec
     if name == "DEFAULT_QUALITY":
-        from aecodec.model.registry import default_model_name, read_manifest
+        from aecodec.weightsfile import default_model_name, read_manifest
 
         return read_manifest()["models"][default_model_name()]["default_quality"]
     raise AttributeError(f"module 'aecodec' has no attribute {name!r}")
@@ -197,7 +197,7 @@ def decompress(
         bitstream = container.unpack(_read_source(source), max_pixels=max_pixels)
     header = bitstream.header
     from aecodec.codec import check_tiling
-    from aecodec.model.registry import read_manifest
+    from aecodec.weightsfile import read_manifest
 
     check_tiling(header)  # before loading a model: a hostile file is refused in milliseconds
 
@@ -213,7 +213,7 @@ def decompress(
 
 def qualities(model: str | None = None) -> list[int]:
     """Quality levels of a model, ascending (lowest rate first)."""
-    from aecodec.model.registry import read_config
+    from aecodec.weightsfile import read_config
 
     return list(range(1, read_config(model).num_qualities + 1))
 
@@ -249,7 +249,7 @@ def info(source: BytesSource, *, max_pixels: int | None = None) -> dict[str, Any
 
 def models() -> list[dict[str, Any]]:
     """Bundled models: name, default flag, qualities, sha256, size, description."""
-    from aecodec.model.registry import read_manifest
+    from aecodec.weightsfile import read_manifest
 
     manifest = read_manifest()
     return [

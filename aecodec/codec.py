@@ -25,7 +25,7 @@ import numpy as np
 from aecodec import container, imageio, output
 from aecodec.entropy import decode_indices, encode_indices
 from aecodec.errors import FormatError, ImageError, ModelError
-from aecodec.model.registry import load_weights
+from aecodec.weightsfile import load_model
 
 DEFAULT_TILE = 1024
 # Pixels of neighbouring tiles the transforms see around each tile (a multiple of 16).
@@ -126,9 +126,6 @@ class Codec:
     def __init__(self, model: str | None = None, tile_size: int = DEFAULT_TILE) -> None:
         import torch
 
-        from aecodec.model.layers import polyphase_synthesis
-        from aecodec.model.vqvae import VQVAE
-
         align = container.TILE_ALIGN
         if tile_size < align or tile_size % align or tile_size > MAX_TILE_SIDE:
             raise ValueError(
@@ -138,27 +135,12 @@ class Codec:
         _install_fork_hook()
         self._model_arg = model
         self.tile_size = tile_size
-        weights = load_weights(model)
+        self.net, weights = load_model(model)
         self.name = weights.name
         self.config = weights.config
         self.sha256 = weights.sha256
         self.tables = weights.tables
         self.default_quality = weights.default_quality
-        net = VQVAE(self.config, learn_tables=False)  # codes with the integer tables
-        state = {
-            k: torch.from_numpy(v) for k, v in weights.tensors.items() if k != "quantizer.logits"
-        }
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if unexpected or [k for k in missing if k != "quantizer.logits"]:
-            raise ModelError(
-                f"weights of {self.name!r} do not match its config "
-                f"(missing {missing}, unexpected {unexpected})"
-            )
-        # Same function, thread-count-independent arithmetic (see PolyphaseDeconv).
-        net.g_s = polyphase_synthesis(net.g_s)
-        self.net = net.eval()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
         # Code lengths the encoder's entropy-constrained assignment uses, built per quality on
         # first use ([G, C, K] float32: 63 MB each for 240 contexts; decoding needs none).
         self._bits: dict[int, Any] = {}

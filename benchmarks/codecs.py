@@ -273,7 +273,7 @@ class AecodecBench(BenchCodec):
         try:
             import aecodec
 
-            qualities = list(aecodec.qualities(model))
+            qualities: list[Quality] = list(aecodec.qualities(model))
             models = list(aecodec.models())
         except Exception as exc:
             raise CodecUnavailable(
@@ -380,7 +380,7 @@ class CompressAIFactorized(BenchCodec):
         with torch.no_grad():
             out = self._net(int(quality)).compress(x)
         payload = out["strings"][0][0]
-        return self._HEADER.pack(h, w, len(payload)) + bytes([quality]) + payload
+        return self._HEADER.pack(h, w, len(payload)) + bytes([int(quality)]) + payload
 
     def decode(self, data: bytes) -> np.ndarray:
         import torch

@@ -23,7 +23,9 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> int:
     """Multiply-accumulates of all convolutions in ``module`` for input ``x``."""
     total = 0
 
-    def hook(m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+    def hook(
+        m: nn.Conv2d | nn.ConvTranspose2d, inp: tuple[torch.Tensor, ...], out: torch.Tensor
+    ) -> None:
         nonlocal total
         k = m.kernel_size[0] * m.kernel_size[1]
         if isinstance(m, nn.ConvTranspose2d):

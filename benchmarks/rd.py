@@ -294,7 +294,7 @@ def aggregate(
         ``(results_json, notes)``; results in CompressAI's layout sorted by bpp.
     """
     notes: list[str] = []
-    rows = []
+    rows: list[dict[str, Any]] = []
     for q in codec.qualities:
         recs = [records.get((img, q)) for img in images]
         if any(r is None for r in recs):

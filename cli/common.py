@@ -62,6 +62,10 @@ class FileError(Exception):
         self.message = message
 
 
+_PER_FILE_ERRORS: tuple[type[BaseException], ...] = (FileError, *FILE_ERRORS)
+"""What :func:`run_batch` reports for one file before going on to the next."""
+
+
 # --------------------------------------------------------------------------------------------------
 # helpers
 
@@ -246,7 +250,7 @@ def run_batch(
             try:
                 with warnings_as_lines(src):
                     process(src)
-            except (FileError, *FILE_ERRORS) as exc:
+            except _PER_FILE_ERRORS as exc:
                 if show_bar:  # clear the bar's line; it is redrawn on the next item
                     click.echo("\r\x1b[K", err=True, nl=False)
                 if isinstance(exc, FileError):

@@ -37,7 +37,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
-    table = [("NAME", "", "QUALITIES", "SIZE", "SHA256", "DESCRIPTION")]
+    table: list[tuple[str, ...]] = [("NAME", "", "QUALITIES", "SIZE", "SHA256", "DESCRIPTION")]
     table += [_row(m) for m in entries]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
     for row in table:

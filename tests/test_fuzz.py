@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import GOLDEN, ROOT
+from helpers import GOLDEN, ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import fuzz

@@ -184,7 +184,7 @@ def test_hostile_tiling_is_refused_before_loading_a_model() -> None:
     script = (
         "import sys, aecodec\n"
         "from aecodec import container\n"
-        "from aecodec.model.registry import default_model_name, read_manifest\n"
+        "from aecodec.weightsfile import default_model_name, read_manifest\n"
         "name = default_model_name()\n"
         "sha = bytes.fromhex(read_manifest()['models'][name]['sha256'][:16])\n"
         "h = container.Header(name, sha, 1, 4096, 4096, 'RGB', 4096, 4096)\n"

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import GOLDEN
+from helpers import GOLDEN
 from reference_decoder import PayloadError, coder_cdf, decode_tile_array
 
 from aecodec import container, imageio
@@ -20,7 +20,7 @@ from aecodec.entropy import (
     tables_from_logits,
 )
 from aecodec.errors import FormatError
-from aecodec.model.registry import load_weights
+from aecodec.weightsfile import load_weights
 
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 

@@ -190,7 +190,7 @@ def test_weights_sha256_is_checked_for_bundled_models(tmp_path) -> None:
     import json
     import shutil
 
-    from aecodec.model.registry import WEIGHTS_DIR, load_weights
+    from aecodec.weightsfile import WEIGHTS_DIR, load_weights
 
     manifest = json.loads((WEIGHTS_DIR / "manifest.json").read_text())
     name = manifest["default"]
@@ -203,6 +203,25 @@ def test_weights_sha256_is_checked_for_bundled_models(tmp_path) -> None:
         fh.write(b"\x01\x02\x03")
     with pytest.raises(ModelError, match="sha256"):
         load_weights(name, weights_dir=tmp_path)
+
+
+def test_load_model_is_ready_to_code_and_refuses_tensors_that_miss_the_config(
+    tiny_model, tmp_path
+) -> None:
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from aecodec.weightsfile import load_model
+
+    net, weights = load_model(tiny_model)
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    assert weights.name == "aecodec-test-tiny" and "entropy.freqs" not in weights.tensors
+    with safe_open(tiny_model, framework="numpy") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys() if k != "log_gain"}  # noqa: SIM118
+    save_file(tensors, str(tmp_path / "partial.safetensors"), metadata=meta)
+    with pytest.raises(ModelError, match=r"'aecodec-test-tiny' do not match .*log_gain"):
+        load_model(str(tmp_path / "partial.safetensors"))
 
 
 def test_input_is_never_modified(tiny_codec, tmp_path) -> None:

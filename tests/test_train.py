@@ -12,20 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, smooth_image
+from helpers import ROOT, TINY, smooth_image
 from PIL import Image
 
 from aecodec.train.loop import TrainConfig, rd_loss, train
 
-TINY_MODEL = {
-    "name": "aecodec-train-test",
-    "channels": 8,
-    "latent_channels": 8,
-    "group_dim": 2,
-    "codebook_size": 16,
-    "num_contexts": 2,
-    "lambdas": [0.01, 0.05],
-}
+# The tests' tiny config under a name of its own, as a run's JSON-like ``model`` option.
+TINY_MODEL = {**TINY, "name": "aecodec-train-test", "lambdas": list(TINY["lambdas"])}
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +113,8 @@ SCALAR_LINEAR_MODEL = {
 )
 def test_export_load_round_trip_gives_identical_bitstreams(data_dir, tmp_path, model, init) -> None:
     from aecodec.codec import Codec
-    from aecodec.model.registry import load_weights
     from aecodec.train.export import export
+    from aecodec.weightsfile import load_weights
 
     cfg = _cfg(data_dir, tmp_path / "r", 6, model=dict(model), init=init)
     run = train(cfg, progress=False)
@@ -142,8 +135,8 @@ def test_export_load_round_trip_gives_identical_bitstreams(data_dir, tmp_path, m
 
 def test_weights_failing_sha256_are_refused(data_dir, tmp_path) -> None:
     from aecodec.errors import ModelError
-    from aecodec.model.registry import load_weights
     from aecodec.train.export import export
+    from aecodec.weightsfile import load_weights
 
     run = train(_cfg(data_dir, tmp_path / "r", 2), progress=False)
     e = export(run, weights_dir=tmp_path / "w")
@@ -157,6 +150,7 @@ def test_weights_failing_sha256_are_refused(data_dir, tmp_path) -> None:
         load_weights("nope", weights_dir=tmp_path / "w")
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_then_single_process_resume(data_dir, tmp_path) -> None:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
@@ -285,8 +279,8 @@ def test_quality_balance_reweights_each_sample_by_its_lambda(data_dir) -> None:
 def test_export_with_checkerboard_contexts_and_fitted_tables(data_dir, tmp_path) -> None:
     from aecodec.codec import Codec
     from aecodec.entropy import ContextScheme
-    from aecodec.model.registry import load_weights
     from aecodec.train.export import FitOptions, export
+    from aecodec.weightsfile import load_weights
 
     run = train(
         _cfg(data_dir, tmp_path / "r", 4, model=dict(SCALAR_LINEAR_MODEL), init="pca"),
@@ -327,8 +321,8 @@ def test_count_tables_train_from_exported_contexts_and_export_their_rows(
     as the integer tables; the model config comes from the --init weights."""
     from aecodec.codec import Codec
     from aecodec.entropy import ContextScheme
-    from aecodec.model.registry import load_weights
     from aecodec.train.export import FitOptions, export
+    from aecodec.weightsfile import load_weights
 
     run = train(
         _cfg(data_dir, tmp_path / "r", 3, model=dict(SCALAR_LINEAR_MODEL), init="pca"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from aecodec.container import TILE_ALIGN
 from aecodec.entropy import ContextScheme
 
 # Rate-distortion trade-offs of the quality levels, low rate first. The training loss is
@@ -95,8 +96,9 @@ class ModelConfig:
 
     @property
     def downsampling(self) -> int:
-        """Spatial factor between the image and the latent grid."""
-        return 16
+        """Spatial factor between the image and the latent grid: every model's is the format's
+        tile alignment, :data:`aecodec.container.TILE_ALIGN`."""
+        return TILE_ALIGN
 
     def context_scheme(self) -> ContextScheme:
         """How the entropy coder forms contexts (``num_contexts`` levels, spatial, activity)."""

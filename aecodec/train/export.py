@@ -1,4 +1,8 @@
-"""Export a training checkpoint to a bundled safetensors weights file + manifest entry."""
+"""Export a training checkpoint to a bundled safetensors weights file + manifest entry.
+
+The weights format itself (reading, writing, the manifest) lives in :mod:`aecodec.weightsfile`;
+this module holds what training adds: checkpoints, starting a run from weights, refitting.
+"""
 
 from __future__ import annotations
 
@@ -11,28 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from aecodec.entropy import ContextScheme, EntropyTables, tables_from_logits
+from aecodec.entropy import ContextScheme
 from aecodec.errors import ModelError
-from aecodec.files import sha256_file, write_atomic
 from aecodec.model.config import ModelConfig
-from aecodec.model.registry import (
-    MANIFEST_NAME,
-    METADATA_KEY,
-    WEIGHTS_DIR,
-    WEIGHTS_FORMAT,
-    WEIGHTS_FORMAT_VERSION,
-    load_weights,
-    read_manifest,
-)
 from aecodec.model.vqvae import VQVAE
-
-TRAINING_TABLES: tuple[str, ...] = (
-    "quantizer.logits",
-    "quantizer.row_counts",
-    "quantizer.table_index",
-)
-"""State-dict keys of the training-time tables (logits or count tables); weights files hold
-integer tables instead."""
+from aecodec.weightsfile import WEIGHTS_DIR, add_to_manifest, load_weights, write_weights
 
 CHECKPOINT_KEYS: tuple[str, ...] = ("model", "config")
 """Keys every training checkpoint (``best.pt`` and ``checkpoint.pt``) holds."""
@@ -175,67 +162,6 @@ def init_config(path: str | Path) -> ModelConfig:
     return ModelConfig.from_json(load_checkpoint(p)["config"])
 
 
-def write_weights(
-    net: VQVAE,
-    out: Path,
-    default_quality: int,
-    training: dict[str, Any] | None = None,
-    tables: EntropyTables | None = None,
-) -> str:
-    """Write ``net`` as an aecodec safetensors weights file (atomically); returns its sha256.
-
-    The file (weights format 2) holds the network parameters (float32, without the training
-    logits), the integer entropy tables (``entropy.freqs uint16 [T, K]``,
-    ``entropy.table_index uint16 [Q, G, C]``, ``entropy.level_lut uint8 [G, K]``) and, in its
-    metadata, the model config (JSON), the default quality and a training summary.
-
-    Args:
-        tables: fitted tables (:func:`aecodec.train.tables.fit_tables`); by default one row
-            per (quality, group, context) quantized from the learned logits.
-    """
-    from safetensors.numpy import save
-
-    config = net.config
-    lut = net.quantizer.level_lut().numpy()
-    vq = net.quantizer
-    if tables is None and vq.count_tables:
-        freqs = tables_from_logits(-vq.row_bits().double().numpy() * np.log(2.0), config.prob_bits)
-        index = vq.table_index.numpy()
-        tables = EntropyTables(freqs, index, lut, config.prob_bits, config.context_scheme())
-    elif tables is None:
-        freqs = tables_from_logits(vq.logits.detach().numpy(), config.prob_bits)
-        dense = EntropyTables.dense(freqs, lut, config.prob_bits)
-        tables = EntropyTables(
-            dense.freqs, dense.table_index, lut, config.prob_bits, config.context_scheme()
-        )
-    if tables.shape != vq.table_shape or (tables.level_lut != lut).any():
-        raise ValueError("tables do not match the network (shape or codeword levels)")
-    if tables.scheme != config.context_scheme():
-        raise ValueError("tables and config disagree on the context scheme")
-    tensors = {
-        k: v.detach().contiguous().float().numpy()
-        for k, v in net.state_dict().items()
-        if k not in TRAINING_TABLES
-    }
-    tensors["entropy.freqs"] = tables.freqs.astype(np.uint16)
-    tensors["entropy.table_index"] = tables.table_index.astype(np.uint16)
-    tensors["entropy.level_lut"] = tables.level_lut.astype(np.uint8)
-    meta = {
-        "format": WEIGHTS_FORMAT,
-        "format_version": WEIGHTS_FORMAT_VERSION,
-        "config": config.to_json(),
-        "default_quality": str(default_quality),
-        "training": json.dumps(training or {}, sort_keys=True),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # One metadata key: safetensors keeps metadata in a hash map whose order is random, and
-    # the file (and so its sha256) must be a pure function of the weights.
-    blob = save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
-    write_atomic(out, lambda fh: fh.write(blob), force=True)
-    out.chmod(0o644)
-    return sha256_file(out)
-
-
 def export(
     checkpoint: str | Path,
     name: str | None = None,
@@ -307,10 +233,5 @@ def export(
         "description": description,
         "training": summary,
     }
-    manifest = read_manifest(weights_dir)
-    manifest.setdefault("models", {})[config.name] = entry
-    if make_default or not manifest.get("default"):
-        manifest["default"] = config.name
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    write_atomic(weights_dir / MANIFEST_NAME, lambda fh: fh.write(text.encode()), force=True)
+    add_to_manifest(weights_dir, config.name, entry, make_default)
     return entry

@@ -20,8 +20,6 @@ from aecodec.model.layers import LinearPlusConv
 from aecodec.model.vqvae import VQVAE
 from aecodec.train.data import CropSampler
 
-BLOCK = 16
-
 
 @torch.no_grad()
 def pca_init(net: VQVAE, sampler: CropSampler, crops: int = 512, batch: int = 8) -> None:
@@ -39,12 +37,26 @@ def pca_init(net: VQVAE, sampler: CropSampler, crops: int = 512, batch: int = 8)
     if not cfg.linear_path:
         raise ValueError("pca_init needs a model built with linear_path=True")
     x = torch.cat([sampler.batch(batch) for _ in range(max(1, crops // batch))])
-    p = F.pixel_unshuffle(x, BLOCK).permute(0, 2, 3, 1).reshape(-1, 3 * BLOCK * BLOCK).double()
+    v, mu = _block_pca(x, cfg.downsampling, cfg.latent_channels)
+    _start_as_pca(net, v, mu)
+    _set_quality_gains(net, x)
+    _count_tables(net, x)
+
+
+def _block_pca(x: torch.Tensor, block: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, 3, H, W]`` crops -> ``(V, mu)``: the top-``m`` principal components
+    ``float64 [3 b^2, m]`` (descending variance) and the mean ``[3 b^2]`` of their b x b blocks."""
+    p = F.pixel_unshuffle(x, block).permute(0, 2, 3, 1).reshape(-1, 3 * block * block).double()
     mu = p.mean(0)
     cov = (p - mu).T @ (p - mu) / p.shape[0]
     _, vecs = torch.linalg.eigh(cov)
-    v = vecs.flip(1)[:, : cfg.latent_channels]  # [3*256, M], descending variance
-    m = cfg.latent_channels
+    return vecs.flip(1)[:, :m], mu
+
+
+def _start_as_pca(net: VQVAE, v: torch.Tensor, mu: torch.Tensor) -> None:
+    """Linear paths = the PCA (analysis ``V^T (p - mu)``, synthesis ``V y + mu``), last layers
+    of the convolutional residuals zero, so ``g_s(g_a(x))`` is the PCA projection."""
+    m = net.config.latent_channels
     g_a, g_s = net.g_a, net.g_s
     assert isinstance(g_a, LinearPlusConv) and isinstance(g_s, LinearPlusConv)
     ana, syn = g_a.linear.proj, g_s.linear.proj
@@ -58,6 +70,11 @@ def pca_init(net: VQVAE, sampler: CropSampler, crops: int = 512, batch: int = 8)
         last.weight.zero_()
         last.bias.zero_()
 
+
+def _set_quality_gains(net: VQVAE, x: torch.Tensor) -> None:
+    """Per quality, the gain of the high-rate RD-optimal uniform step, coarser for channels
+    whose largest coefficient on ``x`` would fall outside the initial codebook."""
+    cfg = net.config
     # The initial codebook spans +-half lattice steps per dimension: channels whose largest
     # coefficient would fall outside get a coarser step (a larger one clips the coefficient).
     half = round(cfg.codebook_size ** (1.0 / cfg.group_dim)) // 2 - 2
@@ -70,6 +87,11 @@ def pca_init(net: VQVAE, sampler: CropSampler, crops: int = 512, batch: int = 8)
         net.log_gain[qi].copy_(log_gain)
         net.log_inv_gain[qi].copy_(-log_gain)
 
+
+def _count_tables(net: VQVAE, x: torch.Tensor) -> None:
+    """Logits = log of the smoothed counts of the initial encoder's indices on ``x`` per
+    quality, group and context (indices assigned by distance alone)."""
+    cfg = net.config
     vq = net.quantizer
     lut = vq.level_lut()
     counts = torch.full_like(vq.logits, 0.1, dtype=torch.float64)

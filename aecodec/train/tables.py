@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from aecodec.container import TILE_ALIGN
 from aecodec.entropy import ContextScheme, EntropyTables, tables_from_logits
 from aecodec.model.vqvae import VQVAE
 
@@ -174,9 +175,9 @@ def fitting_images(folder: str, num_val: int, max_side: int = 512) -> list[np.nd
     train, _ = split_files(list_images(folder), num_val)
     out = []
     for p in train:
-        img = load_rgb(p, 16)
-        h = min(max_side, img.shape[0] // 16 * 16)
-        w = min(max_side, img.shape[1] // 16 * 16)
+        img = load_rgb(p, TILE_ALIGN)
+        h = min(max_side, img.shape[0] // TILE_ALIGN * TILE_ALIGN)
+        w = min(max_side, img.shape[1] // TILE_ALIGN * TILE_ALIGN)
         y0, x0 = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
         out.append(np.ascontiguousarray(img[y0 : y0 + h, x0 : x0 + w]))
     return out

@@ -1,0 +1,350 @@
+"""Weights files: their format (read, write, hash), the bundled models' manifest, and the one
+constructor from a weights file to a ready-to-code model.
+
+Named ``weightsfile`` (not ``weights``) because ``aecodec/weights/`` is the folder of bundled
+files this module reads; it is to weights files what :mod:`aecodec.container` is to ``.aec``
+files.
+
+A weights file is a safetensors file (never pickle) with one metadata key, ``aecodec``, whose
+JSON value holds ``format``, ``format_version``, the model ``config`` (JSON),
+``default_quality`` and a ``training`` summary. Its tensors are the network parameters
+(float32) and the integer entropy tables:
+
+* format 2 (written): shared rows ``entropy.freqs uint16 [T, K]``, the row of each
+  (quality, group, context) ``entropy.table_index uint16 [Q, G, C]`` and the codeword levels
+  ``entropy.level_lut uint8 [G, K]``; no training logits;
+* format 1 (read only): dense tables ``entropy.freqs int32 [Q, G, C, K]``, no
+  ``table_index``, and the float32 training logits ``quantizer.logits``.
+
+``aecodec/weights/manifest.json``::
+
+    {"default": "<name>",
+     "models": {"<name>": {"file": "<name>.safetensors", "sha256": "<hex>", "bytes": N,
+                           "default_quality": 5, "description": "..."}}}
+
+A model is addressed by its name (written into every bitstream together with the first
+8 bytes of its weights' sha256), or, for development, by a path to a ``.safetensors`` file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aecodec.entropy import EntropyTables, tables_from_logits
+from aecodec.errors import ModelError
+from aecodec.files import sha256_file, write_atomic
+from aecodec.model.config import ModelConfig
+
+if TYPE_CHECKING:
+    from aecodec.model.vqvae import VQVAE
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MANIFEST_NAME = "manifest.json"
+WEIGHTS_FORMAT = "aecodec-weights"
+# "1": dense int32 tables ``entropy.freqs [Q, G, C, K]`` and float32 training logits;
+# "2": shared uint16 rows ``entropy.freqs [T, K]`` + ``entropy.table_index [Q, G, C]``, no logits.
+WEIGHTS_FORMAT_VERSION = "2"
+READABLE_FORMAT_VERSIONS = ("1", "2")
+METADATA_KEY = "aecodec"
+
+TRAINING_TABLES: tuple[str, ...] = (
+    "quantizer.logits",
+    "quantizer.row_counts",
+    "quantizer.table_index",
+)
+"""State-dict keys of the training-time tables (logits or count tables); weights files hold
+integer tables instead."""
+
+_FORMAT1_LOGITS = "quantizer.logits"
+"""The training logits format 1 files carry; a coding-only model leaves them empty."""
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A verified weights file.
+
+    Attributes:
+        name: model name (as written into bitstreams).
+        config: the model's hyper-parameters.
+        tensors: name -> numpy array (network parameters and the integer tables).
+        tables: the integer entropy tables.
+        sha256: hex digest of the file.
+        default_quality: the quality used when the caller gives none.
+    """
+
+    name: str
+    config: ModelConfig
+    tensors: dict[str, np.ndarray]
+    tables: EntropyTables
+    sha256: str
+    default_quality: int
+
+
+# ---------------------------------------------------------------------------- manifest
+def read_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """The parsed manifest (an empty one if the folder has none)."""
+    path = weights_dir / MANIFEST_NAME
+    if not path.exists():
+        return {"default": None, "models": {}}
+    return json.loads(path.read_text())
+
+
+def add_to_manifest(
+    weights_dir: Path, name: str, entry: dict[str, Any], make_default: bool = True
+) -> None:
+    """Write (atomically) ``weights_dir``'s manifest with ``entry`` as model ``name``.
+
+    Args:
+        make_default: make ``name`` the default model (it is anyway if there is none).
+    """
+    manifest = read_manifest(weights_dir)
+    manifest.setdefault("models", {})[name] = entry
+    if make_default or not manifest.get("default"):
+        manifest["default"] = name
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    write_atomic(weights_dir / MANIFEST_NAME, lambda fh: fh.write(text.encode()), force=True)
+
+
+def default_model_name(weights_dir: Path = WEIGHTS_DIR) -> str:
+    """Name of the default bundled model.
+
+    Raises:
+        ModelError: no model is bundled.
+    """
+    name = read_manifest(weights_dir).get("default")
+    if not name:
+        raise ModelError(f"no bundled model in {weights_dir}: export one with `aecodec export RUN`")
+    return str(name)
+
+
+def _unknown_model(model: str, manifest: dict[str, Any]) -> ModelError:
+    known = ", ".join(sorted(manifest.get("models", {}))) or "none"
+    return ModelError(f"unknown model {model!r} (bundled models: {known})")
+
+
+# ---------------------------------------------------------------------------- read
+def read_config(model: str | None = None, weights_dir: Path = WEIGHTS_DIR) -> ModelConfig:
+    """A bundled model's config, read from the weights' metadata only (cheap: no tensors).
+
+    Raises:
+        ModelError: unknown model or unreadable weights file.
+    """
+    from safetensors import safe_open
+
+    manifest = read_manifest(weights_dir)
+    name = model or default_model_name(weights_dir)
+    if name not in manifest.get("models", {}):
+        raise _unknown_model(name, manifest)
+    path = weights_dir / manifest["models"][name]["file"]
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            return ModelConfig.from_json(_metadata(fh)["config"])
+    except Exception as exc:
+        raise ModelError(f"cannot read the config of model {name!r} from {path}: {exc}") from exc
+
+
+def _locate(
+    model: str | Path, manifest: dict[str, Any], weights_dir: Path
+) -> tuple[Path, str, dict[str, Any]]:
+    """``(path, sha256, manifest entry)`` of a bundled model (its sha256 checked against the
+    manifest's) or of a ``.safetensors`` path (entry ``{}``)."""
+    if str(model) in manifest.get("models", {}):
+        entry = manifest["models"][str(model)]
+        path = weights_dir / entry["file"]
+        if not path.exists():
+            raise ModelError(f"model {model!r}: weights file {path} is missing; reinstall aecodec")
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise ModelError(
+                f"model {model!r}: {path} fails its sha256 check "
+                f"(expected {entry['sha256'][:16]}..., "
+                f"got {digest[:16]}...): the file is corrupt or was replaced; reinstall aecodec"
+            )
+        return path, digest, entry
+    path = Path(model)
+    if path.suffix == ".safetensors" and path.is_file():
+        return path, sha256_file(path), {}
+    raise _unknown_model(str(model), manifest)
+
+
+def _read_file(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """``(aecodec metadata, tensors)`` of a weights file, its format version checked."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = _metadata(fh)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelError(f"cannot read weights {path}: {exc}") from exc
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise ModelError(f"{path} is not an aecodec weights file (metadata format missing)")
+    if meta.get("format_version") not in READABLE_FORMAT_VERSIONS:
+        raise ModelError(
+            f"{path}: weights format version {meta.get('format_version')} is not supported; "
+            "upgrade aecodec"
+        )
+    return meta, tensors
+
+
+def load_weights(model: str | Path | None = None, weights_dir: Path = WEIGHTS_DIR) -> LoadedWeights:
+    """Find, verify and read a model's weights (safetensors only: no pickle).
+
+    Args:
+        model: a bundled model name, a path to a ``.safetensors`` file, or ``None`` for the
+            default bundled model.
+
+    Raises:
+        ModelError: unknown model, missing file, or a file whose sha256 differs from the
+            manifest's (the message names the model and says how to fix it).
+    """
+    manifest = read_manifest(weights_dir)
+    if model is None:
+        model = default_model_name(weights_dir)
+    path, digest, entry = _locate(model, manifest, weights_dir)
+    meta, tensors = _read_file(path)
+    config = ModelConfig.from_json(meta["config"])
+    try:
+        tables = tables_from_tensors(tensors, config)
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"{path}: bad entropy tables: {exc}") from exc
+    default_quality = int(entry.get("default_quality", meta.get("default_quality", 1)))
+    return LoadedWeights(config.name, config, tensors, tables, digest, default_quality)
+
+
+def tables_from_tensors(tensors: dict[str, np.ndarray], config: ModelConfig) -> EntropyTables:
+    """Pop the ``entropy.*`` arrays of a weights file out of ``tensors`` as tables (either
+    weights format version)."""
+    freqs = tensors.pop("entropy.freqs").astype(np.int64)
+    lut = tensors.pop("entropy.level_lut").astype(np.int64)
+    if "entropy.table_index" not in tensors:
+        return EntropyTables.dense(freqs, lut, config.prob_bits)
+    index = tensors.pop("entropy.table_index").astype(np.int64)
+    return EntropyTables(freqs, index, lut, config.prob_bits, config.context_scheme())
+
+
+def _metadata(fh: Any) -> dict[str, str]:
+    """The aecodec metadata of an open safetensors file (``{}`` if it has none)."""
+    raw = (fh.metadata() or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+# ---------------------------------------------------------------------------- model
+def load_model(
+    model: str | Path | None = None, weights_dir: Path = WEIGHTS_DIR
+) -> tuple[VQVAE, LoadedWeights]:
+    """A model ready to code: its network in eval mode and its verified weights file.
+
+    The network is built without training tables (it codes with ``weights.tables``), with the
+    thread-count-independent synthesis transform
+    (:func:`~aecodec.model.layers.polyphase_synthesis`), and with gradients off.
+
+    Args:
+        model: as for :func:`load_weights`.
+
+    Returns:
+        ``(net, weights)``; ``weights.tensors`` are the arrays ``net`` was loaded from (drop
+        them once loaded: ``net`` holds copies).
+
+    Raises:
+        ModelError: as :func:`load_weights`, or the file's tensors do not match its config.
+    """
+    import torch
+
+    from aecodec.model.layers import polyphase_synthesis
+    from aecodec.model.vqvae import VQVAE
+
+    weights = load_weights(model, weights_dir)
+    net = VQVAE(weights.config, learn_tables=False)  # codes with the integer tables
+    state = {k: torch.from_numpy(v) for k, v in weights.tensors.items() if k != _FORMAT1_LOGITS}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != _FORMAT1_LOGITS]:
+        raise ModelError(
+            f"weights of {weights.name!r} do not match its config "
+            f"(missing {missing}, unexpected {unexpected})"
+        )
+    # Same function, thread-count-independent arithmetic (see PolyphaseDeconv).
+    net.g_s = polyphase_synthesis(net.g_s)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, weights
+
+
+# ---------------------------------------------------------------------------- write
+def learned_tables(net: VQVAE) -> EntropyTables:
+    """Integer tables quantized from a network's learned tables: its count rows (trained with
+    ``table_rows``) or one row per (quality, group, context) of its logits."""
+    config, vq = net.config, net.quantizer
+    lut = vq.level_lut().numpy()
+    if vq.count_tables:
+        freqs = tables_from_logits(-vq.row_bits().double().numpy() * np.log(2.0), config.prob_bits)
+        index = vq.table_index.numpy()
+        return EntropyTables(freqs, index, lut, config.prob_bits, config.context_scheme())
+    freqs = tables_from_logits(vq.logits.detach().numpy(), config.prob_bits)
+    dense = EntropyTables.dense(freqs, lut, config.prob_bits)
+    return EntropyTables(
+        dense.freqs, dense.table_index, lut, config.prob_bits, config.context_scheme()
+    )
+
+
+def write_weights(
+    net: VQVAE,
+    out: Path,
+    default_quality: int,
+    training: dict[str, Any] | None = None,
+    tables: EntropyTables | None = None,
+) -> str:
+    """Write ``net`` as an aecodec safetensors weights file (atomically); returns its sha256.
+
+    The file (weights format 2) holds the network parameters (float32, without the training
+    tables :data:`TRAINING_TABLES`), the integer entropy tables (``entropy.freqs uint16
+    [T, K]``, ``entropy.table_index uint16 [Q, G, C]``, ``entropy.level_lut uint8 [G, K]``)
+    and, in its metadata, the model config (JSON), the default quality and a training summary.
+
+    Args:
+        tables: fitted tables (:func:`aecodec.train.tables.fit_tables`); by default
+            :func:`learned_tables`.
+    """
+    from safetensors.numpy import save
+
+    config = net.config
+    if tables is None:
+        tables = learned_tables(net)
+    _check_tables(net, tables)
+    tensors = {
+        k: v.detach().contiguous().float().numpy()
+        for k, v in net.state_dict().items()
+        if k not in TRAINING_TABLES
+    }
+    tensors["entropy.freqs"] = tables.freqs.astype(np.uint16)
+    tensors["entropy.table_index"] = tables.table_index.astype(np.uint16)
+    tensors["entropy.level_lut"] = tables.level_lut.astype(np.uint8)
+    meta = {
+        "format": WEIGHTS_FORMAT,
+        "format_version": WEIGHTS_FORMAT_VERSION,
+        "config": config.to_json(),
+        "default_quality": str(default_quality),
+        "training": json.dumps(training or {}, sort_keys=True),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One metadata key: safetensors keeps metadata in a hash map whose order is random, and
+    # the file (and so its sha256) must be a pure function of the weights.
+    blob = save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    write_atomic(out, lambda fh: fh.write(blob), force=True)
+    out.chmod(0o644)
+    return sha256_file(out)
+
+
+def _check_tables(net: VQVAE, tables: EntropyTables) -> None:
+    """Raise ValueError unless ``tables`` can code ``net``'s indices."""
+    lut = net.quantizer.level_lut().numpy()
+    if tables.shape != net.quantizer.table_shape or (tables.level_lut != lut).any():
+        raise ValueError("tables do not match the network (shape or codeword levels)")
+    if tables.scheme != net.config.context_scheme():
+        raise ValueError("tables and config disagree on the context scheme")
