@@ -225,9 +225,9 @@ def export(
     A run of the CompressAI baseline (--arch factorized) is written as RUN/compressai.pt
     instead, for `aecodec bench --codecs compressai-factorized --compressai-checkpoint`.
     """
-    from aecodec.model.registry import WEIGHTS_DIR
     from aecodec.train.export import FitOptions, run_summary
     from aecodec.train.export import export as do_export
+    from aecodec.weightsfile import WEIGHTS_DIR
 
     if _export_baseline(run):
         return
