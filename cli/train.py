@@ -85,6 +85,7 @@ _MODEL_FIELDS = (
     "group_dim",
     "linear_path",
     "refine_channels",
+    "synthesis_channels",
     "name",
 )
 
@@ -142,6 +143,14 @@ class _TrainCommand(click.Command):
     "--linear-path/--no-linear-path",
     default=None,
     help="Add a linear 16x16 block transform beside the convolutions.",
+)
+@click.option(
+    "--synthesis-channels",
+    type=int,
+    default=None,
+    help="Width of the synthesis' hidden layers (default: --channels); wider than the --init "
+    "weights' widens them with the same function (new channels start with zero outgoing "
+    "weights).",
 )
 @click.option(
     "--refine-channels",

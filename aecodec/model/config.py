@@ -19,6 +19,7 @@ _LATER_FIELDS: dict[str, object] = {
     "spatial_contexts": 0,
     "activity_edges": (),
     "refine_channels": 0,
+    "synthesis_channels": 0,
 }
 
 
@@ -48,6 +49,7 @@ class ModelConfig:
         activity_edges: E, bucket edges of the count of earlier groups with a level > 0 at the
             same position (empty: none); multiplies the contexts by ``len(E) + 1``. See
             :class:`aecodec.entropy.ContextScheme`.
+        synthesis_channels: width of the hidden layers of ``g_s`` (0: ``channels``).
         refine_channels: width of the residual post-filter on the decoded image (0: none; see
             :class:`aecodec.model.layers.PostFilter`).
     """
@@ -65,6 +67,7 @@ class ModelConfig:
     spatial_contexts: int = 0
     activity_edges: tuple[int, ...] = ()
     refine_channels: int = 0
+    synthesis_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.latent_channels % self.group_dim:
@@ -80,9 +83,16 @@ class ModelConfig:
             raise ValueError(f"prob_bits must be in 12..16, got {self.prob_bits}")
         if not 0 <= self.spatial_contexts <= 64:
             raise ValueError(f"spatial_contexts must be in 0..64, got {self.spatial_contexts}")
+        if not 0 <= self.synthesis_channels <= 512:
+            raise ValueError(f"synthesis_channels must be in 0..512, got {self.synthesis_channels}")
         if not 0 <= self.refine_channels <= 64:
             raise ValueError(f"refine_channels must be in 0..64, got {self.refine_channels}")
         self.context_scheme()  # validates the edges
+
+    @property
+    def synthesis_width(self) -> int:
+        """Width of the hidden layers of ``g_s``."""
+        return self.synthesis_channels or self.channels
 
     @property
     def num_groups(self) -> int:

@@ -88,7 +88,7 @@ class VQVAE(nn.Module):
         self.config = config
         n, m, q = config.channels, config.latent_channels, config.num_qualities
         self.g_a: nn.Module = analysis_transform(n, m)
-        self.g_s: nn.Module = synthesis_transform(n, m)
+        self.g_s: nn.Module = synthesis_transform(config.synthesis_width, m)
         if config.linear_path:
             self.g_a = LinearPlusConv(BlockAnalysis(m), self.g_a)
             self.g_s = LinearPlusConv(BlockSynthesis(m), self.g_s)

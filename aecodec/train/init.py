@@ -107,3 +107,34 @@ def _count_tables(net: VQVAE, x: torch.Tensor) -> None:
             c = counts[qi].view(vq.num_groups, -1)
             c.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
     vq.logits.copy_(counts.log().float())
+
+
+@torch.no_grad()
+def widen_synthesis(state: dict[str, torch.Tensor], net: VQVAE) -> list[str]:
+    """Fit a narrower model's synthesis into ``net``'s wider one, keeping its function exactly.
+
+    Every transposed convolution of ``state`` (``weight [C_in, C_out, k, k]``) is copied into
+    the top-left corner of ``net``'s; the new output channels keep ``net``'s random
+    initialisation (their biases zero) and the new *input* channels get zero weights, so the
+    new channels do not reach the image until training gives them outgoing weights (Net2Net's
+    zero variant, Chen et al. 2016). ``state`` is changed in place.
+
+    Returns:
+        The keys that were widened.
+    """
+    own = net.state_dict()
+    widened = []
+    for key, old in state.items():
+        if not key.startswith("g_s.") or key not in own or own[key].shape == old.shape:
+            continue
+        new = own[key].clone()
+        if new.dim() != old.dim() or any(a < b for a, b in zip(new.shape, old.shape, strict=True)):
+            raise ValueError(f"{key}: cannot widen {tuple(old.shape)} to {tuple(new.shape)}")
+        if new.dim() == 1:  # bias of new output channels
+            new[old.shape[0] :] = 0.0
+        else:
+            new[old.shape[0] :] = 0.0  # new input channels: no effect yet
+        new[tuple(slice(0, n) for n in old.shape)] = old
+        state[key] = new
+        widened.append(key)
+    return widened

@@ -289,6 +289,11 @@ def train(
         else:
             init_state.pop("quantizer.row_counts", None)
             init_state.pop("quantizer.table_index", None)
+        from aecodec.train.init import widen_synthesis
+
+        widened = widen_synthesis(init_state, net)
+        if widened and rank == 0:
+            log.info("--init: widened the synthesis (%d tensors), same function", len(widened))
         try:
             net.load_state_dict(init_state, strict=False)
         except RuntimeError as exc:  # shapes that do not fit this model's config
