@@ -358,9 +358,10 @@ def test_count_tables_train_from_exported_contexts_and_export_their_rows(
     assert np.asarray(codec.decompress(codec.compress(img, quality=2))).shape == (33, 40, 3)
 
 
-def test_post_filter_starts_as_identity_and_trains_with_the_decoder(data_dir, tmp_path) -> None:
-    """--refine-channels on top of --init weights: the model decodes exactly as before at
-    step 0, then --train-only decoder trains the filter (and leaves the encoder alone)."""
+def test_post_filter_and_wider_synthesis_start_as_the_init_model(data_dir, tmp_path) -> None:
+    """--refine-channels and a wider --synthesis-channels on top of --init weights: the model
+    decodes exactly as before at step 0, then --train-only decoder trains the new parameters
+    (and leaves the encoder alone)."""
     from aecodec.model.layers import PostFilter
 
     x = torch.rand(2, 3, 20, 24)
@@ -370,7 +371,7 @@ def test_post_filter_starts_as_identity_and_trains_with_the_decoder(data_dir, tm
         data_dir,
         tmp_path / "b",
         4,
-        model={"refine_channels": 4},
+        model={"refine_channels": 4, "synthesis_channels": 12},
         init=str(run / "checkpoint.pt"),
         train_only="decoder",
     )
@@ -383,6 +384,8 @@ def test_post_filter_starts_as_identity_and_trains_with_the_decoder(data_dir, tm
         after["refine.body.4.weight"], torch.zeros_like(after["refine.body.4.weight"])
     )
     assert all(torch.equal(first[k], after[k]) for k in first if k.startswith("g_a."))
+    assert after["g_s.0.weight"].shape[1] == 12 and first["g_s.0.weight"].shape[1] == 8
+    assert after["g_s.2.weight"][8:].abs().sum() > 0  # the new channels were trained
 
 
 def test_count_tables_count_only_in_training_mode() -> None:
