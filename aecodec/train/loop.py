@@ -15,6 +15,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -244,6 +245,105 @@ def train(
     if world > 1:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     torch.set_num_threads(cfg.threads)
+    cfg, state = _open_run(cfg, resume)
+    run = Path(cfg.run)
+    cfg, net = _build_net(cfg, state, rank)
+    model_cfg = net.config
+    sampler, val_files = _data(cfg, net, state is None, rank, world)
+    freeze(net, cfg.train_only)
+    bf16 = use_bf16(cfg.bf16)
+    if rank == 0:
+        log.info(
+            "CPU %s, bf16 autocast %s (torch %s threads)",
+            torch.backends.cpu.get_cpu_capability(),
+            "on" if bf16 else "off",
+            cfg.threads,
+        )
+    opt = build_optimizer(net, cfg)
+    val = validation_crops(val_files, cfg.val_crop) if rank == 0 and val_files else None
+    step, best, cpu_base = _restore(state, net, opt, sampler, rank)
+    model: nn.Module = nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    if rank == 0:
+        (run / "config.json").write_text(
+            json.dumps({"train": asdict(cfg), "model": json.loads(model_cfg.to_json())}, indent=1)
+        )
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
+    t0 = time.time()
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    if val is not None and state is None:  # where the learning curve starts
+        q0 = torch.arange(min(4, val.shape[0])) % model_cfg.num_qualities
+        best = _validation_record(net, val, run, 0, 0.0, (val[: q0.shape[0]], q0), {"lr": 0.0})
+        _atomic_save(_weights_state(net, 0, cfg), run / BEST)
+    while step < end:
+        f = lr_factor(step, cfg)
+        x = sampler.batch(cfg.batch)
+        q = sampler.qualities(cfg.batch, model_cfg.num_qualities)
+        stats = _optimizer_step(model, net, opt, cfg, f, (x, q), bf16)
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{stats[k]:.3f}" for k in ("loss", "bpp", "psnr")})
+        if rank != 0:
+            continue
+        last = step == end
+        if val is not None and (step % cfg.val_every == 0 or last):
+            extra = {"lr": cfg.lr * f, **{f"train_{k}": v for k, v in stats.items()}}
+            cost = _validation_record(net, val, run, step, time.time() - t0, (x, q), extra)
+            if cost < best:
+                best = cost
+                _atomic_save(_weights_state(net, step, cfg), run / BEST)
+        if step % cfg.ckpt_every == 0 or last:
+            resumable = {
+                "optimizer": opt.state_dict(),
+                "best": best,
+                "sampler": [sampler.state()],
+                "cpu_seconds": cpu_base + time.process_time(),
+            }
+            _save_checkpoint(net, step, cfg, resumable)
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return run
+
+
+def _data(
+    cfg: TrainConfig, net: VQVAE, fresh: bool, rank: int, world: int
+) -> tuple[CropSampler, list[Path]]:
+    """This process's crop sampler (its shard of the training split) and the validation
+    files; a fresh ``--init pca`` run is initialised here (:func:`aecodec.train.init.pca_init`)."""
+    train_files, val_files = split_files(list_images(cfg.data), cfg.num_val)
+    shard = train_files[rank::world]
+    if not shard:
+        raise ValueError(
+            f"process {rank} of {world} has no training images ({len(train_files)} in "
+            f"{cfg.data} after holding out {len(val_files)} for validation)"
+        )
+    sampler = CropSampler(shard, cfg.crop, cfg.seed * 1000 + rank)
+    if cfg.init == "pca" and fresh:
+        from aecodec.train.init import pca_init
+
+        # Its own sampler, so the training crops are the same with and without it; under DDP,
+        # rank 0's result is broadcast to every process when the model is wrapped.
+        pca_init(net, CropSampler(train_files, cfg.crop, cfg.seed * 1000 + 999))
+    return sampler, val_files
+
+
+def _save_checkpoint(net: VQVAE, step: int, cfg: TrainConfig, resumable: dict[str, Any]) -> None:
+    """Write ``checkpoint.pt``: the weights, ``resumable`` (optimizer, best cost, sampler,
+    CPU seconds) and the torch and Python RNG states."""
+    rngs = {"torch_rng": torch.get_rng_state(), "py_rng": random.getstate()}
+    state = {**_weights_state(net, step, cfg), **resumable, **rngs}
+    _atomic_save(state, Path(cfg.run) / CHECKPOINT)
+
+
+def _open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Create the run folder, or with ``resume`` read its checkpoint; returns the config to
+    use (the checkpoint's, with this call's ``steps`` and ``run``) and the checkpoint."""
     run = Path(cfg.run)
     ckpt_path = run / CHECKPOINT
     state = None
@@ -262,15 +362,22 @@ def train(
         cfg = saved
     elif ckpt_path.exists():
         raise FileExistsError(
-            f"{ckpt_path} exists: pass --resume to continue it, or choose another --run"
+            f"{ckpt_path} exists: pass --resume to continue it, or choose another --run-dir"
         )
     run.mkdir(parents=True, exist_ok=True)
+    return cfg, state
 
+
+def _build_net(
+    cfg: TrainConfig, state: dict[str, Any] | None, rank: int
+) -> tuple[TrainConfig, VQVAE]:
+    """The model of a run. A fresh run with ``--init`` weights takes their model config (the
+    options given override it; the returned config records the result) and parameters,
+    widening the synthesis if asked (:func:`aecodec.train.init.widen_synthesis`)."""
     init_state = None
     if cfg.init and cfg.init != "pca" and state is None:
         from aecodec.train.export import init_config, load_state_dict_file
 
-        # The model is the --init model's, with the options given on top.
         base = json.loads(init_config(cfg.init).to_json())
         cfg = replace(cfg, model={**base, **cfg.model})
         init_state = load_state_dict_file(cfg.init)
@@ -283,126 +390,69 @@ def train(
         if init_state is None and state is None:
             nq, ng = model_cfg.num_qualities, model_cfg.num_groups
             net.quantizer.table_index.copy_(torch.arange(nq * ng).view(nq, ng, 1))
-    if init_state is not None:
-        if rows:
-            init_state.pop("quantizer.logits", None)
-        else:
-            init_state.pop("quantizer.row_counts", None)
-            init_state.pop("quantizer.table_index", None)
-        from aecodec.train.init import widen_synthesis
+    if init_state is None:
+        return cfg, net
+    # Keep the tables the model trains with (logits or count tables).
+    unused = ("quantizer.logits",) if rows else ("quantizer.row_counts", "quantizer.table_index")
+    for key in unused:
+        init_state.pop(key, None)
+    from aecodec.train.init import widen_synthesis
 
-        widened = widen_synthesis(init_state, net)
-        if widened and rank == 0:
-            log.info("--init: widened the synthesis (%d tensors), same function", len(widened))
-        try:
-            net.load_state_dict(init_state, strict=False)
-        except RuntimeError as exc:  # shapes that do not fit this model's config
-            reason = " ".join(str(exc).split())[:300]
-            raise ValueError(f"--init {cfg.init}: weights do not fit the model: {reason}") from None
+    widened = widen_synthesis(init_state, net)
+    if widened and rank == 0:
+        log.info("--init: widened the synthesis (%d tensors), same function", len(widened))
+    try:
+        net.load_state_dict(init_state, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit this model's config
+        reason = " ".join(str(exc).split())[:300]
+        raise ValueError(f"--init {cfg.init}: weights do not fit the model: {reason}") from None
+    return cfg, net
 
-    files = list_images(cfg.data)
-    train_files, val_files = split_files(files, cfg.num_val)
-    shard = train_files[rank::world]
-    if not shard:
-        raise ValueError(
-            f"process {rank} of {world} has no training images ({len(train_files)} in "
-            f"{cfg.data} after holding out {len(val_files)} for validation)"
-        )
-    sampler = CropSampler(shard, cfg.crop, cfg.seed * 1000 + rank)
-    if cfg.init == "pca" and state is None:
-        from aecodec.train.init import pca_init
 
-        # Its own sampler, so the training crops are the same with and without it; under DDP,
-        # rank 0's result is broadcast to every process when the model is wrapped.
-        pca_init(net, CropSampler(train_files, cfg.crop, cfg.seed * 1000 + 999))
-    freeze(net, cfg.train_only)
-    bf16 = use_bf16(cfg.bf16)
-    if rank == 0:
-        log.info(
-            "CPU %s, bf16 autocast %s (torch %s threads)",
-            torch.backends.cpu.get_cpu_capability(),
-            "on" if bf16 else "off",
-            cfg.threads,
-        )
-    opt = build_optimizer(net, cfg)
-    val = validation_crops(val_files, cfg.val_crop) if rank == 0 and val_files else None
+def _restore(
+    state: dict[str, Any] | None,
+    net: VQVAE,
+    opt: torch.optim.Optimizer,
+    sampler: CropSampler,
+    rank: int,
+) -> tuple[int, float, float]:
+    """Load a checkpoint's model, optimizer and RNG states; returns ``(step, best RD cost,
+    CPU seconds so far)`` (``(0, inf, 0)`` for a fresh run)."""
+    if state is None:
+        return 0, math.inf, 0.0
+    net.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sampler.set_state(
+        state["sampler"][rank] if rank < len(state["sampler"]) else state["sampler"][0]
+    )
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["py_rng"])
+    return state["step"], state["best"], float(state.get("cpu_seconds", 0.0))
 
-    step, best, cpu_base = 0, math.inf, 0.0
-    if state is not None:
-        cpu_base = float(state.get("cpu_seconds", 0.0))
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, best = state["step"], state["best"]
-        sampler.set_state(
-            state["sampler"][rank] if rank < len(state["sampler"]) else state["sampler"][0]
-        )
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["py_rng"])
-    model: nn.Module = net
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(net)
 
-    if rank == 0:
-        (run / "config.json").write_text(
-            json.dumps({"train": asdict(cfg), "model": json.loads(model_cfg.to_json())}, indent=1)
-        )
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
-    t0 = time.time()
-    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    if val is not None and state is None:  # where the learning curve starts
-        q0 = torch.arange(min(4, val.shape[0])) % model_cfg.num_qualities
-        best = _validation_record(net, val, run, 0, 0.0, (val[: q0.shape[0]], q0), {"lr": 0.0})
-        _atomic_save(_weights_state(net, 0, cfg), run / BEST)
-    while step < end:
-        f = lr_factor(step, cfg)
-        opt.param_groups[0]["lr"] = cfg.lr * f
-        opt.param_groups[1]["lr"] = cfg.lr_table * cfg.lr_table_scale * f
-        if len(opt.param_groups) > 2:
-            opt.param_groups[2]["lr"] = cfg.lr_linear * f
-        x = sampler.batch(cfg.batch)
-        q = sampler.qualities(cfg.batch, model_cfg.num_qualities)
-        loss, stats = rd_loss(model, model_cfg, x, q, cfg.commit_weight, bf16, cfg.quality_balance)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        opt.step()
-        step += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{stats['loss']:.3f}", bpp=f"{stats['bpp']:.3f}", psnr=f"{stats['psnr']:.2f}"
-            )
-        if rank != 0:
-            continue
-        last = step == end
-        if val is not None and (step % cfg.val_every == 0 or last):
-            extra = {"lr": cfg.lr * f, **{f"train_{k}": v for k, v in stats.items()}}
-            cost = _validation_record(net, val, run, step, time.time() - t0, (x, q), extra)
-            if cost < best:
-                best = cost
-                _atomic_save(_weights_state(net, step, cfg), run / BEST)
-        if step % cfg.ckpt_every == 0 or last:
-            _atomic_save(
-                {
-                    **_weights_state(net, step, cfg),
-                    "optimizer": opt.state_dict(),
-                    "best": best,
-                    "sampler": [sampler.state()],
-                    "torch_rng": torch.get_rng_state(),
-                    "py_rng": random.getstate(),
-                    "cpu_seconds": cpu_base + time.process_time(),
-                },
-                ckpt_path,
-            )
-    if bar is not None:
-        bar.close()
-    if world > 1:
-        torch.distributed.destroy_process_group()
-    return run
+def _optimizer_step(
+    model: nn.Module,
+    net: VQVAE,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    lr_scale: float,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    bf16: bool,
+) -> dict[str, float]:
+    """One Adam step of ``model`` (``net`` or its DDP wrapper) on ``batch``
+    ``(x [B, 3, crop, crop], q long [B])`` at the learning rates scaled by ``lr_scale``;
+    returns the loss statistics of :func:`rd_loss`."""
+    opt.param_groups[0]["lr"] = cfg.lr * lr_scale
+    opt.param_groups[1]["lr"] = cfg.lr_table * cfg.lr_table_scale * lr_scale
+    if len(opt.param_groups) > 2:
+        opt.param_groups[2]["lr"] = cfg.lr_linear * lr_scale
+    x, q = batch
+    loss, stats = rd_loss(model, net.config, x, q, cfg.commit_weight, bf16, cfg.quality_balance)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+    opt.step()
+    return stats
 
 
 def _weights_state(net: VQVAE, step: int, cfg: TrainConfig) -> dict[str, object]:
