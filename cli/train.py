@@ -217,6 +217,12 @@ def train(lambdas: str | None, resume: bool, no_progress: bool, **kw: Any) -> No
     "many rows (0: quantize the learned tables).",
 )
 @click.option("--fit-images", type=int, default=0, help="Fit on at most this many images (0: all).")
+@click.option(
+    "--tables-from",
+    default=None,
+    help="Code with the integer tables of these weights (model name or .safetensors), e.g. "
+    "the --init model's after --train-only decoder (same indices).",
+)
 def export(
     run: Path,
     name: str | None,
@@ -228,6 +234,7 @@ def export(
     activity_edges: str | None,
     fit_tables: int,
     fit_images: int,
+    tables_from: str | None,
 ) -> None:
     """Export a run's best checkpoint to safetensors weights + manifest entry.
 
@@ -258,6 +265,7 @@ def export(
             training=run_summary(run),
             contexts=_context_scheme(run, spatial_contexts, activity_edges),
             fit=fit,
+            tables_from=tables_from,
         )
     except (FileNotFoundError, ValueError) as exc:
         fail(describe_error(exc))

@@ -388,6 +388,38 @@ def test_post_filter_and_wider_synthesis_start_as_the_init_model(data_dir, tmp_p
     assert after["g_s.2.weight"][8:].abs().sum() > 0  # the new channels were trained
 
 
+def test_decoder_run_exported_with_the_init_tables_codes_the_same_indices(
+    data_dir, tmp_path
+) -> None:
+    from aecodec.codec import Codec
+    from aecodec.train.export import export
+
+    run = train(_cfg(data_dir, tmp_path / "a", 3), progress=False)
+    a = export(run, weights_dir=tmp_path / "w")
+    init = str(tmp_path / "w" / a["file"])
+    cfg = _cfg(
+        data_dir,
+        tmp_path / "b",
+        3,
+        model={"name": "aecodec-grown", "refine_channels": 4},
+        init=init,
+        train_only="decoder",
+    )
+    b = export(train(cfg, progress=False), weights_dir=tmp_path / "w", tables_from=init)
+    assert b["training"]["tables"]["sha256"] == a["sha256"]
+    old, new = Codec(init), Codec(str(tmp_path / "w" / b["file"]))
+    img = smooth_image(48, 32, seed=5)
+    for q in old.qualities:
+        box = (0, 0, 48, 32)
+        assert np.array_equal(
+            old.encode_tile_indices(img, box, q), new.encode_tile_indices(img, box, q)
+        )
+    with pytest.raises(ValueError, match="not both"):
+        from aecodec.train.export import FitOptions
+
+        export(tmp_path / "b", weights_dir=tmp_path / "w2", tables_from=init, fit=FitOptions())
+
+
 def test_count_tables_count_only_in_training_mode() -> None:
     from aecodec.model.config import ModelConfig
     from aecodec.model.vqvae import VQVAE

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aecodec.entropy import ContextScheme
+from aecodec.entropy import ContextScheme, EntropyTables
 from aecodec.errors import ModelError
 from aecodec.model.config import ModelConfig
 from aecodec.model.vqvae import VQVAE
@@ -151,6 +151,40 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(p)["model"]
 
 
+def _tables(
+    net: VQVAE,
+    train_config: dict[str, Any],
+    fit: FitOptions | None,
+    tables_from: str | Path | None,
+    summary: dict[str, Any],
+) -> EntropyTables | None:
+    """The tables :func:`export` writes (``None``: the run's own), noted in ``summary``."""
+    if fit is not None and tables_from is not None:
+        raise ValueError("give either fitted tables or tables from other weights, not both")
+    if tables_from is not None:
+        try:
+            source = load_weights(tables_from)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from None
+        summary["tables"] = {"from": source.name, "sha256": source.sha256}
+        return source.tables
+    if fit is None:
+        return None
+    from aecodec.train.tables import fit_tables, fitting_images
+
+    images = fitting_images(
+        fit.data or train_config.get("data", ""), train_config.get("num_val", 16)
+    )
+    images = images[: fit.max_images] if fit.max_images else images
+    tables = fit_tables(net, images, fit.num_tables, fit.rounds, fit.progress)
+    summary["tables"] = {
+        "fitted_on_images": len(images),
+        "rows": int(tables.freqs.shape[0]),
+        "rounds": fit.rounds,
+    }
+    return tables
+
+
 def init_config(path: str | Path) -> ModelConfig:
     """The model config of a safetensors weights file or a training checkpoint."""
     p = Path(path)
@@ -172,6 +206,7 @@ def export(
     training: dict[str, Any] | None = None,
     contexts: ContextScheme | None = None,
     fit: FitOptions | None = None,
+    tables_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write ``weights_dir/NAME.safetensors`` from a training checkpoint, and its manifest entry.
 
@@ -182,6 +217,9 @@ def export(
         fit: refit the tables by counting on the run's training images
             (:func:`aecodec.train.tables.fit_tables`); by default they are quantized from the
             learned logits.
+        tables_from: code with the integer tables of these weights (a bundled model name or a
+            ``.safetensors`` path), e.g. those of the ``--init`` model of a decoder-only run,
+            whose indices are the same.
 
     Returns:
         The manifest entry written.
@@ -208,20 +246,8 @@ def export(
     rows = state["quantizer.row_counts"].shape[0] if "quantizer.row_counts" in state else 0
     net = VQVAE(config, table_rows=rows)
     net.load_state_dict(state)
-    tables = None
     summary = {"step": ckpt.get("step"), **(training or {})}
-    if fit is not None:
-        from aecodec.train.tables import fit_tables, fitting_images
-
-        tc = ckpt.get("train_config", {})
-        images = fitting_images(fit.data or tc.get("data", ""), tc.get("num_val", 16))
-        images = images[: fit.max_images] if fit.max_images else images
-        tables = fit_tables(net, images, fit.num_tables, fit.rounds, fit.progress)
-        summary["tables"] = {
-            "fitted_on_images": len(images),
-            "rows": int(tables.freqs.shape[0]),
-            "rounds": fit.rounds,
-        }
+    tables = _tables(net, ckpt.get("train_config", {}), fit, tables_from, summary)
     dq = default_quality or max(1, (config.num_qualities + 1) // 2 + 1)
     out = weights_dir / f"{config.name}.safetensors"
     digest = write_weights(net, out, dq, summary, tables)
