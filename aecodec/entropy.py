@@ -262,6 +262,7 @@ class EntropyTables:
         pairs = np.stack([self.table_index[q].reshape(-1), self.table_index[q + 1].reshape(-1)])
         unique, inverse = np.unique(pairs, axis=1, return_inverse=True)
         rows = mix_rows(self.freqs[unique[0]], self.freqs[unique[1]], weight, scale, self.prob_bits)
+        rows = rows.astype(np.int32)  # entries <= 2**16: half the memory of int64
         index = inverse.reshape(1, g, c).astype(np.int64)
         return EntropyTables(rows, index, self.level_lut, self.prob_bits, self.scheme)
 
