@@ -3,6 +3,7 @@
 Public API::
 
     data = aecodec.compress(image, quality=5)      # PIL.Image, numpy array, path, file -> bytes
+    data = aecodec.compress(image, quality=5.5)    # between two levels, in steps of 0.01
     data = aecodec.compress(image, target_size=40_000)   # or target_bpp= / target_psnr=
     image = aecodec.decompress(data)               # bytes, path or file -> PIL.Image
     aecodec.qualities()                            # [1, 2, ...], lowest rate first
@@ -106,7 +107,7 @@ def _read_source(source: BytesSource) -> bytes:
 
 def compress(
     image: ImageInput,
-    quality: int | None = None,
+    quality: float | None = None,
     *,
     model: str | None = None,
     metadata: Metadata = "all",
@@ -121,10 +122,13 @@ def compress(
     Args:
         image: ``PIL.Image``, numpy ``uint8`` array (``[H, W]`` or ``[H, W, 1|2|3|4]``), a path,
             or a binary file object of an image file.
-        quality: one of :func:`qualities`; ``None`` uses the model's default (or the target's).
+        quality: a level of :func:`qualities`, or a number with up to two decimals between the
+            first and the last level (5.5, 5.37: the gains and probability tables of the two
+            levels around it, mixed); ``None`` uses the model's default (or the target's).
         model: bundled model name; ``None`` for the default model.
         metadata: carry ``"all"`` (ICC and EXIF), ``"icc"``, ``"exif"`` or ``"none"``.
-        target_bpp: choose the highest quality whose file has at most this many bits per pixel.
+        target_bpp: choose the highest quality (in steps of 0.01) whose file has at most this
+            many bits per pixel.
         target_size: choose the highest quality whose file has at most this many bytes.
         target_psnr: choose the lowest quality whose decoding reaches this PSNR (dB, RGB).
         max_pixels: refuse larger images (checked before any pixel is decoded); ``None``
@@ -158,7 +162,8 @@ def compress(
         target_bpp=target_bpp,
         target_size=target_size,
         target_psnr=target_psnr,
-        **limits,
+        max_pixels=max_pixels,
+        warn_pixels=warn_pixels,
     )
     if not result.met:
         ((name, value),) = given.items()
@@ -212,7 +217,8 @@ def decompress(
 
 
 def qualities(model: str | None = None) -> list[int]:
-    """Quality levels of a model, ascending (lowest rate first)."""
+    """Quality levels of a model, ascending (lowest rate first); any quality from the first to
+    the last in steps of 0.01 codes too."""
     from aecodec.weightsfile import read_config
 
     return list(range(1, read_config(model).num_qualities + 1))
@@ -229,7 +235,7 @@ def info(source: BytesSource, *, max_pixels: int | None = None) -> dict[str, Any
     bs = container.unpack(data, max_pixels=max_pixels)
     h = bs.header
     return {
-        "format_version": container.FORMAT_VERSION,
+        "format_version": h.format_version,
         "model": h.model,
         "weights_hash": h.weights_hash.hex(),
         "quality": h.quality,

@@ -6,6 +6,7 @@
     jobs = batch.plan(paths, "out/")                        # [(src, dst)], dst = out/NAME.aec
     for r in batch.compress_files(jobs, quality=5, workers=2):   # local spawn process pool
         print(r.src, r.status, r.bytes, r.error)
+    batch.compress_files(jobs, target_size=40_000)          # or target_bpp= / target_psnr=
 
     from distributed import Client                          # a Dask cluster
     with Client("tcp://scheduler:8786") as client:
@@ -54,9 +55,12 @@ class FileResult:
         status: ``"done"``, ``"skipped"`` (the output existed) or ``"failed"``.
         bytes: size of the ``.aec`` file (compressed or read); ``None`` if failed or skipped.
         bpp: bits per pixel of the ``.aec`` file.
-        quality: quality level of the ``.aec`` file.
+        quality: quality of the ``.aec`` file (an int for a level, e.g. 5 or 5.37).
         seconds: coding time in the worker.
-        psnr: PSNR (dB, RGB) of the decoding, when asked for.
+        psnr: PSNR (dB, RGB) of the decoding, when asked for (or the target was a PSNR).
+        target_met: with a ``target_*``: whether the file meets it (if not, it is the closest
+            quality); ``None`` without a target.
+        trials: with a ``target_*``: the encodes the search ran.
         error: one-line reason of a failure.
         warnings: the one-line :class:`aecodec.AecodecWarning` messages the worker issued for
             this file (a large image, a 16-bit image reduced to 8 bits, ...).
@@ -67,9 +71,11 @@ class FileResult:
     status: Literal["done", "skipped", "failed"]
     bytes: int | None = None
     bpp: float | None = None
-    quality: int | None = None
+    quality: float | None = None
     seconds: float | None = None
     psnr: float | None = None
+    target_met: bool | None = None
+    trials: int | None = None
     error: str | None = None
     warnings: tuple[str, ...] = ()
 
@@ -127,19 +133,42 @@ def _once(messages: list[str]) -> tuple[str, ...]:
 
 
 def _compress_task(
-    codec: Codec, src: Path, options: dict[str, Any], with_psnr: bool
+    codec: Codec,
+    src: Path,
+    options: dict[str, Any],
+    with_psnr: bool,
+    targets: dict[str, Any] | None = None,
 ) -> tuple[bytes | None, Any]:
-    """Worker side: returns ``(data, fields)`` or ``(None, error message)``."""
+    """Worker side: returns ``(data, fields)`` or ``(None, error message)``. With ``targets``
+    (one ``target_*`` keyword of :func:`aecodec.ratecontrol.compress_to_target`) the quality
+    is searched for this file."""
     import aecodec
 
     start = time.perf_counter()
     limits = {"max_pixels": options.get("max_pixels"), "warn_pixels": options.get("warn_pixels")}
+    found: dict[str, Any] = {}
+    psnr = None
     with collect_warnings() as caught:  # per task, also in a multi-threaded worker
         try:
-            data = codec.compress(src, **options)
+            if targets:
+                from aecodec.ratecontrol import compress_to_target
+
+                reached = compress_to_target(
+                    codec,
+                    src,
+                    metadata=options["metadata"],
+                    max_pixels=limits["max_pixels"],
+                    warn_pixels=limits["warn_pixels"],
+                    **targets,
+                )
+                data, psnr = reached.data, reached.psnr
+                found = {"target_met": reached.met, "trials": reached.trials}
+            else:
+                data = codec.compress(src, **options)
             seconds = time.perf_counter() - start
             header = aecodec.info(data, max_pixels=limits["max_pixels"])
-            psnr = _psnr(codec, src, data, limits) if with_psnr else None
+            if with_psnr and psnr is None:
+                psnr = _psnr(codec, src, data, limits)
         except (aecodec.AecodecError, OSError, ValueError, TypeError) as exc:
             return None, _error_message(exc)
     fields = {
@@ -147,7 +176,8 @@ def _compress_task(
         "bpp": header["bpp"],
         "quality": header["quality"],
         "seconds": seconds,
-        "psnr": psnr,
+        "psnr": psnr if with_psnr or targets else None,
+        **found,
         "warnings": _once(caught),
     }
     return data, fields
@@ -252,7 +282,10 @@ def compress_files(
     jobs: Sequence[Job],
     *,
     codec: Codec | None = None,
-    quality: int | None = None,
+    quality: float | None = None,
+    target_bpp: float | None = None,
+    target_size: int | None = None,
+    target_psnr: float | None = None,
     metadata: output.Metadata = "all",
     psnr: bool = False,
     max_pixels: int | None = None,
@@ -268,7 +301,13 @@ def compress_files(
     Args:
         jobs: pairs of input image and output ``.aec`` paths (see :func:`plan`).
         codec: the codec; ``None`` for the default model.
-        quality: quality level; ``None`` for the model's default.
+        quality: quality (a level, or up to two decimals between levels); ``None`` for the
+            model's default.
+        target_bpp: instead of ``quality``: for each file the highest quality whose file has
+            at most this many bits per pixel (:func:`aecodec.ratecontrol.compress_to_target`;
+            each result says whether it was met and in how many encodes).
+        target_size: likewise, at most this many bytes per file.
+        target_psnr: likewise, the lowest quality whose decoding reaches this PSNR (dB, RGB).
         metadata: ``"all"``, ``"icc"``, ``"exif"`` or ``"none"``.
         psnr: also decode each file and report its PSNR.
         max_pixels: refuse larger images (``None``: :data:`aecodec.container.MAX_PIXELS`).
@@ -284,7 +323,25 @@ def compress_files(
         write: ``write(dst, data)`` publishes an output; the default,
             :func:`aecodec.files.write_atomic` without ``force``, creates it atomically and
             never overwrites (``FileExistsError``).
+
+    Raises:
+        ValueError: several targets, or a target together with ``quality``.
     """
+    targets = {
+        k: v
+        for k, v in (
+            ("target_bpp", target_bpp),
+            ("target_size", target_size),
+            ("target_psnr", target_psnr),
+        )
+        if v is not None
+    }
+    if len(targets) > 1:
+        raise ValueError(
+            f"give at most one of target_bpp, target_size and target_psnr, got {targets}"
+        )
+    if targets and quality is not None:
+        raise ValueError(f"give either quality or {next(iter(targets))}, not both")
     if codec is None:
         import aecodec
 
@@ -298,7 +355,7 @@ def compress_files(
     shipped = codec
 
     def submit(ex: Executor, src: Path, dst: Path) -> Future[Any]:
-        return ex.submit(_compress_task, shipped, src, options, psnr)
+        return ex.submit(_compress_task, shipped, src, options, psnr, targets)
 
     return _run(
         jobs,

@@ -18,12 +18,13 @@ import os
 import threading
 import weakref
 import zlib
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
 from aecodec import container, imageio, output
-from aecodec.entropy import decode_indices, encode_indices
+from aecodec.entropy import EntropyTables, decode_indices, encode_indices
 from aecodec.errors import FormatError, ImageError, ModelError
 from aecodec.weightsfile import load_model
 
@@ -43,6 +44,10 @@ MAX_TILES = 1024
 Every tile has a fixed entropy-decoding cost (about 10 ms on the default model), so this
 stops a small file of 16x16 tiles from multiplying it without limit.
 """
+FINE_CACHE = 2
+"""Fine (between-level) qualities whose mixed tables and code lengths a codec keeps, least
+recently used dropped first (about 80 MB each for the default model: 13 MB of rows, 63 MB of
+code lengths; making them takes about 0.1 s); whole levels are kept as before."""
 ENCODER_REVISION = 2
 """Bumped whenever the encoder's choices change for the same model (same file format, other
 bytes): 2 = three assignment passes for 1-D codebooks. Benchmarks key cached results on it."""
@@ -144,6 +149,9 @@ class Codec:
         # Code lengths the encoder's entropy-constrained assignment uses, built per quality on
         # first use ([G, C, K] float32: 63 MB each for 240 contexts; decoding needs none).
         self._bits: dict[int, Any] = {}
+        # Fine qualities: (mixed tables, code lengths or None) by hundredths, least recent first.
+        self._fine: OrderedDict[int, list[Any]] = OrderedDict()
+        self._fine_lock = threading.Lock()
         self._lut = torch.from_numpy(self.tables.level_lut)
         with _registry_lock:
             _live.setdefault((model, tile_size), self)
@@ -153,7 +161,8 @@ class Codec:
 
     @property
     def qualities(self) -> list[int]:
-        """Valid quality levels, ascending (lowest rate first)."""
+        """The trained quality levels, ascending (lowest rate first). Any quality from the first
+        to the last in steps of 0.01 codes too (between two levels: see :meth:`tables_at`)."""
         return list(range(1, self.config.num_qualities + 1))
 
     @property
@@ -161,20 +170,59 @@ class Codec:
         """The 8 bytes of the weights' sha256 written into every bitstream."""
         return bytes.fromhex(self.sha256[:16])
 
-    def _check_quality(self, quality: int | None) -> int:
+    def _check_quality(self, quality: float | None) -> float:
+        """The quality as the header stores it (an int for a whole level, e.g. 5 or 5.37)."""
         if quality is None:
             return self.default_quality
-        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
-            raise TypeError(f"quality must be an int, got {type(quality).__name__}")
-        if int(quality) not in self.qualities:
-            raise ValueError(f"quality {quality} is not available; choose one of {self.qualities}")
-        return int(quality)
+        steps = container.quality_steps(quality)
+        top = self.config.num_qualities
+        if not container.QUALITY_STEPS <= steps <= top * container.QUALITY_STEPS:
+            raise ValueError(
+                f"quality {container.quality_from_steps(steps)} is not available; choose 1..{top} "
+                "(a level, or a number with up to two decimals between two levels)"
+            )
+        return container.quality_from_steps(steps)
+
+    def tables_at(self, quality: float) -> tuple[EntropyTables, int]:
+        """The integer tables that code ``quality`` and the quality index into them.
+
+        A whole level q uses the model's tables at index q - 1. A quality between the levels a
+        and a + 1 (a fraction of ``n`` hundredths) uses :meth:`EntropyTables.between` (a - 1,
+        n / 100): rows mixed from the two levels' by integer arithmetic, index 0; they are
+        cached for the last :data:`FINE_CACHE` fine qualities.
+        """
+        steps = container.quality_steps(quality)
+        whole, fraction = divmod(steps, container.QUALITY_STEPS)
+        if fraction == 0:
+            return self.tables, whole - 1
+        return self._fine_entry(steps)[0], 0
+
+    def _fine_entry(self, steps: int) -> list[Any]:
+        """``[tables, code lengths or None]`` of a fine quality (LRU of :data:`FINE_CACHE`)."""
+        with self._fine_lock:
+            entry = self._fine.get(steps)
+            if entry is not None:
+                self._fine.move_to_end(steps)
+                return entry
+        whole, fraction = divmod(steps, container.QUALITY_STEPS)
+        tables = self.tables.between(whole - 1, fraction, container.QUALITY_STEPS)
+        with self._fine_lock:
+            entry = self._fine.setdefault(steps, [tables, None])
+            while len(self._fine) > FINE_CACHE:
+                self._fine.popitem(last=False)
+        return entry
+
+    @staticmethod
+    def _gain_index(quality: float) -> float:
+        """The (fine) quality index of the gains, quality - 1 (exact for whole levels)."""
+        steps = container.QUALITY_STEPS
+        return (container.quality_steps(quality) - steps) / steps
 
     # ------------------------------------------------------------------------ encode
     def compress(
         self,
         image: imageio.ImageInput,
-        quality: int | None = None,
+        quality: float | None = None,
         *,
         metadata: output.Metadata = "all",
         max_pixels: int | None = None,
@@ -185,7 +233,8 @@ class Codec:
         Args:
             image: ``PIL.Image``, numpy ``uint8`` array ``[H, W]``, ``[H, W, 1|2|3|4]``, a path,
                 or a binary file object of an image file.
-            quality: one of :attr:`qualities`; ``None`` = :attr:`default_quality`.
+            quality: a level of :attr:`qualities`, or a number with up to two decimals between
+                the first and the last (e.g. 5.37); ``None`` = :attr:`default_quality`.
             metadata: what to carry: ``"all"`` (ICC profile and EXIF), ``"icc"``, ``"exif"``
                 or ``"none"``. The EXIF orientation is applied to the pixels either way.
             max_pixels: refuse images with more pixels (checked from the image header before
@@ -229,7 +278,7 @@ class Codec:
         return container.pack(bs)
 
     def encode_tile_indices(
-        self, rgb: np.ndarray, rect: tuple[int, int, int, int], quality: int
+        self, rgb: np.ndarray, rect: tuple[int, int, int, int], quality: float
     ) -> np.ndarray:
         """VQ indices of one tile of an image.
 
@@ -240,7 +289,7 @@ class Codec:
         Args:
             rgb: ``uint8 [H, W, 3]``, the whole image.
             rect: ``(x, y, w, h)`` of the tile; x and y multiples of 16.
-            quality: quality level.
+            quality: quality (a level, or between two levels).
 
         Returns:
             ``int64 [G, ceil(h/16), ceil(w/16)]``.
@@ -256,25 +305,31 @@ class Codec:
         region = imageio.pad_to_multiple(rgb[y0:y1, x0:x1], s)
         t = torch.tensor(region).permute(2, 0, 1)[None].float() / 255.0
         with torch.inference_mode():
-            lat = self.net.analyse(t, q - 1)
+            lat = self.net.analyse(t, self._gain_index(q))
             ly, lx = (y - y0) // s, (x - x0) // s
             lat = lat[:, :, ly : ly + -(-h // s), lx : lx + -(-w // s)]
-            idx = self.net.quantize(lat, self._code_lengths(q - 1), self._lut)
+            idx = self.net.quantize(lat, self._code_lengths(q), self._lut)
         return idx[0].numpy()
 
-    def _code_lengths(self, q: int) -> Any:
-        """``float32 [G, C, K]`` code lengths at quality index q (cached; thread-safe: a race
-        only computes the same tensor twice)."""
+    def _code_lengths(self, quality: float) -> Any:
+        """``float32 [G, C, K]`` code lengths of the tables of ``quality`` (cached; thread-safe:
+        a race only computes the same tensor twice)."""
         import torch
 
+        tables, q = self.tables_at(quality)
+        if tables is not self.tables:  # a fine quality: kept with its tables
+            entry = self._fine_entry(container.quality_steps(quality))
+            if entry[1] is None:
+                entry[1] = torch.from_numpy(tables.code_lengths(q).astype(np.float32))
+            return entry[1]
         bits = self._bits.get(q)
         if bits is None:
             bits = torch.from_numpy(self.tables.code_lengths(q).astype(np.float32))
             self._bits[q] = bits
         return bits
 
-    def _encode_tile(self, rgb: np.ndarray, rect: tuple[int, int, int, int], q: int) -> bytes:
-        return encode_indices(self.encode_tile_indices(rgb, rect, q), self.tables, q - 1)
+    def _encode_tile(self, rgb: np.ndarray, rect: tuple[int, int, int, int], q: float) -> bytes:
+        return encode_indices(self.encode_tile_indices(rgb, rect, q), *self.tables_at(q))
 
     # ------------------------------------------------------------------------ decode
     def decompress(
@@ -328,7 +383,7 @@ class Codec:
         bs = data if isinstance(data, container.Bitstream) else container.unpack(data, max_pixels)
         h = bs.header
         self.check_model(h)
-        if h.quality not in self.qualities:
+        if h.quality_steps > self.config.num_qualities * container.QUALITY_STEPS:
             raise FormatError(
                 f"quality {h.quality} is out of range for model {self.name!r} "
                 f"(1..{self.config.num_qualities})"
@@ -338,12 +393,13 @@ class Codec:
         s = self.config.downsampling
         # 1. Entropy-decode every tile's indices (integers only) into one latent grid.
         dtype = np.uint8 if self.config.codebook_size <= 256 else np.int16
+        tables, q = self.tables_at(h.quality)
         grid = np.empty((self.config.num_groups, -(-h.height // s), -(-h.width // s)), dtype)
         for (x, y, w, th), payload in zip(
             imageio.tiles(h.width, h.height, h.tile_width, h.tile_height), bs.tiles, strict=True
         ):
             lh, lw = -(-th // s), -(-w // s)
-            idx = decode_indices(payload, self.tables, h.quality - 1, lh, lw)
+            idx = decode_indices(payload, tables, q, lh, lw)
             grid[:, y // s : y // s + lh, x // s : x // s + lw] = idx
         # 2. Synthesize in fixed windows (not the file's tiles), each with a margin of
         #    neighbouring latents, so there are no seams and memory does not depend on the file.
@@ -355,7 +411,7 @@ class Codec:
             lx1 = min(grid.shape[2], -(-(x + w) // s) + m)
             window = torch.from_numpy(grid[None, :, ly0:ly1, lx0:lx1].astype(np.int64))
             with torch.inference_mode():
-                x_hat = self.net.decode_indices(window, h.quality - 1)
+                x_hat = self.net.decode_indices(window, self._gain_index(h.quality))
             oy, ox = y - ly0 * s, x - lx0 * s
             tile = x_hat[0, :, oy : oy + th, ox : ox + w].mul(255.0).round_().to(torch.uint8)
             out[y : y + th, x : x + w] = tile.permute(1, 2, 0).numpy()

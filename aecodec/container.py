@@ -1,4 +1,4 @@
-"""The ``.aec`` bitstream container, version 1.
+"""The ``.aec`` bitstream container, versions 1 and 2.
 
 This module turns a :class:`Bitstream` (a :class:`Header` plus opaque payloads) into
 bytes and back. It knows nothing about neural networks or entropy coding and imports
@@ -9,12 +9,13 @@ Layout (little-endian, byte by byte; see ``docs/FORMAT.md`` for the full specifi
 
     offset  size  field
     0       4     magic b"\\x89AEC"
-    4       1     format version = 1
+    4       1     format version: 1, or 2 for a fine (fractional) quality
     5       1     flags: bit0 alpha, bit1 ICC, bit2 EXIF; other bits must be 0
     6       1     n = length of the model name (1..64)
     7       n     model name, ASCII [a-z0-9._-]
     ..      8     weights hash (first 8 bytes of the sha256 of the weights file)
-    ..      1     quality (1..255)
+    ..      1     quality (1..255); its whole part in version 2
+    ..      1     version 2 only: quality hundredths (1..99); quality = whole + hundredths/100
     ..      4     width (u32, >= 1)
     ..      4     height (u32, >= 1)
     ..      1     mode: 0 = L, 1 = RGB, 2 = RGBA, 3 = LA
@@ -37,6 +38,8 @@ problem.
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 import struct
 import zlib
@@ -52,12 +55,15 @@ __all__ = [
     "MAX_PIXELS",
     "MODES",
     "PREFIX_SIZE",
+    "QUALITY_STEPS",
     "WARN_PIXELS",
     "Bitstream",
     "Header",
     "check_pixels",
     "check_prefix",
     "pack",
+    "quality_from_steps",
+    "quality_steps",
     "read_header",
     "unpack",
 ]
@@ -65,8 +71,15 @@ __all__ = [
 MAGIC: bytes = b"\x89AEC"
 """The first four bytes of every ``.aec`` file."""
 
-FORMAT_VERSION: int = 1
-"""The container version this module writes and the only one it reads."""
+FORMAT_VERSION: int = 2
+"""The newest container version this module reads and writes; it reads every version from 1.
+
+A file is written in the lowest version that holds its header: version 1 for a whole quality
+(the same bytes as before version 2 existed), version 2 for a fine quality such as 5.37."""
+
+QUALITY_STEPS: int = 100
+"""Fine qualities are stored in steps of ``1 / QUALITY_STEPS`` (hundredths): 5.37 is level 5
+plus 37 hundredths. See :func:`quality_steps`."""
 
 MODES: tuple[str, ...] = ("L", "RGB", "RGBA", "LA")
 """Image modes, indexed by their code in the header (0 = L, 1 = RGB, 2 = RGBA, 3 = LA)."""
@@ -113,11 +126,13 @@ _NAME_CHARS = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._-")
 _U8 = 0xFF
 _U32 = 0xFFFFFFFF
 _PREFIX = struct.Struct("<4sBBB")  # magic, version, flags, name length
-_FIXED = struct.Struct("<8sBIIBBHHI")  # hash .. tile count, after the model name
+_FIXED = struct.Struct("<8sBIIBBHHI")  # hash .. tile count, after the model name (version 1)
+_FIXED_V2 = struct.Struct("<8sBBIIBBHHI")  # the same with the quality hundredths after quality
 _U32_STRUCT = struct.Struct("<I")
 _CRC_SIZE = 4
 MIN_FILE_SIZE: int = _PREFIX.size + 1 + _FIXED.size + 4 + _CRC_SIZE
-"""Smallest possible valid file: 1-byte model name, one empty tile, no extras."""
+"""Smallest possible valid file: 1-byte model name, one empty tile, no extras (version 1;
+a version-2 file is one byte longer)."""
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -152,6 +167,43 @@ def _as_bytes(value: Any, field: str) -> bytes:
     raise TypeError(f"{field} must be bytes, got {type(value).__name__}")
 
 
+def quality_steps(quality: Any, field: str = "quality") -> int:
+    """A quality as an integer number of :data:`QUALITY_STEPS` (hundredths): 5 -> 500, 5.37 -> 537.
+
+    Accepts ints (also numpy integers) and real numbers with at most two decimals (floats,
+    numpy floats). Range checks are the caller's.
+
+    Raises:
+        TypeError: not a number (or a bool).
+        ValueError: not finite, or finer than a hundredth (e.g. 5.375).
+    """
+    if isinstance(quality, bool):
+        raise TypeError(f"{field} must be a number, got bool {quality!r}")
+    try:
+        return operator.index(quality) * QUALITY_STEPS
+    except TypeError:
+        pass
+    if not isinstance(quality, numbers.Real):
+        raise TypeError(f"{field} must be a number, got {type(quality).__name__} {quality!r}")
+    value = float(quality)
+    if not math.isfinite(value):
+        raise ValueError(f"{field} {value} is invalid; it must be a finite number")
+    steps = round(value * QUALITY_STEPS)
+    # A hundredth within float rounding (float32 included); 5.375 is refused, not rounded.
+    if abs(value * QUALITY_STEPS - steps) > 0.01:
+        raise ValueError(
+            f"{field} {value} is finer than the format stores; give at most two decimals "
+            f"(steps of 1/{QUALITY_STEPS}, e.g. {steps / QUALITY_STEPS:g})"
+        )
+    return steps
+
+
+def quality_from_steps(steps: int) -> float:
+    """Inverse of :func:`quality_steps`: an ``int`` for a whole level (537 -> 5.37, 500 -> 5)."""
+    whole, fraction = divmod(steps, QUALITY_STEPS)
+    return whole if fraction == 0 else steps / QUALITY_STEPS
+
+
 def _check_model_name(name: Any) -> str:
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
@@ -176,19 +228,22 @@ class Header:
     Attributes:
         model: Model name, 1..64 characters from ``[a-z0-9._-]``.
         weights_hash: First 8 bytes of the sha256 of the model's weights file.
-        quality: Quality level, 1..255.
+        quality: Quality, 1..255 in steps of 0.01 (:data:`QUALITY_STEPS`): an ``int`` for
+            a whole level (stored as a version-1 file), a ``float`` between levels such as
+            5.37 (stored as version 2). Any number with at most two decimals is accepted
+            and normalised (``5.0`` becomes ``5``).
         width: Image width in pixels, 1..2**32-1.
         height: Image height in pixels, 1..2**32-1.
         mode: Image mode, one of :data:`MODES`.
         tile_width: Tile width in pixels, a multiple of :data:`TILE_ALIGN` (16) in
             16..:data:`MAX_TILE_SIDE` (65520).
         tile_height: Tile height in pixels, likewise.
-        bit_depth: Bits per sample; only 8 is supported in version 1.
+        bit_depth: Bits per sample; only 8 is supported.
     """
 
     model: str
     weights_hash: bytes
-    quality: int
+    quality: float
     width: int
     height: int
     mode: str
@@ -202,8 +257,14 @@ class Header:
         if len(weights_hash) != 8:
             raise ValueError(f"weights_hash must be 8 bytes, got {len(weights_hash)} bytes")
         object.__setattr__(self, "weights_hash", weights_hash)
+        steps = quality_steps(self.quality)
+        if not QUALITY_STEPS <= steps < (_U8 + 1) * QUALITY_STEPS:
+            raise ValueError(
+                f"quality {quality_from_steps(steps)} is invalid; must be 1..{_U8} "
+                f"(whole levels, or up to two decimals below {_U8 + 1})"
+            )
+        object.__setattr__(self, "quality", quality_from_steps(steps))
         for field, lo, hi in (
-            ("quality", 1, _U8),
             ("width", 1, _U32),
             ("height", 1, _U32),
             ("bit_depth", 8, 8),
@@ -228,6 +289,16 @@ class Header:
                 f"{self.tile_height} tiles needs {self.num_tiles} tiles; "
                 f"the format allows at most {_U32}"
             )
+
+    @property
+    def quality_steps(self) -> int:
+        """The quality in hundredths (:data:`QUALITY_STEPS`): 537 for 5.37, 500 for 5."""
+        return quality_steps(self.quality)
+
+    @property
+    def format_version(self) -> int:
+        """The container version this header is written in: 1 for a whole quality, else 2."""
+        return 1 if self.quality_steps % QUALITY_STEPS == 0 else 2
 
     @property
     def tile_grid(self) -> tuple[int, int]:
@@ -353,12 +424,15 @@ def pack(bs: Bitstream) -> bytes:
         | (FLAG_EXIF if bs.exif is not None else 0)
     )
     name = h.model.encode("ascii")
+    whole, hundredths = divmod(h.quality_steps, QUALITY_STEPS)
+    version = h.format_version
+    quality_fields = (whole,) if version == 1 else (whole, hundredths)
     parts: list[bytes] = [
-        _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(name)),
+        _PREFIX.pack(MAGIC, version, flags, len(name)),
         name,
-        _FIXED.pack(
+        (_FIXED if version == 1 else _FIXED_V2).pack(
             h.weights_hash,
-            h.quality,
+            *quality_fields,
             h.width,
             h.height,
             MODES.index(h.mode),
@@ -464,13 +538,13 @@ def check_prefix(head: BytesLike) -> None:
     version = head[4]
     if version > FORMAT_VERSION:
         raise FormatError(
-            f"unsupported format version {version}; this aecodec reads version "
-            f"{FORMAT_VERSION} -- upgrade aecodec"
+            f"unsupported format version {version}; this aecodec reads versions "
+            f"1..{FORMAT_VERSION} -- upgrade aecodec"
         )
-    if version != FORMAT_VERSION:
+    if version == 0:
         raise FormatError(
-            f"invalid format version {version}; this aecodec reads version "
-            f"{FORMAT_VERSION} (versions start at 1)"
+            f"invalid format version 0; this aecodec reads versions 1..{FORMAT_VERSION} "
+            "(versions start at 1)"
         )
 
 
@@ -484,9 +558,10 @@ def _parse(data: Any, max_pixels: int | None) -> tuple[bytes | memoryview, _Layo
     limit = _resolve_limit(max_pixels)
     data = _byte_view(data)
     end = _check_size_and_crc(data)
-    flags, model, pos = _read_prefix(data, end)
+    fixed = _FIXED if data[4] == 1 else _FIXED_V2
+    flags, model, pos = _read_prefix(data, end, fixed.size)
     header, num_tiles = _read_fixed(data, pos, model, limit)
-    pos += len(model) + _FIXED.size
+    pos += len(model) + fixed.size
     _check_layout(header, num_tiles, flags)
     lengths = _read_lengths(data, pos, end, num_tiles + flags.bit_count(), num_tiles)
     return data, _Layout(header, flags, pos + 4 * len(lengths), lengths)
@@ -528,22 +603,22 @@ def _check_size_and_crc(data: BytesLike) -> int:
     return end
 
 
-def _read_prefix(data: BytesLike, end: int) -> tuple[int, str, int]:
+def _read_prefix(data: BytesLike, end: int, fixed_size: int) -> tuple[int, str, int]:
     """Flags and model name; returns them and the offset of the name."""
-    _, _, flags, name_len = _PREFIX.unpack_from(data, 0)
+    _, version, flags, name_len = _PREFIX.unpack_from(data, 0)
     if flags & ~KNOWN_FLAGS:
         raise FormatError(
             f"flags 0x{flags:02x} have unknown bits 0x{flags & ~KNOWN_FLAGS:02x} set; "
-            f"version {FORMAT_VERSION} defines only 0x{KNOWN_FLAGS:02x} "
+            f"version {version} defines only 0x{KNOWN_FLAGS:02x} "
             "(alpha, ICC, EXIF)"
         )
     if not 1 <= name_len <= MAX_MODEL_NAME:
         raise FormatError(f"model name length {name_len} is invalid; must be 1..{MAX_MODEL_NAME}")
     pos = _PREFIX.size
-    if pos + name_len + _FIXED.size > end:
+    if pos + name_len + fixed_size > end:
         raise FormatError(
             f"truncated header: the fixed fields end at byte "
-            f"{pos + name_len + _FIXED.size} but the CRC starts at byte {end}"
+            f"{pos + name_len + fixed_size} but the CRC starts at byte {end}"
         )
     raw_name = bytes(data[pos : pos + name_len])
     if not set(raw_name) <= _NAME_CHARS:
@@ -556,11 +631,25 @@ def _read_prefix(data: BytesLike, end: int) -> tuple[int, str, int]:
 def _read_fixed(data: BytesLike, pos: int, model: str, limit: int) -> tuple[Header, int]:
     """The fixed fields after the model name at ``pos``: the header and the tile count.
 
-    The encodings the header cannot see (mode code, bit depth, tile alignment) and the pixel
-    limit are checked here; every other rule is the :class:`Header`'s own.
+    The encodings the header cannot see (the quality hundredths of version 2, mode code, bit
+    depth, tile alignment) and the pixel limit are checked here; every other rule is the
+    :class:`Header`'s own.
     """
-    fields = _FIXED.unpack_from(data, pos + len(model))
+    version = data[4]
+    hundredths = 0
+    if version == 1:
+        fields = _FIXED.unpack_from(data, pos + len(model))
+    else:
+        weights_hash, quality, hundredths, *rest = _FIXED_V2.unpack_from(data, pos + len(model))
+        fields = (weights_hash, quality, *rest)
     weights_hash, quality, width, height, mode_code, bit_depth, tile_w, tile_h, num_tiles = fields
+    if version > 1 and not 1 <= hundredths < QUALITY_STEPS:
+        raise FormatError(
+            f"quality hundredths {hundredths} is invalid in a version-{version} file; must be "
+            f"1..{QUALITY_STEPS - 1} (a whole quality is written as a version-1 file)"
+        )
+    if quality == 0:
+        raise FormatError(f"quality {quality} is invalid; must be 1..{_U8}")
     if width * height > limit:
         raise FormatError(_too_large(width, height, limit))
     if mode_code >= len(MODES):
@@ -568,18 +657,15 @@ def _read_fixed(data: BytesLike, pos: int, model: str, limit: int) -> tuple[Head
             f"mode code {mode_code} is unknown; must be 0 (L), 1 (RGB), 2 (RGBA) or 3 (LA)"
         )
     if bit_depth != 8:
-        raise FormatError(
-            f"bit depth {bit_depth} is unsupported; version {FORMAT_VERSION} supports 8"
-        )
+        raise FormatError(f"bit depth {bit_depth} is unsupported; version {version} supports 8")
     for field, value in (("tile width", tile_w), ("tile height", tile_h)):
         if value == 0 or value % TILE_ALIGN:
             raise FormatError(
                 f"{field} {value} is invalid; must be a positive multiple of {TILE_ALIGN}"
             )
     try:
-        header = Header(
-            model, weights_hash, quality, width, height, MODES[mode_code], tile_w, tile_h
-        )
+        fine = quality_from_steps(quality * QUALITY_STEPS + hundredths)
+        header = Header(model, weights_hash, fine, width, height, MODES[mode_code], tile_w, tile_h)
     except ValueError as exc:
         raise FormatError(str(exc)) from None
     return header, num_tiles
@@ -642,7 +728,7 @@ def read_header(data: BytesLike, max_pixels: int | None = None) -> Header:
         The file's header.
 
     Raises:
-        FormatError: The data is not a valid version-1 ``.aec`` file, or the image
+        FormatError: The data is not a valid ``.aec`` file, or the image
             exceeds the pixel limit.
         ValueError: ``max_pixels`` (or :data:`MAX_PIXELS`) is not a positive int.
     """
@@ -661,7 +747,7 @@ def unpack(data: BytesLike, max_pixels: int | None = None) -> Bitstream:
         The bitstream; its ``alpha``/``icc``/``exif`` are None when absent.
 
     Raises:
-        FormatError: The data is not a valid version-1 ``.aec`` file (bad magic,
+        FormatError: The data is not a valid ``.aec`` file (bad magic,
             unsupported version, CRC mismatch, truncated, trailing bytes, a field out
             of range, ...), or the image exceeds the pixel limit.
         ValueError: ``max_pixels`` (or :data:`MAX_PIXELS`) is not a positive int.

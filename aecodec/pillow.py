@@ -9,7 +9,8 @@
 
 ``_accept`` checks the magic, ``AecImageFile._open`` parses the header (size and mode, no pixel
 decoding), ``load()`` decodes the whole image with the model named in the file, and ``_save``
-encodes. Save options: ``quality`` (the model's levels, see :func:`aecodec.qualities`),
+encodes. Save options: ``quality`` (a level of :func:`aecodec.qualities` or a fine quality
+between two levels, e.g. 5.5),
 ``model``, ``metadata`` (``"all"``, ``"icc"``, ``"exif"``, ``"none"``), ``target_bpp``,
 ``target_size`` and ``target_psnr``; ``icc_profile=`` and ``exif=`` replace the image's own, as
 in Pillow's other plugins.

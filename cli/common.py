@@ -340,8 +340,9 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def check_model_and_quality(model: str | None, quality: int | None) -> None:
-    """Usage errors (exit 2) for an unknown model or a quality the model does not have."""
+def check_model_and_quality(model: str | None, quality: float | None) -> None:
+    """Usage errors (exit 2) for an unknown model or a quality the model does not have (a level,
+    or a number with up to two decimals between the first and the last level)."""
     try:
         valid = list(aecodec.qualities(model))
     except (AecodecError, OSError) as exc:
@@ -356,10 +357,19 @@ def check_model_and_quality(model: str | None, quality: int | None) -> None:
                     f"unknown model {model!r}; available: {available}", param_hint="'--model'"
                 ) from None
         fail(describe_error(exc))
-    if quality is not None and quality not in valid:
+    if quality is None:
+        return
+    hint = "'-q' / '--quality'"
+    try:
+        steps = aecodec.container.quality_steps(quality)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+    scale = aecodec.container.QUALITY_STEPS
+    if not valid[0] * scale <= steps <= valid[-1] * scale:
         which = f"model {model!r}" if model else "the default model"
         raise click.BadParameter(
-            f"{quality} is not a quality of {which}; valid qualities: "
-            + ", ".join(str(q) for q in valid),
-            param_hint="'-q' / '--quality'",
+            f"{quality:g} is not a quality of {which}; valid: the levels "
+            + ", ".join(str(q) for q in valid)
+            + f", or a number with up to two decimals between {valid[0]} and {valid[-1]}",
+            param_hint=hint,
         )

@@ -45,7 +45,7 @@ from cli.common import (
 class _Job:
     """What ``compress`` was asked to do, the same for every input."""
 
-    quality: int | None
+    quality: float | None
     model: str | None
     metadata: str
     targets: dict[str, Any]
@@ -73,17 +73,19 @@ class _Job:
 @click.option(
     "-q",
     "--quality",
-    type=int,
+    type=float,
     metavar="Q",
     default=None,
-    help="Quality level: higher means more bytes and better quality. "
-    "Valid levels: see `aecodec models`. [default: aecodec.DEFAULT_QUALITY]",
+    help="Quality: higher means more bytes and better quality. A level (see `aecodec models`) "
+    "or any number with up to two decimals between the first and the last (-q 5.5). "
+    "[default: aecodec.DEFAULT_QUALITY]",
 )
 @click.option(
     "--target-bpp",
     type=click.FloatRange(min=0, min_open=True),
     metavar="BPP",
-    help="Highest quality whose file has at most BPP bits per pixel (like cwebp -size).",
+    help="Highest quality (in steps of 0.01) whose file has at most BPP bits per pixel "
+    "(like cwebp -size).",
 )
 @click.option(
     "--target-size",
@@ -136,7 +138,7 @@ def compress(
     ctx: click.Context,
     inputs: tuple[Path, ...],
     output: str | None,
-    quality: int | None,
+    quality: float | None,
     target_bpp: float | None,
     target_size: str | None,
     target_psnr: float | None,
@@ -177,7 +179,7 @@ def compress(
         output_is_dir=output_is_dir,
     )
     set_threads(threads)
-    if jobs > 1 and len(inputs) > 1 and not targets:
+    if jobs > 1 and len(inputs) > 1:
         failures = _compress_parallel(inputs, job, threads=threads, jobs=jobs)
     else:
         failures = run_batch(
@@ -289,17 +291,20 @@ def _encode(src: Path, source: Path | io.BytesIO, job: _Job) -> tuple[bytes, dic
         aecodec.get_codec(job.model),
         source,
         metadata=job.metadata,  # type: ignore[arg-type]
+        max_pixels=job.limits["max_pixels"],
+        warn_pixels=job.limits["warn_pixels"],
         **job.targets,
-        **job.limits,
     )
     if not reached.met:
-        ((name, value),) = job.targets.items()
-        report(
-            src,
-            f"--{name.replace('_', '-')} {value} cannot be met; wrote quality {reached.quality}",
-            "warning",
-        )
+        _report_unmet(src, job, reached.quality)
     return reached.data, {"target_met": reached.met, "trials": reached.trials}
+
+
+def _report_unmet(src: Path, job: _Job, quality: float | None) -> None:
+    """The one-line warning of a ``--target-*`` that no quality meets."""
+    ((name, value),) = job.targets.items()
+    option = f"--{name.replace('_', '-')}"
+    report(src, f"{option} {value} cannot be met; wrote quality {quality}", "warning")
 
 
 def _psnr_of(source: Path | io.BytesIO, data: bytes, limits: dict[str, int | None]) -> float:
@@ -336,6 +341,7 @@ def _compress_parallel(inputs: Sequence[Path], job: _Job, *, threads: int | None
         todo,
         codec=aecodec.get_codec(job.model),
         quality=job.quality,
+        **job.targets,  # the quality is searched per file, in the workers
         metadata=job.metadata,  # type: ignore[arg-type]
         psnr=job.with_psnr,
         max_pixels=job.limits["max_pixels"],
@@ -351,8 +357,13 @@ def _compress_parallel(inputs: Sequence[Path], job: _Job, *, threads: int | None
         if r.status == "failed":
             report(r.src, strip_path_prefix(r.error or "failed", r.src))
             failures += 1
-        elif job.verbose or job.as_json:
+            continue
+        if r.target_met is False:
+            _report_unmet(r.src, job, r.quality)
+        if job.verbose or job.as_json:
             fields = {"bytes": r.bytes, "bpp": r.bpp, "quality": r.quality, "seconds": r.seconds}
+            if job.targets:
+                fields.update(target_met=r.target_met, trials=r.trials)
             if job.with_psnr:
                 fields["psnr"] = r.psnr
             emit(r.src, r.dst, fields, as_json=job.as_json, to_stderr=False)

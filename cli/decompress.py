@@ -6,6 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 from PIL import Image
@@ -41,6 +42,7 @@ class _Job:
     """What ``decompress`` was asked to do, the same for every input."""
 
     output_quality: int | None
+    reference: Path | None
     max_pixels: int | None
     warn_pixels: int | None
     as_json: bool
@@ -72,7 +74,19 @@ class _Job:
     "Without it, only exact formats are written.",
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON object per file (bytes, bpp, time)."
+    "--psnr",
+    "reference",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="REF",
+    default=None,
+    help="Also report the PSNR (dB, RGB) of the decoded image against the reference image REF, "
+    "e.g. the original (like cwebp -print_psnr; one input; implies -v).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object per file (bytes, bpp, quality, size, mode, time, PSNR).",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads.")
 @pixel_options
@@ -85,6 +99,7 @@ def decompress(
     inputs: tuple[Path, ...],
     output: str | None,
     output_quality: int | None,
+    reference: Path | None,
     as_json: bool,
     threads: int | None,
     max_pixels: int | None,
@@ -96,16 +111,19 @@ def decompress(
     stdin = Path(STDIO) in inputs
     if (stdin or output == STDIO) and len(inputs) > 1:
         raise click.UsageError("- (stdin) and -o - (stdout) take one input")
+    if reference is not None and len(inputs) > 1:
+        raise click.UsageError("--psnr REF compares one decoded image with REF: give one input")
     to_stdout = output == STDIO or (stdin and output is None)
     if to_stdout and sys.stdout.isatty():
         fail("refusing to write binary image data to a terminal; pass -o FILE or redirect")
     out, output_is_dir = (None, False) if to_stdout else resolve_output(output, len(inputs))
     job = _Job(
         output_quality=output_quality,
+        reference=reference,
         max_pixels=max_pixels,
         warn_pixels=warn_pixels,
         as_json=as_json,
-        verbose=is_verbose(ctx, verbose_here),
+        verbose=is_verbose(ctx, verbose_here) or reference is not None,
         force=force,
         to_stdout=to_stdout,
         out=out,
@@ -131,6 +149,7 @@ def _decompress_one(src: Path, job: _Job) -> None:
     data = files.read_aec_stream(sys.stdin.buffer) if src == Path(STDIO) else files.read_aec(src)
     # parsed once: the mode is checked (no JPEG + alpha) before the expensive decode
     bitstream = aecodec.container.unpack(data, max_pixels=job.max_pixels)
+    reference = None if job.reference is None else _reference(job.reference, bitstream, job)
     try:
         outputs.check_mode(fmt, bitstream.header.mode)
         img = aecodec.decompress(bitstream, max_pixels=job.max_pixels, warn_pixels=job.warn_pixels)
@@ -143,8 +162,35 @@ def _decompress_one(src: Path, job: _Job) -> None:
     else:
         write_atomic(dst, lambda fh: img.save(fh, format=fmt.name, **params), force=job.force)
         job.written.add(output_key(dst))
+    seconds = time.perf_counter() - start
+    psnr = None
+    if reference is not None:
+        import numpy as np
+
+        from aecodec.metrics import psnr_rgb
+
+        psnr = psnr_rgb(reference, np.asarray(img.convert("RGB")))
     if job.as_json or job.verbose:
-        _report_file(src, dst, bitstream.header, len(data), img, time.perf_counter() - start, job)
+        _report_file(src, dst, bitstream.header, len(data), img, seconds, psnr, job)
+
+
+def _reference(path: Path, bitstream: container.Bitstream, job: _Job) -> Any:
+    """``--psnr REF``: the reference's ``uint8 [H, W, 3]`` (as ``compress --psnr`` reads its
+    input), checked against the file's size before anything is decoded or written."""
+    from aecodec import imageio
+
+    try:
+        ref = imageio.load(path, max_pixels=job.max_pixels, warn_pixels=job.warn_pixels)
+    except (aecodec.ImageError, OSError) as exc:
+        raise FileError(path, f"cannot read the --psnr reference: {exc}") from None
+    h = bitstream.header
+    if (ref.width, ref.height) != (h.width, h.height):
+        raise FileError(
+            path,
+            f"the --psnr reference is {ref.width}x{ref.height} but the decoded image is "
+            f"{h.width}x{h.height}",
+        )
+    return ref.rgb
 
 
 def _checked_destination(src: Path, job: _Job) -> Path:
@@ -158,9 +204,11 @@ def _report_file(
     size: int,
     img: Image.Image,
     seconds: float,
+    psnr: float | None,
     job: _Job,
 ) -> None:
-    """``--json``: bytes, bpp, quality, size, mode, seconds; ``-v``: size, mode, seconds."""
+    """``--json``: bytes, bpp, quality, size, mode, seconds (and PSNR); ``-v``: size, mode,
+    PSNR if measured, seconds."""
     fields = {
         "bytes": size,
         "bpp": header.bpp(size),
@@ -170,6 +218,10 @@ def _report_file(
         "mode": img.mode,
         "seconds": seconds,
     }
-    text = f"{img.width}x{img.height} {img.mode}, {seconds:.2f} s"
+    text = f"{img.width}x{img.height} {img.mode}, "
+    if psnr is not None:
+        fields["psnr"] = psnr
+        text += f"{psnr:.2f} dB, "
+    text += f"{seconds:.2f} s"
     shown = STDIO if job.to_stdout and job.as_json else dst
     emit(src, shown, fields, as_json=job.as_json, to_stderr=job.to_stdout, text=text)

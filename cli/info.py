@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -75,13 +76,21 @@ def _print_json(headers: list[tuple[Path, dict[str, Any]]], *, several: bool) ->
         click.echo(json.dumps(headers[0][1], indent=2))
 
 
+def _quality_text(quality: float | None) -> str:
+    """``5``, or ``5.37 (between levels 5 and 6)`` for a fine quality."""
+    if quality is None or isinstance(quality, int):
+        return str(quality)
+    level = math.floor(quality)
+    return f"{quality} (between levels {level} and {level + 1})"
+
+
 def _print_text(file: Path, header: dict[str, Any]) -> None:
     g = header.get
     rows = {
         "file": click.format_filename(file),
         "format": f"aecodec container v{g('format_version')}",
         "model": f"{g('model')} (weights {g('weights_hash')})",
-        "quality": str(g("quality")),
+        "quality": _quality_text(g("quality")),
         "size": f"{g('width')}x{g('height')}",
         "mode": f"{g('mode')}, {g('bit_depth')} bits per channel",
         "tiles": f"{g('num_tiles')} of {g('tile_width')}x{g('tile_height')}",

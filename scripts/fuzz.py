@@ -71,6 +71,11 @@ class Layout:
     table: int  # offset of the length table
     lengths: list[int]
     num_tiles: int
+    extra: int = 0  # 1 in format version 2: the quality hundredths byte after the quality
+
+    def at(self, off: int) -> int:
+        """Offset of the field ``off`` bytes after the name in version 1 (of HEADER_FIELDS)."""
+        return self.fields + off + (self.extra if off > 8 else 0)
 
     @property
     def payloads(self) -> int:
@@ -81,7 +86,7 @@ class Layout:
         return start, start + self.lengths[k]
 
 
-# (name, offset after the model name, struct format)
+# (name, offset after the model name in version 1, struct format); Layout.at() places them
 HEADER_FIELDS = (
     ("quality", 8, "<B"),
     ("width", 9, "<I"),
@@ -97,12 +102,13 @@ HEADER_FIELDS = (
 def layout(data: bytes) -> Layout:
     """Parse the layout of a *valid* file (seeds only; the decoder checks everything else)."""
     flags, n = data[5], data[6]
+    extra = 1 if data[4] == 2 else 0  # version 2: the quality hundredths byte
     fields = 7 + n
-    num_tiles = struct.unpack_from("<I", data, fields + 23)[0]
+    num_tiles = struct.unpack_from("<I", data, fields + 23 + extra)[0]
     count = num_tiles + bin(flags).count("1")
-    table = fields + 27
+    table = fields + 27 + extra
     lengths = list(struct.unpack_from(f"<{count}I", data, table))
-    return Layout(n, fields, table, lengths, num_tiles)
+    return Layout(n, fields, table, lengths, num_tiles, extra)
 
 
 def with_crc(body: bytes | bytearray) -> bytes:
@@ -124,8 +130,11 @@ def mutate_header(seed: bytes, rng: np.random.Generator) -> bytes:
         pick = int(rng.integers(len(HEADER_FIELDS) + 4))
         if pick < len(HEADER_FIELDS):
             _, off, fmt = HEADER_FIELDS[pick]
-            old = struct.unpack_from(fmt, body, lay.fields + off)[0]
-            struct.pack_into(fmt, body, lay.fields + off, _interesting(fmt, old, rng))
+            pos = lay.at(off)
+            if off == 8 and lay.extra and rng.random() < 0.5:
+                pos += 1  # version 2: the quality hundredths
+            old = struct.unpack_from(fmt, body, pos)[0]
+            struct.pack_into(fmt, body, pos, _interesting(fmt, old, rng))
         elif pick == len(HEADER_FIELDS):  # flags, model-name length or version
             pos = int(rng.choice([4, 5, 6]))
             body[pos] = _interesting("<B", body[pos], rng)
@@ -211,12 +220,14 @@ def mutate_geometry(seed: bytes, rng: np.random.Generator) -> bytes:
     table: the payloads kept (or emptied), missing ones empty, so the decoder gets the file."""
     lay = layout(seed)
     fields = bytearray(seed[lay.fields : lay.table])
+    x = lay.extra  # the fields after the quality are one byte later in version 2
     width, height = _side(rng), _side(rng)
-    tw, th = struct.unpack_from("<HH", fields, 19)
+    tw, th = struct.unpack_from("<HH", fields, 19 + x)
     if rng.random() < 0.3:
         tw = th = 16 * int(rng.choice([1, 2, 3, 8, 64, 128, 129, 4095]))
     cols, rows = -(-width // tw), -(-height // th)
-    struct.pack_into("<IIBBHHI", fields, 9, width, height, *fields[17:19], tw, th, cols * rows)
+    mode_depth = fields[17 + x : 19 + x]
+    struct.pack_into("<IIBBHHI", fields, 9 + x, width, height, *mode_depth, tw, th, cols * rows)
     old = [seed[s:e] for s, e in (lay.payload_span(k) for k in range(len(lay.lengths)))]
     keep = rng.random() < 0.5
     tiles = [old[k] if keep and k < lay.num_tiles else b"" for k in range(cols * rows)]
@@ -309,7 +320,7 @@ class _Probe:
 
 def prefix_stage(data: bytes) -> int:
     """Stages passed before the container parses fields: 1 magic/version, 2 CRC."""
-    if data[:4] != MAGIC or len(data) < 5 or data[4] != 1:
+    if data[:4] != MAGIC or len(data) < 5 or data[4] not in (1, 2):  # format versions
         return 0
     if len(data) < MIN_FILE_SIZE or zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
         return 1

@@ -7,7 +7,11 @@ the sections "Tile payload" and "Decoding the indices of a tile, step by step" o
 them no longer matches the spec.
 
     indices = decode_tile(payload, freqs, table_index, level_lut, prob_bits,
-                          num_levels, spatial, activity_edges, q, height, width)
+                          num_levels, spatial, activity_edges, q, height, width,
+                          hundredths=0)
+
+``q`` is the whole quality minus 1 and ``hundredths`` the fraction of a version-2 file's quality
+(section "Quality" of the spec): between two levels each row is mixed by :func:`mixed_row`.
 
 ``indices`` is a list ``[G][height][width]`` of ints (``decode_tile_array`` returns numpy).
 """
@@ -81,6 +85,21 @@ class AnsDecoder:
         return self.state == 0
 
 
+def mixed_row(
+    low: Sequence[int], high: Sequence[int], hundredths: int, prob_bits: int
+) -> list[int]:
+    """The row of a quality ``hundredths / 100`` of the way from the row ``low`` to ``high``.
+
+    ``m[k] = floor(((100 - hundredths) * low[k] + hundredths * high[k]) / 100)``, and the
+    shortfall ``2^prob_bits - sum(m)`` is added to the first largest ``m[k]``.
+    """
+    pairs = zip(low, high, strict=True)
+    m = [((100 - hundredths) * int(a) + hundredths * int(b)) // 100 for a, b in pairs]
+    top = m.index(max(m))
+    m[top] += 2**prob_bits - sum(m)
+    return m
+
+
 def decode_tile(
     payload: bytes,
     freqs: Sequence[Sequence[int]],
@@ -93,6 +112,7 @@ def decode_tile(
     q: int,
     height: int,
     width: int,
+    hundredths: int = 0,
 ) -> list[list[list[int]]]:
     """Decode the indices ``[G][height][width]`` of one tile payload.
 
@@ -101,8 +121,9 @@ def decode_tile(
         freqs: ``[T][K]`` frequency rows; table_index: ``[Q][G][C]`` row numbers;
             level_lut: ``[G][K]`` codeword levels; prob_bits: rows sum to ``2**prob_bits``.
         num_levels, spatial, activity_edges: L, S and E of the model config.
-        q: quality index (the file's quality minus 1).
+        q: quality index (the file's whole quality minus 1).
         height, width: latent positions of the tile (``ceil(tile side / 16)``).
+        hundredths: the fraction of a fine quality (version 2), ``1..99``; 0 for a level.
 
     Raises:
         PayloadError: the payload is malformed or has data left over.
@@ -110,7 +131,7 @@ def decode_tile(
     groups = len(level_lut)
     buckets = len(activity_edges) + 1
     base_contexts = num_levels * buckets
-    cdfs: dict[int, list[int]] = {}
+    rows = _Rows(freqs, table_index, prob_bits, q, hundredths)
     out = [[[0] * width for _ in range(height)] for _ in range(groups)]
     levels = [[[0] * width for _ in range(height)] for _ in range(groups)]
     active = [[0] * width for _ in range(height)]  # earlier groups with a level > 0
@@ -136,7 +157,7 @@ def decode_tile(
             for j in range(width)
             if spatial == 0 or (i + j) % 2 == 0
         ]
-        _decode_positions(coder, sorted(first), g, q, freqs, table_index, prob_bits, cdfs, out)
+        _decode_positions(coder, sorted(first), g, rows, out)
         for i, j in ((p // width, p % width) for _, p in first):
             levels[g][i][j] = level_lut[g][out[g][i][j]]
         if spatial:
@@ -148,7 +169,7 @@ def decode_tile(
                         near += level(g, i, j - 1) + level(g, i, j + 1)
                         ctx = base_contexts + base[i][j] * spatial + min(spatial - 1, near)
                         second.append((ctx, i * width + j))
-            _decode_positions(coder, sorted(second), g, q, freqs, table_index, prob_bits, cdfs, out)
+            _decode_positions(coder, sorted(second), g, rows, out)
             for i, j in ((p // width, p % width) for _, p in second):
                 levels[g][i][j] = level_lut[g][out[g][i][j]]
         for i in range(height):
@@ -159,24 +180,43 @@ def decode_tile(
     return out
 
 
+class _Rows:
+    """The coder table of (group, context) at the file's quality (mixed rows between levels)."""
+
+    def __init__(
+        self,
+        freqs: Sequence[Sequence[int]],
+        table_index: Sequence[Sequence[Sequence[int]]],
+        prob_bits: int,
+        q: int,
+        hundredths: int,
+    ) -> None:
+        self.freqs, self.table_index, self.prob_bits = freqs, table_index, prob_bits
+        self.q, self.hundredths = q, hundredths
+        self.cdfs: dict[tuple[int, int], list[int]] = {}
+
+    def cdf(self, g: int, ctx: int) -> list[int]:
+        low = int(self.table_index[self.q][g][ctx])
+        high = int(self.table_index[self.q + 1][g][ctx]) if self.hundredths else low
+        if (low, high) not in self.cdfs:
+            row = [int(f) for f in self.freqs[low]]
+            if self.hundredths:
+                row = mixed_row(row, self.freqs[high], self.hundredths, self.prob_bits)
+            self.cdfs[low, high] = coder_cdf(row, self.prob_bits)
+        return self.cdfs[low, high]
+
+
 def _decode_positions(
     coder: AnsDecoder,
     order: list[tuple[int, int]],
     g: int,
-    q: int,
-    freqs: Sequence[Sequence[int]],
-    table_index: Sequence[Sequence[Sequence[int]]],
-    prob_bits: int,
-    cdfs: dict[int, list[int]],
+    rows: _Rows,
     out: list[list[list[int]]],
 ) -> None:
     """Decode the positions ``(context, raster position)`` in this (sorted) order."""
     width = len(out[g][0])
     for ctx, p in order:
-        row = int(table_index[q][g][ctx])
-        if row not in cdfs:
-            cdfs[row] = coder_cdf([int(f) for f in freqs[row]], prob_bits)
-        out[g][p // width][p % width] = coder.decode(cdfs[row])
+        out[g][p // width][p % width] = coder.decode(rows.cdf(g, ctx))
 
 
 def decode_tile_array(
@@ -191,6 +231,7 @@ def decode_tile_array(
     q: int,
     height: int,
     width: int,
+    hundredths: int = 0,
 ) -> np.ndarray:
     """:func:`decode_tile` on numpy tables; returns ``int64 [G, height, width]``."""
     out = decode_tile(
@@ -205,5 +246,6 @@ def decode_tile_array(
         q,
         height,
         width,
+        hundredths,
     )
     return np.asarray(out, dtype=np.int64).reshape(len(level_lut), height, width)

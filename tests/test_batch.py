@@ -171,3 +171,30 @@ def test_batch_decompress_reads_regular_files_only(tmp_path: Path, tiny_codec) -
     with ThreadPoolExecutor(1) as pool:
         (r,) = batch.decompress_files(jobs, codec=tiny_codec, executor=pool)
     assert r.status == "failed" and "is a pipe, not a regular file" in (r.error or "")
+
+
+def test_batch_searches_a_rate_target_per_file(tmp_path: Path, tiny_codec) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aecodec.ratecontrol import compress_to_target
+
+    paths = _inputs(tmp_path / "in", 3)
+    jobs = batch.plan(paths, tmp_path / "out")
+    with ThreadPoolExecutor(2) as pool:
+        results = {
+            r.src.name: r
+            for r in batch.compress_files(
+                jobs, codec=tiny_codec, target_size=400, psnr=True, executor=pool
+            )
+        }
+    for p in paths:
+        r = results[p.name]
+        want = compress_to_target(tiny_codec, p, target_size=400)
+        assert (r.status, r.quality, r.bytes) == ("done", want.quality, want.bytes)
+        assert (r.target_met, r.trials) == (want.met, want.trials)
+        assert r.psnr is not None and r.bytes <= 400
+        assert (tmp_path / "out" / f"{p.stem}.aec").read_bytes() == want.data
+    with pytest.raises(ValueError, match="not both"):
+        batch.compress_files(jobs, codec=tiny_codec, quality=1, target_bpp=1.0)
+    with pytest.raises(ValueError, match="at most one of"):
+        batch.compress_files(jobs, codec=tiny_codec, target_bpp=1.0, target_psnr=30.0)

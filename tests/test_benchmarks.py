@@ -336,3 +336,37 @@ def test_rd_smoke_aecodec_and_bd_table(tmp_path):
     # JPEG 4:4:4 vs JPEG 4:2:0 always overlaps: a numeric BD-rate with its PSNR interval.
     row = next(line for line in table.splitlines() if line.startswith("| JPEG 4:4:4 |"))
     assert " % | " in row and " dB |" in row
+
+
+def test_fine_quality_chord_and_rate_control_smoke(tmp_path):
+    """benchmarks.fine_quality: the chord arithmetic, and a run on generated images."""
+    from PIL import Image
+
+    from benchmarks import fine_quality
+
+    points = {
+        2: (0.2, 27.0, [(0.2, 27.0)]),
+        3: (0.4, 29.0, [(0.4, 29.0)]),
+        2.5: (0.3, 28.5, [(0.3, 28.5)]),
+    }
+    [row] = fine_quality.rd_table(points, [2.5])
+    assert row["chord_psnr"] == pytest.approx(28.0)
+    assert row["db_over_chord"] == pytest.approx(0.5)
+    assert row["rate_vs_chord"] == pytest.approx(0.3 / 0.35 - 1)
+    assert row["images_on_or_above"] == 1
+
+    train = tmp_path / "train"
+    train.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(20):  # 16 become the validation split; every second one is measured
+        arr = np.clip(rng.normal(128, 40, (40, 56, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(train / f"img{i:02d}.png")
+    out = tmp_path / "fine.json"
+    args = ["--qualities", "1.5", "--bpp-targets", "2", "--train", str(train), "--images", "2"]
+    args += ["--model", str(ROOT / "tests" / "golden" / "tiny.safetensors"), "--threads", "1"]
+    result = CliRunner().invoke(fine_quality.main, [*args, "--crop", "32", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert [r["quality"] for r in record["rd"]] == [1.5]
+    assert {r["scale"] for r in record["rate_control"]} == {"levels", "fine (0.01)"}
+    assert "| 1.5 |" in result.output

@@ -380,11 +380,34 @@ def test_corrupt_aec(tmp_path: Path, damage: str) -> None:
 def test_invalid_quality_lists_valid_values(tmp_path: Path) -> None:
     _make_png(tmp_path / "a.png")
     valid = aecodec.qualities()
-    for bad in (0, max(valid) + 1):
+    for bad in (0, 0.5, max(valid) + 1, max(valid) + 0.01):
         result = run("compress", "-q", bad, "a.png")
         assert result.exit_code == 2
         assert ", ".join(str(q) for q in valid) in result.stderr
+        assert f"up to two decimals between 1 and {max(valid)}" in result.stderr
         assert not (tmp_path / "a.aec").exists()
+    for bad, message in (("4.555", "give at most two decimals"), ("nan", "finite")):
+        result = run("compress", "-q", bad, "a.png")
+        assert result.exit_code == 2 and message in result.stderr
+
+
+def test_fine_quality_from_the_command_line(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    result = run("compress", "a.png", "-q", "4.5", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["quality"] == 4.5
+    data = (tmp_path / "a.aec").read_bytes()
+    assert data == aecodec.compress(tmp_path / "a.png", quality=4.5)
+    assert aecodec.compress(tmp_path / "a.png", quality=4.5) != aecodec.compress(
+        tmp_path / "a.png", quality=4
+    )
+    result = run("info", "a.aec")
+    fields = dict(re.split(r":\s+", line, maxsplit=1) for line in result.stdout.splitlines())
+    assert fields["quality"] == "4.5 (between levels 4 and 5)"
+    assert fields["format"] == "aecodec container v2"
+    assert json.loads(run("info", "a.aec", "--json").stdout)["format_version"] == 2
+    assert run("compress", "a.png", "-q", "4.0", "-o", "b.aec").exit_code == 0
+    assert (tmp_path / "b.aec").read_bytes() == aecodec.compress(tmp_path / "a.png", quality=4)
 
 
 def test_unknown_model(tmp_path: Path) -> None:
@@ -639,7 +662,8 @@ def test_target_size_reports_and_meets(tmp_path: Path) -> None:
     result = run("compress", "a.png", "--target-size", target, "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
-    assert (record["quality"], record["bytes"], record["target_met"]) == (4, sizes[4], True)
+    assert 4 <= record["quality"] < 5 and record["target_met"]  # a fine quality (hundredths)
+    assert sizes[4] <= record["bytes"] == (tmp_path / "a.aec").stat().st_size <= target
     result = run("compress", "a.png", "-o", "tiny.aec", "--target-size", "10")
     assert result.exit_code == 0
     assert "cannot be met" in result.stderr
@@ -721,6 +745,68 @@ def test_parallel_jobs_apply_pixel_limits_warnings_and_safe_writes(tmp_path: Pat
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.aec", "deep.aec", "kept.aec"]
     assert (tmp_path / "out" / "kept.aec").read_bytes() == b"precious"
     assert (tmp_path / "out" / "a.aec").read_bytes() == aecodec.compress(tmp_path / "a.png")
+
+
+def test_parallel_jobs_with_rate_targets_match_serial(tmp_path: Path) -> None:
+    """-j N with --target-*: each worker searches the quality of its file, as serially."""
+    for i in range(3):
+        _make_png(tmp_path / f"{i}.png", seed=i)
+    names = ["0.png", "1.png", "2.png"]
+    result = run("compress", *names, "-j", 2, "--threads", 1, "-o", "par/", "--target-bpp", 1.5)
+    assert result.exit_code == 0, result.output
+    result = run("compress", *names, "-o", "ser/", "--target-bpp", 1.5, "--json")
+    serial = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(r["target_met"] and r["bpp"] <= 1.5 for r in serial)
+    for i in range(3):
+        assert (tmp_path / "par" / f"{i}.aec").read_bytes() == (
+            tmp_path / "ser" / f"{i}.aec"
+        ).read_bytes()
+    result = run(
+        "compress", *names, "-j", 2, "-o", "psnr/", "--target-psnr", 30, "--json", "--psnr"
+    )
+    assert result.exit_code == 0, result.output
+    records = {r["input"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert sorted(records) == names
+    for r in records.values():
+        assert r["target_met"] == (r["psnr"] >= 30) and r["trials"] >= 2
+        assert aecodec.info(tmp_path / r["output"])["quality"] == r["quality"]
+    result = run("compress", *names, "-j", 2, "-o", "small/", "--target-size", 10)
+    assert result.exit_code == 0, result.output
+    assert sorted(_error_lines(result)) == [
+        f"aecodec: warning: {n}: --target-size 10 cannot be met; wrote quality 1" for n in names
+    ]
+
+
+def test_decompress_reports_psnr_against_a_reference(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    _make_png(tmp_path / "b.png", "L")
+    assert run("compress", "a.png", "b.png", "-q", 4.25).exit_code == 0
+    from aecodec.metrics import psnr_rgb
+
+    want = psnr_rgb(_pixels("RGB"), np.asarray(aecodec.decompress(tmp_path / "a.aec")))
+    result = run("decompress", "a.aec", "--psnr", "a.png", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["psnr"] == pytest.approx(want) and record["quality"] == 4.25
+    result = run("decompress", "a.aec", "-o", "x.png", "--psnr", "a.png")
+    assert result.exit_code == 0, result.output  # --psnr implies -v
+    assert re.fullmatch(
+        rf"a\.aec -> x\.png: {W}x{H} RGB, {want:.2f} dB, \d+\.\d\d s\n", result.stderr
+    )
+    result = run("decompress", "b.aec", "-o", "y.png", "--psnr", "b.png", "--json")
+    grey = np.repeat(_pixels("L")[..., None], 3, -1)
+    decoded = np.asarray(Image.open(tmp_path / "y.png").convert("RGB"))
+    assert json.loads(result.stdout)["psnr"] == pytest.approx(psnr_rgb(grey, decoded))
+    Image.fromarray(_pixels("RGB")[:20]).save(tmp_path / "small.png")
+    result = run("decompress", "a.aec", "-o", "z.png", "--psnr", "small.png")
+    assert result.exit_code == 1
+    assert _error_lines(result) == [
+        f"aecodec: error: small.png: the --psnr reference is {W}x20 but the decoded image is "
+        f"{W}x{H}"
+    ]
+    assert not (tmp_path / "z.png").exists()  # checked before decoding
+    assert run("decompress", "a.aec", "b.aec", "--psnr", "a.png").exit_code == 2
+    assert run("decompress", "a.aec", "--psnr", "missing.png").exit_code == 2
 
 
 def test_target_and_psnr_keep_pixel_limits_and_warn_once(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import subprocess
@@ -160,14 +161,57 @@ def test_decoding_and_encoding_identical_across_processes_and_thread_counts(tmp_
 
 
 def test_invalid_quality_and_input_errors(tiny_codec) -> None:
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ValueError, match=r"quality 99 is not available; choose 1\.\.2"):
         tiny_codec.compress(smooth_image(8, 8), quality=99)
+    with pytest.raises(ValueError, match=r"quality 2\.5 is not available; choose 1\.\.2"):
+        tiny_codec.compress(smooth_image(8, 8), quality=2.5)
+    with pytest.raises(ValueError, match=r"quality 0\.99 is not available"):
+        tiny_codec.compress(smooth_image(8, 8), quality=0.99)
+    with pytest.raises(ValueError, match="finer than the format stores; give at most two dec"):
+        tiny_codec.compress(smooth_image(8, 8), quality=1.505)
+    with pytest.raises(TypeError, match="quality must be a number"):
+        tiny_codec.compress(smooth_image(8, 8), quality="1")  # type: ignore[arg-type]
     with pytest.raises(aecodec.ImageError, match="shape"):
         tiny_codec.compress(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(aecodec.ImageError, match="no pixels"):
         tiny_codec.compress(np.zeros((0, 4, 3), np.uint8))
     with pytest.raises(TypeError):
         tiny_codec.compress(12345)
+
+
+def test_fine_quality_round_trip_is_deterministic_and_whole_levels_unchanged(tiny_codec) -> None:
+    arr = smooth_image(61, 47)
+    data = tiny_codec.compress(arr, quality=1.37)
+    header = container.read_header(data)
+    assert (header.quality, header.format_version, data[4]) == (1.37, 2, 2)
+    assert aecodec.info(data)["quality"] == 1.37
+    assert tiny_codec.compress(arr, quality=1.37) == data
+    out = tiny_codec.decompress(data)
+    assert out.size == (61, 47) and out.mode == "RGB"
+    whole = tiny_codec.compress(arr, quality=2)
+    assert tiny_codec.compress(arr, quality=2.0) == whole and whole[4] == 1
+    assert tiny_codec.compress(arr, quality=np.float32(2)) == whole
+
+
+def test_fine_quality_out_of_the_models_range_is_refused_on_decode(tiny_codec) -> None:
+    bs = container.unpack(tiny_codec.compress(smooth_image(20, 20), quality=1.5))
+    header = dataclasses.replace(bs.header, quality=2.5)  # between level 2 and a level 3
+    data = container.pack(dataclasses.replace(bs, header=header))
+    with pytest.raises(FormatError, match=r"quality 2\.5 is out of range for model"):
+        tiny_codec.decompress(data)
+
+
+def test_fine_qualities_sit_between_their_levels(default_codec) -> None:
+    from aecodec.data import sample_image
+
+    ref = np.asarray(Image.open(sample_image()).convert("RGB"))[:128, :192]
+    sizes, psnrs = [], []
+    for q in (4, 4.3, 4.7, 5):
+        data = default_codec.compress(ref, q)
+        sizes.append(len(data))
+        psnrs.append(psnr(ref, np.asarray(default_codec.decompress(data))))
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+    assert psnrs == sorted(psnrs)
 
 
 def test_file_from_another_model_names_it(tiny_codec, default_codec) -> None:

@@ -1,4 +1,4 @@
-"""Tests of the ``.aec`` container v1 (aecodec/container.py)."""
+"""Tests of the ``.aec`` container, versions 1 and 2 (aecodec/container.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,8 @@ from aecodec.container import (
     Bitstream,
     Header,
     pack,
+    quality_from_steps,
+    quality_steps,
     read_header,
     unpack,
 )
@@ -82,6 +85,7 @@ def craft(
     name_len: int | None = None,
     weights_hash: bytes = HASH,
     quality: int = 1,
+    hundredths: int | None = None,
     width: int = 1,
     height: int = 1,
     mode: int = 0,
@@ -92,7 +96,14 @@ def craft(
     lengths: list[int] | None = None,
     payload: bytes = b"",
 ) -> bytes:
-    """Build a file field by field with no validation, ending in a correct CRC."""
+    """Build a file field by field with no validation, ending in a correct CRC.
+
+    ``hundredths`` (the quality byte of version 2) is written when given, or when
+    ``version == 2`` (then 50 by default).
+    """
+    if hundredths is None and version == 2:
+        hundredths = 50
+    quality_fields = (quality,) if hundredths is None else (quality, hundredths)
     if name_len is None:
         name_len = len(name)
     if num_tiles is None:
@@ -105,9 +116,9 @@ def craft(
         struct.pack("<4sBBB", magic, version, flags, name_len)
         + name
         + struct.pack(
-            "<8sBIIBBHHI",
+            "<8s" + "B" * len(quality_fields) + "IIBBHHI",
             weights_hash,
-            quality,
+            *quality_fields,
             width,
             height,
             mode,
@@ -137,6 +148,9 @@ SAMPLES = {
     "huge-tile": make_bitstream(width=5, height=5, tile_width=65520, tile_height=65520),
     "long-name": make_bitstream(model="a" * 64, quality=255),
     "odd-name": make_bitstream(model="0._-z"),
+    "fine-quality": make_bitstream(quality=5.37),
+    "fine-quality-RGBA": make_bitstream(quality=1.01, mode="RGBA", icc=b"i"),
+    "fine-quality-max": make_bitstream(quality=255.99),
 }
 
 
@@ -148,7 +162,7 @@ def test_round_trip(key: str) -> None:
     bs = SAMPLES[key]
     data = pack(bs)
     assert data[:4] == MAGIC
-    assert data[4] == FORMAT_VERSION
+    assert data[4] == (1 if isinstance(bs.header.quality, int) else 2)
     assert unpack(data) == bs
     assert read_header(data) == bs.header
     assert pack(unpack(data)) == data
@@ -238,6 +252,56 @@ def test_pinned_bytes() -> None:
     assert unpack(expected) == bs
 
 
+def test_pinned_bytes_of_a_fine_quality() -> None:
+    """Version 2: the same layout with the quality hundredths after the quality byte."""
+    bs = Bitstream(Header("ae-v1", bytes(range(8)), 3.25, 20, 17, "RGB", 32, 32), (b"ab",))
+    expected = bytes.fromhex(
+        "89414543"  # magic
+        "02"  # format version 2
+        "00"  # flags
+        "05"  # model name length
+        "61652d7631"  # "ae-v1"
+        "0001020304050607"  # weights hash
+        "03"  # quality, whole part
+        "19"  # quality hundredths: 25 -> quality 3.25
+        "14000000"  # width 20
+        "11000000"  # height 17
+        "01"  # mode RGB
+        "08"  # bit depth
+        "2000"  # tile width 32
+        "2000"  # tile height 32
+        "01000000"  # 1 tile
+        "02000000"  # tile length
+        "6162"  # tile payload
+    )
+    expected += struct.pack("<I", zlib.crc32(expected))
+    assert pack(bs) == expected
+    assert unpack(expected) == bs
+    assert unpack(expected).header.quality == 3.25
+
+
+@pytest.mark.parametrize(
+    ("value", "steps", "normalised"),
+    [
+        (5, 500, 5),
+        (5.0, 500, 5),
+        (5.37, 537, 5.37),
+        (5.5, 550, 5.5),
+        (1.01, 101, 1.01),
+        (255.99, 25599, 255.99),
+        (np.float32(5.37), 537, 5.37),
+        (np.int64(7), 700, 7),
+    ],
+)
+def test_fine_quality_steps(value: object, steps: int, normalised: float) -> None:
+    assert quality_steps(value) == steps
+    assert quality_from_steps(steps) == normalised
+    h = make_header(quality=value)
+    assert h.quality == normalised and h.quality_steps == steps
+    assert type(h.quality) is type(normalised)
+    assert h.format_version == (1 if steps % 100 == 0 else 2)
+
+
 def test_minimum_file_size() -> None:
     data = pack(make_bitstream(model="m", mode="L", width=1, height=1, tiles=[b""]))
     assert len(data) == container.MIN_FILE_SIZE == 43
@@ -291,6 +355,10 @@ def test_header_normalises_integers_and_bytes() -> None:
         ("weights_hash", b"123456789", "weights_hash must be 8 bytes"),
         ("quality", 0, "quality 0"),
         ("quality", 256, "quality 256"),
+        ("quality", 0.99, "quality 0.99 is invalid"),
+        ("quality", 256.0, "quality 256 is invalid"),
+        ("quality", 5.375, "quality 5.375 is finer than the format stores"),
+        ("quality", float("nan"), "quality nan is invalid; it must be a finite number"),
         ("width", 0, "width 0"),
         ("width", 2**32, "width"),
         ("height", 0, "height 0"),
@@ -316,7 +384,8 @@ def test_header_rejects_bad_values(field: str, value: object, match: str) -> Non
     [
         ("model", b"ae"),
         ("weights_hash", "01234567"),
-        ("quality", 2.0),
+        ("quality", "2"),
+        ("quality", None),
         ("quality", True),
         ("width", "20"),
     ],
@@ -414,10 +483,25 @@ CORRUPTIONS: dict[str, tuple[bytes, str]] = {
     "magic prefix only": (b"\x89AE", "truncated file: 3 bytes"),
     "magic only": (MAGIC, "format version byte is missing"),
     "magic + version": (MAGIC + b"\x01", "truncated file: 5 bytes.*at least 43"),
-    "version 2": (craft(version=2), "unsupported format version 2;.*upgrade aecodec"),
+    "version 3": (craft(version=3), "unsupported format version 3;.*upgrade aecodec"),
     "version 7": (
         craft(version=7),
-        "unsupported format version 7; this aecodec reads version 1 -- upgrade aecodec",
+        "unsupported format version 7; this aecodec reads versions 1..2 -- upgrade aecodec",
+    ),
+    "version 2 hundredths 0": (
+        craft(version=2, hundredths=0),
+        "quality hundredths 0 is invalid in a version-2 file; must be 1..99 "
+        r"\(a whole quality is written as a version-1 file\)",
+    ),
+    "version 2 hundredths 100": (
+        craft(version=2, hundredths=100),
+        "quality hundredths 100 is invalid",
+    ),
+    "version 2 hundredths 255": (craft(version=2, hundredths=255), "quality hundredths 255"),
+    "version 2 quality 0": (craft(version=2, quality=0), "quality 0 is invalid"),
+    "version-1 header labelled version 2": (
+        recrc(MAGIC + b"\x02" + craft()[5:]),
+        "mode code 8 is unknown",  # every field after the quality is read one byte later
     ),
     "version 255 short": (MAGIC + b"\xff", "unsupported format version 255"),
     "version 0": (craft(version=0), "invalid format version 0"),
@@ -546,16 +630,18 @@ def test_every_truncation_raises() -> None:
                 unpack(data[:end])
 
 
-def test_every_truncation_with_fixed_crc_raises() -> None:
+@pytest.mark.parametrize("key", ["LA-all", "fine-quality-RGBA"])
+def test_every_truncation_with_fixed_crc_raises(key: str) -> None:
     """Even if the CRC is recomputed, a cut file fails a length or field check."""
-    data = pack(SAMPLES["LA-all"])
+    data = pack(SAMPLES[key])
     for end in range(container.MIN_FILE_SIZE, len(data)):
         with pytest.raises(FormatError):
             unpack(recrc(data[:end]))
 
 
-def test_every_single_bit_flip_raises() -> None:
-    data = pack(SAMPLES["LA-all"])
+@pytest.mark.parametrize("key", ["LA-all", "fine-quality-RGBA"])
+def test_every_single_bit_flip_raises(key: str) -> None:
+    data = pack(SAMPLES[key])
     for i in range(len(data)):
         for bit in range(8):
             bad = bytearray(data)
@@ -581,6 +667,8 @@ def test_random_bytes_raise() -> None:
                 unpack(blob)
             with pytest.raises(FormatError):
                 unpack(MAGIC + b"\x01" + blob)
+            with pytest.raises(FormatError):
+                unpack(MAGIC + b"\x02" + blob)
 
 
 # --------------------------------------------------------------------------- max_pixels
@@ -665,6 +753,8 @@ def test_module_imports_only_stdlib() -> None:
             modules.add(node.module.split(".")[0])
     assert modules <= {
         "__future__",
+        "math",
+        "numbers",
         "operator",
         "struct",
         "zlib",
@@ -677,7 +767,7 @@ def test_module_imports_only_stdlib() -> None:
 def test_modes_constant() -> None:
     assert MODES == ("L", "RGB", "RGBA", "LA")
     assert MAGIC == b"\x89AEC"
-    assert FORMAT_VERSION == 1
+    assert FORMAT_VERSION == 2
 
 
 # --------------------------------------------------------------------------- hypothesis
@@ -692,7 +782,7 @@ def bitstreams(draw: st.DrawFn) -> Bitstream:
     header = Header(
         model=draw(names),
         weights_hash=draw(st.binary(min_size=8, max_size=8)),
-        quality=draw(st.integers(1, 255)),
+        quality=draw(st.integers(1, 255) | st.integers(100, 25599).map(quality_from_steps)),
         width=draw(st.integers(1, 100)),
         height=draw(st.integers(1, 100)),
         mode=draw(st.sampled_from(MODES)),
@@ -716,6 +806,7 @@ def test_hypothesis_round_trip(bs: Bitstream) -> None:
         7
         + len(bs.header.model)
         + 27
+        + (bs.header.format_version - 1)  # the quality hundredths of version 2
         + 4 * (len(bs.tiles) + sum(p is not None for p in (bs.alpha, bs.icc, bs.exif)))
         + sum(map(len, bs.tiles))
         + sum(len(p) for p in (bs.alpha, bs.icc, bs.exif) if p is not None)
@@ -741,8 +832,9 @@ def test_hypothesis_arbitrary_bytes(data: bytes) -> None:
 @FAST
 @given(st.binary(max_size=120))
 def test_hypothesis_arbitrary_bytes_after_magic(tail: bytes) -> None:
-    _check_only_format_error(MAGIC + b"\x01" + tail)
-    _check_only_format_error(recrc(MAGIC + b"\x01" + tail + b"\0\0\0\0"))
+    for version in (b"\x01", b"\x02"):
+        _check_only_format_error(MAGIC + version + tail)
+        _check_only_format_error(recrc(MAGIC + version + tail + b"\0\0\0\0"))
 
 
 @FAST

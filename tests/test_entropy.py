@@ -12,6 +12,7 @@ from aecodec.entropy import (
     contexts_from_levels,
     decode_indices,
     encode_indices,
+    mix_rows,
     tables_from_logits,
 )
 from aecodec.errors import FormatError
@@ -189,3 +190,35 @@ def test_tables_pickle_without_coder_models() -> None:
     data = encode_indices(idx, t, 0)  # builds the cached constriction models
     t2 = pickle.loads(pickle.dumps(t))
     np.testing.assert_array_equal(decode_indices(data, t2, 0, 5, 6), idx)
+
+
+def test_mix_rows_follows_the_documented_rule() -> None:
+    low = np.array([[1, 1, 14], [4, 4, 8]])
+    high = np.array([[14, 1, 1], [8, 4, 4]])
+    # 37/100 of high: floor((63 * low + 37 * high) / 100), the shortfall to the first largest
+    want = np.array([[5, 1, 9 + 1], [5, 4, 6 + 1]])  # 5.81, 1, 9.19 and 5.48, 4, 6.52
+    np.testing.assert_array_equal(mix_rows(low, high, 37, 100, 4), want)
+    np.testing.assert_array_equal(mix_rows(low, high, 0, 100, 4), low)
+    np.testing.assert_array_equal(mix_rows(low, high, 100, 100, 4), high)
+    rng = np.random.default_rng(3)
+    a, b = (tables_from_logits(rng.normal(size=(50, 256)) * 4, 16) for _ in range(2))
+    for w in (1, 37, 50, 99):
+        m = mix_rows(a, b, w, 100, 16)
+        assert (m >= 1).all() and (m.sum(-1) == 2**16).all()
+        assert (np.minimum(a, b) - 1 <= m).all() and (m <= np.maximum(a, b) + 256).all()
+
+
+@pytest.mark.parametrize("spatial", [0, 2])
+def test_tables_between_two_qualities_mix_each_context_and_round_trip(spatial: int) -> None:
+    t = _tables(q=3, spatial=spatial, edges=(1,) if spatial else ())
+    fine = t.between(1, 37, 100)
+    assert fine.shape[:3] == (1, *t.shape[1:3])
+    want = mix_rows(t.rows(1), t.rows(2), 37, 100, 16)
+    np.testing.assert_array_equal(fine.rows(0), want)
+    assert len(fine.freqs) == len(np.unique(fine.freqs, axis=0))  # one row per distinct pair
+    idx = _sample(fine, 0, 9, 11)
+    data = encode_indices(idx, fine, 0)
+    np.testing.assert_array_equal(decode_indices(data, t.between(1, 37, 100), 0, 9, 11), idx)
+    for bad in ((2, 37), (-1, 37), (1, 0), (1, 100)):
+        with pytest.raises(ValueError, match="no quality between"):
+            t.between(*bad, 100)

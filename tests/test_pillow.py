@@ -52,6 +52,9 @@ def test_save_encodes_with_options(tmp_path: Path) -> None:
     a, b = (aecodec.info(tmp_path / n) for n in ("a.aec", "b.aec"))
     assert (a["quality"], b["quality"]) == (1, 4)
     assert a["bytes"] < b["bytes"]
+    img.save(tmp_path / "c.aec", quality=3.5)  # a fine quality
+    with Image.open(tmp_path / "c.aec") as c:
+        assert c.info["quality"] == 3.5 and c.size == (64, 48)
     buf = io.BytesIO()
     img.save(buf, format="AEC")  # no extension: the format name works too
     assert aecodec.info(buf.getvalue())["quality"] == aecodec.DEFAULT_QUALITY

@@ -25,7 +25,9 @@ from aecodec.weightsfile import load_weights
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 
 
-def _reference(payload: bytes, tables: EntropyTables, q: int, h: int, w: int) -> np.ndarray:
+def _reference(
+    payload: bytes, tables: EntropyTables, q: int, h: int, w: int, hundredths: int = 0
+) -> np.ndarray:
     s = tables.scheme
     return decode_tile_array(
         payload,
@@ -39,18 +41,28 @@ def _reference(payload: bytes, tables: EntropyTables, q: int, h: int, w: int) ->
         q,
         h,
         w,
+        hundredths,
     )
 
 
-def _tile_payloads(data: bytes, down: int = 16) -> list[tuple[bytes, int, int, int]]:
-    """(payload, quality index, latent height, latent width) of each tile of a file."""
+def _tile_payloads(data: bytes, down: int = 16) -> list[tuple[bytes, int, int, int, int]]:
+    """(payload, quality index, latent height, latent width, quality hundredths) of each tile
+    of a file."""
     bs = container.unpack(data)
     h = bs.header
+    whole, hundredths = divmod(h.quality_steps, container.QUALITY_STEPS)
     rects = imageio.tiles(h.width, h.height, h.tile_width, h.tile_height)
     return [
-        (p, h.quality - 1, -(-th // down), -(-tw // down))
+        (p, whole - 1, -(-th // down), -(-tw // down), hundredths)
         for (_, _, tw, th), p in zip(rects, bs.tiles, strict=True)
     ]
+
+
+def _aecodec(payload: bytes, tables: EntropyTables, q: int, h: int, w: int, n: int) -> np.ndarray:
+    """aecodec's decoding of a payload of quality index q plus n hundredths."""
+    if n:
+        return decode_indices(payload, tables.between(q, n, container.QUALITY_STEPS), 0, h, w)
+    return decode_indices(payload, tables, q, h, w)
 
 
 @pytest.mark.parametrize("stem", sorted(EXPECTED))
@@ -58,9 +70,9 @@ def test_reference_decoder_reproduces_the_golden_indices(stem: str) -> None:
     tables = load_weights(str(GOLDEN / "tiny.safetensors")).tables
     data = (GOLDEN / f"{stem}.aec").read_bytes()
     hashes = []
-    for payload, q, h, w in _tile_payloads(data):
-        ref = _reference(payload, tables, q, h, w)
-        assert np.array_equal(ref, decode_indices(payload, tables, q, h, w))
+    for payload, q, h, w, n in _tile_payloads(data):
+        ref = _reference(payload, tables, q, h, w, n)
+        assert np.array_equal(ref, _aecodec(payload, tables, q, h, w, n))
         hashes.append(hashlib.sha256(ref.astype("<i8").tobytes()).hexdigest())
     assert hashes == EXPECTED[stem]["tile_indices_sha256"]
 
@@ -153,10 +165,10 @@ def test_reference_decoder_decodes_the_default_model(default_codec) -> None:  # 
         pytest.skip("the sample photo is not bundled in aecodec/data")
     image = Image.open(sample_image()).convert("RGB").resize((64, 48), Image.Resampling.LANCZOS)
     tables = default_codec.tables
-    for quality in (1, default_codec.default_quality):
+    for quality in (1, default_codec.default_quality, 4.37):
         data = default_codec.compress(np.asarray(image), quality=quality)
-        [(payload, q, h, w)] = _tile_payloads(data, default_codec.config.downsampling)
-        ref = _reference(payload, tables, q, h, w)
+        [(payload, q, h, w, n)] = _tile_payloads(data, default_codec.config.downsampling)
+        ref = _reference(payload, tables, q, h, w, n)
         assert ref.shape == (default_codec.config.num_groups, 3, 4)
-        assert np.array_equal(ref, decode_indices(payload, tables, q, h, w))
+        assert np.array_equal(ref, _aecodec(payload, tables, q, h, w, n))
         assert ref.any()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -118,6 +119,23 @@ class VQVAE(nn.Module):
             self.log_inv_gain[q].exp()[:, :, None, None],
         )
 
+    def coding_gains(self, q: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coding path: ``(gain, inv_gain)`` each ``[1, M, 1, 1]`` at a fine quality index.
+
+        ``q`` in ``[0, Q-1]``; between the levels ``a = floor(q)`` and ``a + 1`` both gains are
+        interpolated linearly in the log domain with ``f = q - a``:
+        ``exp((1 - f) * log_gain[a] + f * log_gain[a + 1])``. At a level, that level's gains.
+        """
+        a = math.floor(q)
+        f = q - a
+        if f == 0:
+            return self.gains(torch.tensor([a]))
+
+        def between(log: torch.Tensor) -> torch.Tensor:
+            return ((1.0 - f) * log[a] + f * log[a + 1]).exp()[None, :, None, None]
+
+        return between(self.log_gain), between(self.log_inv_gain)
+
     def forward(self, x: torch.Tensor, q: torch.Tensor, bf16: bool = False) -> TrainOutput:
         """Training pass (never produces bytes).
 
@@ -138,10 +156,10 @@ class VQVAE(nn.Module):
         return TrainOutput(x_hat=x_hat, bits=bits, commit=commit, indices=idx)
 
     @torch.no_grad()
-    def analyse(self, x: torch.Tensor, q: int) -> torch.Tensor:
+    def analyse(self, x: torch.Tensor, q: float) -> torch.Tensor:
         """Coding path: ``[1, 3, H, W]`` in [0, 1] (H, W multiples of 16) -> gained latent
-        ``[1, M, H/16, W/16]`` of quality index ``q``."""
-        gain, _ = self.gains(torch.tensor([q]))
+        ``[1, M, H/16, W/16]`` of (fine) quality index ``q`` (see :meth:`coding_gains`)."""
+        gain, _ = self.coding_gains(q)
         return self.g_a(x) * gain
 
     @torch.no_grad()
@@ -161,9 +179,9 @@ class VQVAE(nn.Module):
         return self.quantizer.assign(y, bits.unsqueeze(0), level_lut)
 
     @torch.no_grad()
-    def decode_indices(self, idx: torch.Tensor, q: int) -> torch.Tensor:
-        """Coding path, decoder side: ``long [B, G, h, w]`` -> ``[B, 3, 16h, 16w]`` in [0, 1]."""
-        qt = torch.full((idx.shape[0],), q, dtype=torch.long)
-        _, inv_gain = self.gains(qt)
+    def decode_indices(self, idx: torch.Tensor, q: float) -> torch.Tensor:
+        """Coding path, decoder side: ``long [B, G, h, w]`` -> ``[B, 3, 16h, 16w]`` in [0, 1]
+        at (fine) quality index ``q`` (see :meth:`coding_gains`)."""
+        _, inv_gain = self.coding_gains(q)
         x_hat = self.refine(self.g_s(self.quantizer.dequantize(idx.long()) * inv_gain))
         return x_hat.clamp_(0.0, 1.0)

@@ -3,7 +3,8 @@
     .venv/bin/python tests/golden/make_golden.py
 
 Writes ``tiny.safetensors`` (a small random-initialised model used only by tests), a few
-``.aec`` files made with it, and ``expected.json`` with the decoded indices' sha256 and the
+``.aec`` files made with it (each level, and a fine quality between them: format version 2),
+and ``expected.json`` with the decoded indices' sha256 and the
 decoded pixels (as PNG) that ``tests/test_golden.py`` must keep reproducing.
 """
 
@@ -27,6 +28,8 @@ TINY = dict(
     num_contexts=2,
     lambdas=(0.01, 0.05),
 )
+FINE_QUALITIES = (1.37,)
+"""Qualities between the tiny model's levels that get golden files too (format version 2)."""
 
 
 def tiny_model_file(out: Path, seed: int = 0) -> Path:
@@ -65,9 +68,16 @@ def main() -> None:
 
     model = tiny_model_file(HERE / "tiny.safetensors")
     codec = Codec(str(model), tile_size=32)
+    expected = write_golden(codec, (*codec.qualities, *FINE_QUALITIES))
+    (HERE / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+
+
+def write_golden(codec: Any, qualities: tuple[float, ...]) -> dict[str, Any]:
+    """Write ``NAME_qQUALITY.aec`` and its decoding ``.png`` for every sample image and quality;
+    returns their entries of ``expected.json``."""
     expected = {}
     for name, arr in sample_images().items():
-        for quality in codec.qualities:
+        for quality in qualities:
             stem = f"{name}_q{quality}"
             data = codec.compress(arr, quality=quality)
             (HERE / f"{stem}.aec").write_bytes(data)
@@ -80,7 +90,7 @@ def main() -> None:
                 "mode": image.mode,
                 "size": list(image.size),
             }
-    (HERE / "expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    return expected
 
 
 def tile_index_hashes(codec: Any, data: bytes) -> list[str]:
@@ -94,7 +104,7 @@ def tile_index_hashes(codec: Any, data: bytes) -> list[str]:
     for (_, _, w, th), payload in zip(
         imageio.tiles(h.width, h.height, h.tile_width, h.tile_height), bs.tiles, strict=True
     ):
-        idx = decode_indices(payload, codec.tables, h.quality - 1, -(-th // 16), -(-w // 16))
+        idx = decode_indices(payload, *codec.tables_at(h.quality), -(-th // 16), -(-w // 16))
         out.append(hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest())
     return out
 
