@@ -144,6 +144,7 @@ class Codec:
         self.name = weights.name
         self.config = weights.config
         self.sha256 = weights.sha256
+        self._stream_hash = weights.stream_hash
         self.tables = weights.tables
         self.default_quality = weights.default_quality
         # Code lengths the encoder's entropy-constrained assignment uses, built per quality on
@@ -167,8 +168,9 @@ class Codec:
 
     @property
     def weights_hash(self) -> bytes:
-        """The 8 bytes of the weights' sha256 written into every bitstream."""
-        return bytes.fromhex(self.sha256[:16])
+        """The 8 bytes of the weights' sha256 written into every bitstream (of the file the
+        weights were first bundled as: see :func:`aecodec.weightsfile.compact`)."""
+        return self._stream_hash
 
     def _check_quality(self, quality: float | None) -> float:
         """The quality as the header stores it (an int for a whole level, e.g. 5 or 5.37)."""

@@ -20,10 +20,12 @@ JSON value holds ``format``, ``format_version``, the model ``config`` (JSON),
 
     {"default": "<name>",
      "models": {"<name>": {"file": "<name>.safetensors", "sha256": "<hex>", "bytes": N,
-                           "default_quality": 5, "description": "..."}}}
+                           "default_quality": 5, "description": "...",
+                           "stream_hash": "<16 hex, optional>"}}}
 
 A model is addressed by its name (written into every bitstream together with the first
-8 bytes of its weights' sha256), or, for development, by a path to a ``.safetensors`` file.
+8 bytes of its weights' sha256, or ``stream_hash`` for weights re-written by :func:`compact`),
+or, for development, by a path to a ``.safetensors`` file.
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class LoadedWeights:
         tables: the integer entropy tables.
         sha256: hex digest of the file.
         default_quality: the quality used when the caller gives none.
+        stream_hash: the 8 bytes that bitstreams of these weights carry: the first 8 bytes of
+            ``sha256``, or of the file the weights were first bundled as when
+            :func:`compact` re-wrote them (the manifest's ``stream_hash``).
     """
 
     name: str
@@ -83,6 +88,11 @@ class LoadedWeights:
     tables: EntropyTables
     sha256: str
     default_quality: int
+    stream_hash: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.stream_hash:
+            object.__setattr__(self, "stream_hash", bytes.fromhex(self.sha256[:16]))
 
 
 # ---------------------------------------------------------------------------- manifest
@@ -214,7 +224,8 @@ def load_weights(model: str | Path | None = None, weights_dir: Path = WEIGHTS_DI
     except (KeyError, ValueError) as exc:
         raise ModelError(f"{path}: bad entropy tables: {exc}") from exc
     default_quality = int(entry.get("default_quality", meta.get("default_quality", 1)))
-    return LoadedWeights(config.name, config, tensors, tables, digest, default_quality)
+    stream = bytes.fromhex(entry.get("stream_hash", digest[:16]))
+    return LoadedWeights(config.name, config, tensors, tables, digest, default_quality, stream)
 
 
 def tables_from_tensors(tensors: dict[str, np.ndarray], config: ModelConfig) -> EntropyTables:
@@ -348,3 +359,40 @@ def _check_tables(net: VQVAE, tables: EntropyTables) -> None:
         raise ValueError("tables do not match the network (shape or codeword levels)")
     if tables.scheme != net.config.context_scheme():
         raise ValueError("tables and config disagree on the context scheme")
+
+
+def compact(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """Re-write bundled model ``name`` (weights format 1: float32 training logits and dense
+    int32 tables) in format 2 (no logits, the same integer tables as uint16 rows with one row
+    per quality, group and context), keeping every float32 network parameter and every
+    integer frequency. Files coded with the old file decode to the same pixels: the manifest
+    entry keeps the old file's first 8 sha256 bytes as ``stream_hash``, the hash bitstreams
+    carry. Returns the new manifest entry.
+
+    Raises:
+        ModelError: not a bundled format-1 model, or a frequency does not fit 16 bits.
+    """
+    import torch
+
+    from aecodec.model.vqvae import VQVAE
+
+    manifest = read_manifest(weights_dir)
+    weights = load_weights(name, weights_dir)
+    entry = dict(manifest["models"][name])
+    meta, _ = _read_file(weights_dir / entry["file"])
+    if meta.get("format_version") != "1":
+        raise ModelError(f"model {name!r} is already in weights format {meta['format_version']}")
+    if int(weights.tables.freqs.max()) > np.iinfo(np.uint16).max:
+        raise ModelError(f"model {name!r}: a frequency does not fit 16 bits")
+    net = VQVAE(weights.config, learn_tables=False)
+    state = {k: torch.from_numpy(v) for k, v in weights.tensors.items() if k != _FORMAT1_LOGITS}
+    state[_FORMAT1_LOGITS] = net.quantizer.logits  # empty: not written
+    net.load_state_dict(state, strict=True)
+    training = json.loads(meta.get("training", "{}"))
+    out = weights_dir / entry["file"]
+    digest = write_weights(net, out, weights.default_quality, training, weights.tables)
+    entry.update(
+        sha256=digest, bytes=out.stat().st_size, stream_hash=weights.stream_hash.hex()
+    )
+    add_to_manifest(weights_dir, name, entry, make_default=False)
+    return entry

@@ -312,3 +312,23 @@ def test_files_of_earlier_default_models_still_decode(model: str) -> None:
     )
     assert got.shape == (64, 96, 3)
     assert np.abs(got - want).max() <= 1
+
+
+@pytest.mark.parametrize("model", ["aecodec-vq-base", "aecodec-vq-small"])
+def test_compacted_weights_keep_the_hash_their_files_carry(model: str) -> None:
+    """aecodec-vq-base and -small were re-written in weights format 2 (no training logits,
+    same floats and integers): their files carry the first bytes of the *original* file's
+    sha256, which the manifest keeps as stream_hash, and new files carry it too."""
+    from aecodec.codec import Codec
+    from aecodec.weightsfile import compact, read_manifest
+
+    entry = read_manifest()["models"][model]
+    codec = Codec(model)
+    assert codec.weights_hash.hex() == entry["stream_hash"] != entry["sha256"][:16]
+    old = (ROOT / "tests" / "golden" / "earlier-models" / f"{model}_q3.aec").read_bytes()
+    assert container.read_header(old).weights_hash == codec.weights_hash
+    assert container.read_header(
+        codec.compress(smooth_image(32, 32, seed=1), quality=2)
+    ).weights_hash == (codec.weights_hash)
+    with pytest.raises(ModelError, match="already in weights format 2"):
+        compact(model)
