@@ -391,8 +391,6 @@ def compact(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
     training = json.loads(meta.get("training", "{}"))
     out = weights_dir / entry["file"]
     digest = write_weights(net, out, weights.default_quality, training, weights.tables)
-    entry.update(
-        sha256=digest, bytes=out.stat().st_size, stream_hash=weights.stream_hash.hex()
-    )
+    entry.update(sha256=digest, bytes=out.stat().st_size, stream_hash=weights.stream_hash.hex())
     add_to_manifest(weights_dir, name, entry, make_default=False)
     return entry

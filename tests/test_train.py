@@ -420,6 +420,27 @@ def test_decoder_run_exported_with_the_init_tables_codes_the_same_indices(
         export(tmp_path / "b", weights_dir=tmp_path / "w2", tables_from=init, fit=FitOptions())
 
 
+def test_init_with_another_codebook_dimension_keeps_the_transforms(data_dir, tmp_path) -> None:
+    """The codebook-dimension ablation starts d = 2 from a d = 1 run: the transforms and gains
+    come from the init weights, the quantizer starts afresh."""
+    run = train(
+        _cfg(data_dir, tmp_path / "a", 2, model=dict(SCALAR_LINEAR_MODEL), init="pca"),
+        progress=False,
+    )
+    cfg = _cfg(
+        data_dir,
+        tmp_path / "b",
+        1,
+        model={"group_dim": 2, "codebook_size": 64},
+        init=str(run / "checkpoint.pt"),
+        lr=1e-9,
+        lr_linear=1e-9,
+    )
+    first, after = _state(run)["model"], _state(train(cfg, progress=False))["model"]
+    assert after["quantizer.codebook"].shape == (6, 64, 2)
+    assert torch.allclose(first["g_a.linear.proj.weight"], after["g_a.linear.proj.weight"])
+
+
 def test_count_tables_count_only_in_training_mode() -> None:
     from aecodec.model.config import ModelConfig
     from aecodec.model.vqvae import VQVAE

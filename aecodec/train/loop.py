@@ -398,6 +398,17 @@ def _build_net(
         init_state.pop(key, None)
     from aecodec.train.init import widen_synthesis
 
+    own = net.state_dict()
+    if (
+        init_state.get("quantizer.codebook", own["quantizer.codebook"]).shape
+        != own["quantizer.codebook"].shape
+    ):
+        # Another codebook geometry (e.g. --group-dim): the quantizer starts afresh (lattice
+        # codebooks, uniform tables), the transforms and gains come from the init weights.
+        for key in [k for k in init_state if k.startswith("quantizer.")]:
+            del init_state[key]
+        if rank == 0:
+            log.info("--init: new codebooks (group_dim %d)", net.config.group_dim)
     widened = widen_synthesis(init_state, net)
     if widened and rank == 0:
         log.info("--init: widened the synthesis (%d tensors), same function", len(widened))
