@@ -67,6 +67,10 @@ TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
         "instead of learned logits; needed for many contexts. With --init weights, their rows.",
     },
     "table_halflife": {"help": "Half-life in steps of the count tables' counts."},
+    "fresh_quantizer": {
+        "help": "With --init weights: keep their transforms and gains but start the codebooks "
+        "(lattice) and tables afresh (automatic when --group-dim or --codebook-size differ)."
+    },
 }
 
 #: TrainConfig fields with no option, and why.

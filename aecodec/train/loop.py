@@ -60,6 +60,7 @@ class TrainConfig:
     lr_table_scale: float = 1.0
     count_tables: bool = False
     table_halflife: float = 200.0
+    fresh_quantizer: bool = False
     model: dict = field(default_factory=dict)
 
 
@@ -399,10 +400,8 @@ def _build_net(
     from aecodec.train.init import widen_synthesis
 
     own = net.state_dict()
-    if (
-        init_state.get("quantizer.codebook", own["quantizer.codebook"]).shape
-        != own["quantizer.codebook"].shape
-    ):
+    shape = init_state.get("quantizer.codebook", own["quantizer.codebook"]).shape
+    if cfg.fresh_quantizer or shape != own["quantizer.codebook"].shape:
         # Another codebook geometry (e.g. --group-dim): the quantizer starts afresh (lattice
         # codebooks, uniform tables), the transforms and gains come from the init weights.
         for key in [k for k in init_state if k.startswith("quantizer.")]:
