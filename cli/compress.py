@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 import aecodec
+import aecodec.weightsfile
 from aecodec import files
 from aecodec import output as outputs
 from cli.common import (
@@ -60,6 +61,14 @@ class _Job:
     written: set[str] = field(default_factory=set)  # outputs of this run (never written twice)
 
 
+def _default_quality_text() -> str:
+    """``"5 for aecodec-vq-base3"``: the default model's default quality (manifest only)."""
+    try:
+        return f"{aecodec.DEFAULT_QUALITY} for {aecodec.weightsfile.default_model_name()}"
+    except Exception:  # no bundled model: the help text must still work
+        return "none bundled"
+
+
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=INPUT_PATH)
 @click.option(
@@ -78,7 +87,7 @@ class _Job:
     default=None,
     help="Quality: higher means more bytes and better quality. A level (see `aecodec models`) "
     "or any number with up to two decimals between the first and the last (-q 5.5). "
-    "[default: aecodec.DEFAULT_QUALITY]",
+    f"[default: the model's; {_default_quality_text()}]",
 )
 @click.option(
     "--target-bpp",

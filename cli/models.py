@@ -77,11 +77,16 @@ def _format_size(n: int) -> str:
     "image", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option(
-    "-q", "--quality", type=int, default=None, help="Quality level (default: the model's)."
+    "-q",
+    "--quality",
+    type=float,
+    metavar="Q",
+    default=None,
+    help="Quality: a level or a number between them in steps of 0.01 (default: the model's).",
 )
 @model_option
 @handle_interrupt
-def demo(image: Path | None, quality: int | None, model: str | None) -> None:
+def demo(image: Path | None, quality: float | None, model: str | None) -> None:
     """Compress and decompress one image; print size, bpp, PSNR and times.
 
     IMAGE defaults to the photograph bundled with aecodec (Kodak's kodim23, 384x256).
@@ -108,7 +113,8 @@ def demo(image: Path | None, quality: int | None, model: str | None) -> None:
     h, w = arr.shape[:2]
     click.echo(f"image     {click.format_filename(src)} ({w}x{h})")
     click.echo(
-        f"model     {codec.name} (sha256 {codec.sha256[:12]}), quality {q} of {codec.qualities}"
+        f"model     {codec.name} (sha256 {codec.sha256[:12]}), quality {q} "
+        f"(levels {codec.qualities[0]}-{codec.qualities[-1]})"
     )
     click.echo(f"size      {len(data)} bytes, {8 * len(data) / (w * h):.4f} bpp")
     click.echo(f"PSNR-RGB  {psnr_rgb(arr, out):.2f} dB")
