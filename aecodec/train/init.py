@@ -43,6 +43,18 @@ def pca_init(net: VQVAE, sampler: CropSampler, crops: int = 512, batch: int = 8)
     _count_tables(net, x)
 
 
+@torch.no_grad()
+def quantizer_init(net: VQVAE, sampler: CropSampler, crops: int = 512, batch: int = 8) -> None:
+    """Start the quantizer of ``net`` afresh for the transforms it has (the
+    codebook-dimension ablation: the same transforms under another codebook geometry):
+    lattice codebooks (as built), per-quality gains of the high-rate RD-optimal uniform step
+    clipped to the codebook's range, and tables counted from the resulting indices on
+    ``crops`` training crops (the rules :func:`pca_init` uses)."""
+    x = torch.cat([sampler.batch(batch) for _ in range(max(1, crops // batch))])
+    _set_quality_gains(net, x)
+    _count_tables(net, x)
+
+
 def _block_pca(x: torch.Tensor, block: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, 3, H, W]`` crops -> ``(V, mu)``: the top-``m`` principal components
     ``float64 [3 b^2, m]`` (descending variance) and the mean ``[3 b^2]`` of their b x b blocks."""

@@ -316,7 +316,8 @@ def _data(
     cfg: TrainConfig, net: VQVAE, fresh: bool, rank: int, world: int
 ) -> tuple[CropSampler, list[Path]]:
     """This process's crop sampler (its shard of the training split) and the validation
-    files; a fresh ``--init pca`` run is initialised here (:func:`aecodec.train.init.pca_init`)."""
+    files; a fresh ``--init pca`` run is initialised here (:func:`aecodec.train.init.pca_init`),
+    and so is a fresh quantizer (:func:`aecodec.train.init.quantizer_init`)."""
     train_files, val_files = split_files(list_images(cfg.data), cfg.num_val)
     shard = train_files[rank::world]
     if not shard:
@@ -331,6 +332,10 @@ def _data(
         # Its own sampler, so the training crops are the same with and without it; under DDP,
         # rank 0's result is broadcast to every process when the model is wrapped.
         pca_init(net, CropSampler(train_files, cfg.crop, cfg.seed * 1000 + 999))
+    elif cfg.fresh_quantizer and fresh:
+        from aecodec.train.init import quantizer_init
+
+        quantizer_init(net, CropSampler(train_files, cfg.crop, cfg.seed * 1000 + 999))
     return sampler, val_files
 
 
@@ -406,6 +411,7 @@ def _build_net(
         # codebooks, uniform tables), the transforms and gains come from the init weights.
         for key in [k for k in init_state if k.startswith("quantizer.")]:
             del init_state[key]
+        cfg = replace(cfg, fresh_quantizer=True)  # initialised in _data, from training crops
         if rank == 0:
             log.info("--init: new codebooks (group_dim %d)", net.config.group_dim)
     widened = widen_synthesis(init_state, net)
