@@ -441,6 +441,23 @@ def test_init_with_another_codebook_dimension_keeps_the_transforms(data_dir, tmp
     assert torch.allclose(first["g_a.linear.proj.weight"], after["g_a.linear.proj.weight"])
 
 
+def test_fresh_quantizer_gains_stay_finite_for_small_lattices(data_dir) -> None:
+    """A 4-D codebook of 16 codewords has 2 levels per dimension: the gains clip the latent
+    to that range instead of becoming -inf (which made NaN everywhere)."""
+    from aecodec.model.config import ModelConfig
+    from aecodec.model.vqvae import VQVAE
+    from aecodec.train.data import CropSampler, list_images
+    from aecodec.train.init import quantizer_init
+
+    cfg = ModelConfig(
+        name="t", channels=8, latent_channels=8, group_dim=4, codebook_size=16,
+        num_contexts=2, lambdas=(0.01, 0.05),
+    )  # fmt: skip
+    net = VQVAE(cfg)
+    quantizer_init(net, CropSampler(list_images(data_dir), 32, 0), crops=16)
+    assert torch.isfinite(net.log_gain).all() and torch.isfinite(net.quantizer.logits).all()
+
+
 def test_count_tables_count_only_in_training_mode() -> None:
     from aecodec.model.config import ModelConfig
     from aecodec.model.vqvae import VQVAE

@@ -89,7 +89,7 @@ def _set_quality_gains(net: VQVAE, x: torch.Tensor) -> None:
     cfg = net.config
     # The initial codebook spans +-half lattice steps per dimension: channels whose largest
     # coefficient would fall outside get a coarser step (a larger one clips the coefficient).
-    half = round(cfg.codebook_size ** (1.0 / cfg.group_dim)) // 2 - 2
+    half = max(1, round(cfg.codebook_size ** (1.0 / cfg.group_dim)) // 2 - 2)
     peak = net.g_a(x).abs().amax(dim=(0, 2, 3)).clamp_min(1e-6)  # [M]
     for qi, lam in enumerate(cfg.lambdas):
         # One coefficient per 256 pixels, its error spread over 768 values: d/d(step) of
