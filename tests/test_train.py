@@ -186,7 +186,7 @@ def test_torchrun_two_processes_then_single_process_resume(data_dir, tmp_path) -
         "--no-progress",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # One retry: a fresh CI run failed once in the full suite and never again in 8 reruns;
+    # One retry: a fresh CI run failed once in the full suite and never again in 9 reruns;
     # torchrun --standalone picks its rendezvous port by binding and releasing it, a race
     # with other processes. Two failures in a row fail the test, with torchrun's stderr.
     errors = []
