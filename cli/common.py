@@ -281,6 +281,12 @@ model_option = click.option(
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
 
 
+def quality_option(help_text: str) -> Callable[[F], F]:
+    """``-q/--quality Q``: a level or a fine quality in steps of 0.01 (a float; None: the
+    model's default)."""
+    return click.option("-q", "--quality", type=float, metavar="Q", default=None, help=help_text)
+
+
 def pixel_options(func: F) -> F:
     """``--max-pixels`` and ``--warn-pixels``: the pixel limits (docs/SECURITY.md)."""
     func = click.option(

@@ -32,6 +32,7 @@ from cli.common import (
     model_option,
     output_key,
     pixel_options,
+    quality_option,
     report,
     resolve_output,
     run_batch,
@@ -79,15 +80,10 @@ def _default_quality_text() -> str:
     "in /, which is created). Default: each input with the suffix .aec, beside it; stdout for "
     "input - (stdin).",
 )
-@click.option(
-    "-q",
-    "--quality",
-    type=float,
-    metavar="Q",
-    default=None,
-    help="Quality: higher means more bytes and better quality. A level (see `aecodec models`) "
+@quality_option(
+    "Quality: higher means more bytes and better quality. A level (see `aecodec models`) "
     "or any number with up to two decimals between the first and the last (-q 5.5). "
-    f"[default: the model's; {_default_quality_text()}]",
+    f"[default: the model's; {_default_quality_text()}]"
 )
 @click.option(
     "--target-bpp",

@@ -19,6 +19,7 @@ from cli.common import (
     fail,
     handle_interrupt,
     model_option,
+    quality_option,
     report,
     strip_path_prefix,
 )
@@ -76,13 +77,8 @@ def _format_size(n: int) -> str:
 @click.argument(
     "image", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option(
-    "-q",
-    "--quality",
-    type=float,
-    metavar="Q",
-    default=None,
-    help="Quality: a level or a number between them in steps of 0.01 (default: the model's).",
+@quality_option(
+    "Quality: a level or a number between them in steps of 0.01 (default: the model's)."
 )
 @model_option
 @handle_interrupt
