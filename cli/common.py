@@ -97,25 +97,36 @@ def report(path: Path | str, message: str, kind: str = "error") -> None:
 
 @contextmanager
 def warnings_as_lines(path: Path) -> Iterator[None]:
-    """Report aecodec's warnings about ``path`` as one line each: ``aecodec: warning: ...``.
+    """Report every warning issued while coding ``path`` as one line: ``aecodec: warning: ...``.
 
-    A message is reported once per file, even if issued again (``--psnr`` reads the image a
-    second time).
+    aecodec's own warnings keep their message; another library's (Pillow's on a corrupt EXIF
+    block, say) are named by their category (``UserWarning: ...``). A message is reported once
+    per file, even if issued again (``--psnr`` reads the image a second time). The lines are
+    written after the recording context has closed, from a copy of the record: reporting from
+    inside it would append to the list being read (a warning while reporting one looped
+    forever before).
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", aecodec.AecodecWarning)
-        try:
-            yield
-        finally:
-            seen: set[str] = set()
-            for w in caught:
-                if issubclass(w.category, aecodec.AecodecWarning):
-                    message = strip_path_prefix(str(w.message), path)
-                    if message not in seen:
-                        seen.add(message)
-                        report(path, message, "warning")
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    recorded: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", aecodec.AecodecWarning)
+            try:
+                yield
+            finally:
+                recorded = list(caught)
+    finally:
+        _report_warnings(path, recorded)
+
+
+def _report_warnings(path: Path, recorded: list[warnings.WarningMessage]) -> None:
+    seen: set[str] = set()
+    for w in recorded:
+        message = strip_path_prefix(str(w.message), path)
+        if not issubclass(w.category, aecodec.AecodecWarning):
+            message = f"{w.category.__name__}: {message}"
+        if message not in seen:
+            seen.add(message)
+            report(path, message, "warning")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -904,3 +904,35 @@ def test_decompress_parses_the_file_once(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(calls) == 1
     aecodec.decompress(tmp_path / "a.aec")
     assert len(calls) == 2
+
+
+# A PNG whose EXIF block is truncated: Pillow warns "Corrupt EXIF data" while reading it.
+_CORRUPT_EXIF = b"MM\x00*\x00\x00\x00\x08\x00\x05" + b"\x00" * 3
+
+
+def test_third_party_warning_is_one_line_and_the_batch_goes_on(tmp_path: Path) -> None:
+    """A warning from another library (Pillow on a corrupt EXIF block) is reported as one
+    line, once, and the next file of the batch is still coded (it used to loop forever)."""
+    Image.fromarray(_pixels("RGB")).save(tmp_path / "a.png", exif=_CORRUPT_EXIF)
+    _make_png(tmp_path / "b.png", seed=1)
+    result = run("compress", "a.png", "b.png")
+    assert result.exit_code == 0, result.output
+    warnings_ = [line for line in _error_lines(result) if ": warning: " in line]
+    assert len(warnings_) == 1, warnings_
+    assert warnings_[0].startswith("aecodec: warning: a.png: UserWarning: Corrupt EXIF data.")
+    assert (tmp_path / "a.aec").is_file() and (tmp_path / "b.aec").is_file()
+
+
+def test_warnings_as_lines_reports_a_warning_issued_inside_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import warnings
+
+    from cli.common import warnings_as_lines
+
+    with warnings_as_lines(Path("x.png")):
+        warnings.warn("from elsewhere", RuntimeWarning, stacklevel=1)
+        warnings.warn("from elsewhere", RuntimeWarning, stacklevel=1)
+    assert capsys.readouterr().err.splitlines() == [
+        "aecodec: warning: x.png: RuntimeWarning: from elsewhere"
+    ]
