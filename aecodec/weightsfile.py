@@ -23,6 +23,11 @@ JSON value holds ``format``, ``format_version``, the model ``config`` (JSON),
                            "default_quality": 5, "description": "...",
                            "stream_hash": "<16 hex, optional>"}}}
 
+A bundled model whose tensors all exist in other bundled files may be stored without a file
+of its own: ``"assembled": {"metadata": "<its aecodec metadata>", "tensors": {"<source>":
+["<key>", ...]}}`` in place of ``"file"`` (:func:`share_tensors`); it is rebuilt in memory,
+byte for byte, and checked against its ``sha256`` like a file.
+
 A model is addressed by its name (written into every bitstream together with the first
 8 bytes of its weights' sha256, or ``stream_hash`` for weights re-written by :func:`compact`),
 or, for development, by a path to a ``.safetensors`` file.
@@ -30,6 +35,7 @@ or, for development, by a path to a ``.safetensors`` file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +156,13 @@ def read_config(model: str | None = None, weights_dir: Path = WEIGHTS_DIR) -> Mo
     name = model or default_model_name(weights_dir)
     if name not in manifest.get("models", {}):
         raise _unknown_model(name, manifest)
-    path = weights_dir / manifest["models"][name]["file"]
+    entry = manifest["models"][name]
+    if "assembled" in entry:
+        try:
+            return ModelConfig.from_json(json.loads(entry["assembled"]["metadata"])["config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"model {name!r}: bad manifest entry: {exc}") from exc
+    path = weights_dir / entry["file"]
     try:
         with safe_open(str(path), framework="numpy") as fh:
             return ModelConfig.from_json(_metadata(fh)["config"])
@@ -165,6 +177,8 @@ def _locate(
     manifest's) or of a ``.safetensors`` path (entry ``{}``)."""
     if str(model) in manifest.get("models", {}):
         entry = manifest["models"][str(model)]
+        if "file" not in entry:
+            raise ModelError(f"model {model!r} has no weights file of its own (assembled)")
         path = weights_dir / entry["file"]
         if not path.exists():
             raise ModelError(f"model {model!r}: weights file {path} is missing; reinstall aecodec")
@@ -216,8 +230,12 @@ def load_weights(model: str | Path | None = None, weights_dir: Path = WEIGHTS_DI
     manifest = read_manifest(weights_dir)
     if model is None:
         model = default_model_name(weights_dir)
-    path, digest, entry = _locate(model, manifest, weights_dir)
-    meta, tensors = _read_file(path)
+    entry = manifest.get("models", {}).get(str(model), {})
+    if "assembled" in entry:
+        meta, tensors, digest = _assemble(str(model), entry, manifest, weights_dir)
+    else:
+        path, digest, entry = _locate(model, manifest, weights_dir)
+        meta, tensors = _read_file(path)
     config = ModelConfig.from_json(meta["config"])
     try:
         tables = tables_from_tensors(tensors, config)
@@ -226,6 +244,85 @@ def load_weights(model: str | Path | None = None, weights_dir: Path = WEIGHTS_DI
     default_quality = int(entry.get("default_quality", meta.get("default_quality", 1)))
     stream = bytes.fromhex(entry.get("stream_hash", digest[:16]))
     return LoadedWeights(config.name, config, tensors, tables, digest, default_quality, stream)
+
+
+def _assemble(
+    name: str, entry: dict[str, Any], manifest: dict[str, Any], weights_dir: Path
+) -> tuple[dict[str, str], dict[str, np.ndarray], str]:
+    """``(aecodec metadata, tensors, sha256)`` of a bundled model stored as tensors of other
+    bundled files (manifest ``"assembled": {"metadata": ..., "tensors": {source: [keys]}}``,
+    written by :func:`share_tensors`). The file is rebuilt byte for byte in memory and must
+    hash to the entry's sha256, so an assembled model is verified as a file on disk is."""
+    from safetensors.numpy import save
+
+    spec = entry["assembled"]
+    tensors: dict[str, np.ndarray] = {}
+    for source, keys in spec["tensors"].items():
+        if "file" not in manifest["models"].get(source, {}):
+            raise ModelError(f"model {name!r}: its source {source!r} is not a bundled file")
+        path, _, _ = _locate(source, manifest, weights_dir)
+        _, own = _read_file(path)
+        missing = [k for k in keys if k not in own]
+        if missing:
+            raise ModelError(f"model {name!r}: {source!r} lacks {missing[:3]}; reinstall aecodec")
+        tensors.update({k: own[k] for k in keys})
+    blob = save(tensors, metadata={METADATA_KEY: spec["metadata"]})
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != entry["sha256"]:
+        raise ModelError(
+            f"model {name!r}: the weights assembled from {', '.join(spec['tensors'])} fail their "
+            f"sha256 check (expected {entry['sha256'][:16]}..., got {digest[:16]}...); "
+            "reinstall aecodec"
+        )
+    meta = json.loads(spec["metadata"])
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise ModelError(f"model {name!r}: assembled metadata is not aecodec's")
+    return meta, tensors, digest
+
+
+def share_tensors(name: str, sources: list[str], weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """Store bundled model ``name`` as tensors of the bundled files ``sources`` (each tensor
+    taken from the first source that holds an identical one) and delete its own file; the
+    manifest entry keeps the file's sha256, size and metadata, and :func:`load_weights`
+    rebuilds the same bytes. Saves the bundle a file whose tensors all exist elsewhere
+    (``aecodec-vq-base2``: the transforms of ``aecodec-vq-base``, the tables of
+    ``aecodec-vq-base3``). Returns the new manifest entry.
+
+    Raises:
+        ModelError: a tensor of ``name`` is in none of ``sources``, or the rebuilt bytes
+            differ from the file's.
+    """
+    manifest = read_manifest(weights_dir)
+    entry = dict(manifest["models"][name])
+    path, digest, _ = _locate(name, manifest, weights_dir)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as fh:
+        raw_meta = (fh.metadata() or {})[METADATA_KEY]
+    _, tensors = _read_file(path)
+    own = {s: _read_file(_locate(s, manifest, weights_dir)[0])[1] for s in sources}
+    picks: dict[str, list[str]] = {s: [] for s in sources}
+    for key, value in sorted(tensors.items()):
+        for source in sources:
+            other = own[source].get(key)
+            if (
+                other is not None
+                and other.dtype == value.dtype
+                and other.shape == value.shape
+                and np.array_equal(other, value)
+            ):
+                picks[source].append(key)
+                break
+        else:
+            raise ModelError(f"model {name!r}: tensor {key} is in none of {sources}")
+    del entry["file"]
+    entry["assembled"] = {"metadata": raw_meta, "tensors": {s: k for s, k in picks.items() if k}}
+    manifest["models"][name] = entry
+    if _assemble(name, entry, manifest, weights_dir)[2] != digest:
+        raise ModelError(f"model {name!r}: rebuilt bytes differ")  # pragma: no cover
+    add_to_manifest(weights_dir, name, entry, make_default=False)
+    path.unlink()
+    return entry
 
 
 def tables_from_tensors(tensors: dict[str, np.ndarray], config: ModelConfig) -> EntropyTables:

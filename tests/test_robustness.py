@@ -205,6 +205,34 @@ def test_weights_sha256_is_checked_for_bundled_models(tmp_path) -> None:
         load_weights(name, weights_dir=tmp_path)
 
 
+def test_assembled_model_is_rebuilt_byte_for_byte_and_checked(tmp_path) -> None:
+    """A bundled model stored as tensors of other bundled files (aecodec-vq-base2) loads with
+    the sha256 of its original file, and any change to its parts fails that check."""
+    import json
+    import shutil
+
+    from aecodec.weightsfile import WEIGHTS_DIR, load_weights
+
+    manifest = json.loads((WEIGHTS_DIR / "manifest.json").read_text())
+    assembled = [n for n, e in manifest["models"].items() if "assembled" in e]
+    if not assembled:
+        pytest.skip("no assembled model is bundled")
+    name = assembled[0]
+    entry = manifest["models"][name]
+    for source in entry["assembled"]["tensors"]:
+        file = manifest["models"][source]["file"]
+        shutil.copy(WEIGHTS_DIR / file, tmp_path / file)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    weights = load_weights(name, weights_dir=tmp_path)
+    assert weights.sha256 == entry["sha256"] and weights.name == name
+    meta = json.loads(entry["assembled"]["metadata"])
+    meta["default_quality"] = "1"
+    entry["assembled"]["metadata"] = json.dumps(meta, sort_keys=True)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="sha256"):
+        load_weights(name, weights_dir=tmp_path)
+
+
 def test_load_model_is_ready_to_code_and_refuses_tensors_that_miss_the_config(
     tiny_model, tmp_path
 ) -> None:
