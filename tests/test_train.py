@@ -587,3 +587,54 @@ def test_bf16_only_where_the_cpu_has_it() -> None:
     assert native_bf16(avx2.replace("avx2", "avx2 avx512f avx512_bf16"))
     assert native_bf16("Features\t: fp asimd bf16 i8mm\n")
     assert not native_bf16("")
+
+
+def test_init_grows_latent_channels_and_qualities_keeping_the_old_ones(data_dir, tmp_path) -> None:
+    """--init with more --latent-channels and --lambdas continuing the old ones: every old
+    parameter is kept, the new channels start as principal directions orthogonal to the old
+    synthesis (no convolution reaches them yet), the new quality is finer than the top old one,
+    and the grown model trains, exports and codes at every quality."""
+    from aecodec.codec import Codec
+    from aecodec.entropy import ContextScheme
+    from aecodec.train.export import FitOptions, export, load_state_dict_file
+
+    run = train(
+        _cfg(data_dir, tmp_path / "r", 3, model=dict(SCALAR_LINEAR_MODEL), init="pca"),
+        progress=False,
+    )
+    scheme = ContextScheme(2, 3, (1, 4))
+    e = export(run, weights_dir=tmp_path / "w", contexts=scheme, fit=FitOptions(num_tables=5))
+    init = str(tmp_path / "w" / e["file"])
+    old = load_state_dict_file(init)
+    lambdas = [*SCALAR_LINEAR_MODEL["lambdas"], SCALAR_LINEAR_MODEL["lambdas"][-1] * 2]
+    grown = {"name": "aecodec-grown", "latent_channels": 16, "lambdas": lambdas}
+    cfg = _cfg(
+        data_dir,
+        tmp_path / "g",
+        2,
+        model=grown,
+        init=init,
+        count_tables=True,
+        train_only="decoder",
+    )
+    new = _state(train(cfg, progress=False))["model"]
+    m0, q0 = old["log_gain"].shape[1], old["log_gain"].shape[0]
+    assert new["log_gain"].shape == (q0 + 1, 16) and new["quantizer.codebook"].shape[0] == 16
+    assert new["quantizer.table_index"].shape[:2] == (q0 + 1, 16)
+    assert torch.equal(new["log_gain"][:q0, :m0], old["log_gain"])  # the encoder is frozen
+    assert torch.equal(new["g_a.linear.proj.weight"][:m0], old["g_a.linear.proj.weight"])
+    assert torch.all(new["log_gain"][q0] >= new["log_gain"][q0 - 1])  # finer, never coarser
+    assert new["g_a.conv.6.weight"][m0:].abs().sum() == 0
+    v_new = new["g_a.linear.proj.weight"][m0:].reshape(16 - m0, -1).double()
+    syn_old = old["g_s.linear.proj.weight"].reshape(-1, m0).double()
+    assert torch.allclose(v_new @ v_new.T, torch.eye(16 - m0, dtype=torch.float64), atol=1e-5)
+    assert (v_new @ syn_old).abs().max() < 1e-4
+    e2 = export(tmp_path / "g", weights_dir=tmp_path / "w2", fit=FitOptions(num_tables=6))
+    codec = Codec(str(tmp_path / "w2" / e2["file"]))
+    img = smooth_image(40, 33, seed=4)
+    assert codec.qualities[-1] == q0 + 1
+    for q in (1, q0 + 1):
+        assert np.asarray(codec.decompress(codec.compress(img, quality=q))).shape == (33, 40, 3)
+    bad = {**grown, "lambdas": [lambdas[0] * 1.5, *lambdas[1:]]}
+    with pytest.raises(ValueError, match="continue the --init"):
+        train(_cfg(data_dir, tmp_path / "b", 1, model=bad, init=init), progress=False)

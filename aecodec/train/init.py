@@ -11,6 +11,7 @@ what blocks cannot (overlap, deblocking, non-linearity).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -150,3 +151,145 @@ def widen_synthesis(state: dict[str, torch.Tensor], net: VQVAE) -> list[str]:
         state[key] = new
         widened.append(key)
     return widened
+
+
+@torch.no_grad()
+def widen_latent(state: dict[str, torch.Tensor], net: VQVAE, crops: torch.Tensor) -> int:
+    """Fit a model with fewer latent channels into ``net``'s M, keeping every old channel.
+
+    The new channels ``M0..M-1`` start as the next principal directions of 16x16 blocks:
+    the top ``M - M0`` principal components of what the old linear synthesis cannot represent
+    (block residuals of ``crops`` after projection on its columns), used as analysis rows and
+    synthesis columns of the linear block paths (orthonormal). The convolutional paths get zero
+    weights to and from them, their codebooks start as the unit lattice, their gains at the
+    high-rate RD-optimal step of each quality (clipped to the codebook's range, as in
+    :func:`pca_init`), and their count-table rows as copies of the last old channel's. So with
+    coarse steps (low qualities) the new channels quantize to zero and the model decodes as
+    before; at fine steps they carry the detail that M0 channels could not.
+
+    Args:
+        state: the narrower model's parameters (``net``'s layout otherwise); changed in place.
+        net: the model to fill (``latent_channels`` M > M0, same qualities as ``state``).
+        crops: ``[N, 3, H, W]`` training crops in [0, 1] for the principal directions.
+
+    Returns:
+        M0, the old number of latent channels.
+    """
+    cfg = net.config
+    m0, m = state["log_gain"].shape[1], cfg.latent_channels
+    if not cfg.linear_path or cfg.group_dim != 1 or m0 >= m:
+        raise ValueError("widen_latent needs 1-D codebooks, a linear path and more channels")
+    block = cfg.downsampling
+    syn = state["g_s.linear.proj.weight"].double().reshape(3 * block * block, m0)
+    p = F.pixel_unshuffle(crops, block).permute(0, 2, 3, 1).reshape(-1, syn.shape[0]).double()
+    basis, _ = torch.linalg.qr(syn)  # orthonormal span of the old synthesis columns
+    mu = p.mean(0)
+    resid = (p - mu) - ((p - mu) @ basis) @ basis.T
+    _, vecs = torch.linalg.eigh(resid.T @ resid / resid.shape[0])
+    v = vecs.flip(1)[:, : m - m0]  # [3 b^2, M - M0], orthogonal to the old columns
+    new = m - m0
+
+    def grow(key: str, dim: int, extra: torch.Tensor) -> None:
+        state[key] = torch.cat([state[key], extra.to(state[key].dtype)], dim=dim)
+
+    grow("g_a.linear.proj.weight", 0, v.T.reshape(new, -1, 1, 1))
+    grow("g_a.linear.proj.bias", 0, -(v.T @ mu))
+    grow("g_s.linear.proj.weight", 1, v.reshape(-1, new, 1, 1))
+    last_a = _last_conv_key(state, "g_a.conv.")
+    grow(f"{last_a}.weight", 0, torch.zeros(new, *state[f"{last_a}.weight"].shape[1:]))
+    grow(f"{last_a}.bias", 0, torch.zeros(new))
+    first_s = "g_s.conv.0"
+    grow(f"{first_s}.weight", 0, torch.zeros(new, *state[f"{first_s}.weight"].shape[1:]))
+    k = cfg.codebook_size
+    axis = torch.arange(k, dtype=torch.float32) - k // 2
+    grow("quantizer.codebook", 0, axis.view(1, k, 1).repeat(new, 1, 1))
+    coef = ((p - mu) @ v).float()  # [N blocks, new]
+    peak = coef.abs().amax(0).clamp_min(1e-6)
+    half = k // 2 - 2
+    q_count = state["log_gain"].shape[0]
+    log_gain = torch.stack(
+        [
+            torch.minimum(torch.full_like(peak, -math.log(_rd_step(lam))), (half / peak).log())
+            for lam in cfg.lambdas[:q_count]
+        ]
+    )
+    grow("log_gain", 1, log_gain)
+    grow("log_inv_gain", 1, -log_gain)
+    _grow_tables(state, lambda t: t[:, -1:].repeat_interleave(new, dim=1), groups=True)
+    return m0
+
+
+@torch.no_grad()
+def extend_qualities(state: dict[str, torch.Tensor], net: VQVAE, crops: torch.Tensor) -> int:
+    """Add quality levels above the highest of ``state`` (``net``'s lambdas continue the
+    old ones). A new level's gains continue the highest old level's on the high-rate rule
+    (step proportional to ``lambda ** -0.5``), each channel capped where its largest
+    coefficient on ``crops`` would leave the codebook; its tables start as copies of the
+    highest level's rows (fresh rows, so training one does not move the other).
+
+    Returns:
+        Q0, the old number of qualities.
+    """
+    cfg = net.config
+    q0 = state["log_gain"].shape[0]
+    if q0 >= cfg.num_qualities:
+        raise ValueError("extend_qualities needs more qualities than the weights have")
+    top = state["log_gain"][q0 - 1]
+    half = cfg.codebook_size // 2 - 2
+    peak = _latent_peak(state, net, crops)
+    cap = torch.maximum((half / peak).log(), top)  # never coarser than the top level
+    rows = []
+    for lam in cfg.lambdas[q0:]:
+        rows.append(torch.minimum(top + 0.5 * math.log(lam / cfg.lambdas[q0 - 1]), cap))
+    new = torch.stack(rows)
+    state["log_gain"] = torch.cat([state["log_gain"], new])
+    inv_top = state["log_inv_gain"][q0 - 1]
+    state["log_inv_gain"] = torch.cat([state["log_inv_gain"], inv_top - (new - top)])
+    added = cfg.num_qualities - q0
+    _grow_tables(state, lambda t: t[-1:].repeat_interleave(added, dim=0), groups=False)
+    return q0
+
+
+def _rd_step(lam: float) -> float:
+    """The high-rate RD-optimal uniform step of one coefficient per 256 pixels (see
+    :func:`_set_quality_gains`)."""
+    return math.sqrt(36.0 / (2 * math.log(2) * 255.0**2 * lam))
+
+
+def _last_conv_key(state: dict[str, torch.Tensor], prefix: str) -> str:
+    keys = [k[: -len(".weight")] for k in state if k.startswith(prefix) and k.endswith(".weight")]
+    return max(keys, key=lambda k: int(k[len(prefix) :]))
+
+
+def _latent_peak(state: dict[str, torch.Tensor], net: VQVAE, crops: torch.Tensor) -> torch.Tensor:
+    """``[M]`` largest ``|g_a(x)|`` per channel on ``crops``, with ``state``'s analysis."""
+    g_a = net.g_a
+    own = {k[len("g_a.") :]: v for k, v in state.items() if k.startswith("g_a.")}
+    saved = {k: v.clone() for k, v in g_a.state_dict().items()}
+    g_a.load_state_dict(own)
+    parts = [g_a(crops[i : i + 16]).abs().amax(dim=(0, 2, 3)) for i in range(0, len(crops), 16)]
+    peak = torch.stack(parts).amax(0)
+    g_a.load_state_dict(saved)
+    return peak.clamp_min(1e-6)
+
+
+def _grow_tables(
+    state: dict[str, torch.Tensor],
+    pick: Callable[[torch.Tensor], torch.Tensor],
+    groups: bool,
+) -> None:
+    """Extend the tables of ``state`` along groups (``groups``) or qualities: ``pick`` maps the
+    old ``[Q, G, C]`` layout to the new entries' template; count tables get fresh copies of
+    the template's rows, logits copies of its rows."""
+    dim = 1 if groups else 0
+    if "quantizer.table_index" in state:
+        index = state["quantizer.table_index"]
+        template = pick(index)
+        used, inverse = torch.unique(template, return_inverse=True)
+        counts = state["quantizer.row_counts"]
+        fresh = inverse + counts.shape[0]
+        state["quantizer.row_counts"] = torch.cat([counts, counts[used]])
+        state["quantizer.table_index"] = torch.cat([index, fresh], dim=dim)
+    if "quantizer.logits" in state and state["quantizer.logits"].numel():
+        logits = state["quantizer.logits"]
+        state["quantizer.logits"] = torch.cat([logits, pick(logits).clone()], dim=dim)

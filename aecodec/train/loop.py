@@ -404,6 +404,7 @@ def _build_net(
         init_state.pop(key, None)
     from aecodec.train.init import widen_synthesis
 
+    net = _grow_to(cfg, base, init_state, net, rank)
     own = net.state_dict()
     shape = init_state.get("quantizer.codebook", own["quantizer.codebook"]).shape
     if cfg.fresh_quantizer or shape != own["quantizer.codebook"].shape:
@@ -423,6 +424,49 @@ def _build_net(
         reason = " ".join(str(exc).split())[:300]
         raise ValueError(f"--init {cfg.init}: weights do not fit the model: {reason}") from None
     return cfg, net
+
+
+def _grow_to(
+    cfg: TrainConfig,
+    base: dict[str, Any],
+    init_state: dict[str, torch.Tensor],
+    net: VQVAE,
+    rank: int,
+) -> VQVAE:
+    """Grow ``--init`` weights with fewer latent channels or qualities than ``net``
+    (:func:`aecodec.train.init.widen_latent`, :func:`~aecodec.train.init.extend_qualities`);
+    returns the model to load them into (rebuilt when the count tables gained rows)."""
+    model_cfg = net.config
+    old_q, old_m = init_state["log_gain"].shape
+    if (old_q, old_m) == (model_cfg.num_qualities, model_cfg.latent_channels):
+        return net
+    if tuple(model_cfg.lambdas[:old_q]) != tuple(base["lambdas"]) or old_q > len(model_cfg.lambdas):
+        raise ValueError(
+            f"--lambdas must continue the --init weights' lambdas {tuple(base['lambdas'])} "
+            "(new qualities go above the old ones)"
+        )
+    from aecodec.train.init import extend_qualities, widen_latent
+
+    train_files, _ = split_files(list_images(cfg.data), cfg.num_val)
+    sampler = CropSampler(train_files, cfg.crop, cfg.seed * 1000 + 999)
+    crops = torch.cat([sampler.batch(8) for _ in range(64)])
+    if old_m < model_cfg.latent_channels:
+        widen_latent(init_state, net, crops)
+    if old_q < model_cfg.num_qualities:
+        extend_qualities(init_state, net, crops)
+    if rank == 0:
+        log.info(
+            "--init: grown from %d to %d latent channels and %d to %d qualities",
+            old_m,
+            model_cfg.latent_channels,
+            old_q,
+            model_cfg.num_qualities,
+        )
+    if "quantizer.row_counts" not in init_state or not net.quantizer.count_tables:
+        return net
+    grown = build_model(model_cfg, cfg.arch, int(init_state["quantizer.row_counts"].shape[0]))
+    grown.quantizer.row_decay = net.quantizer.row_decay
+    return grown
 
 
 def _restore(
