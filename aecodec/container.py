@@ -167,6 +167,11 @@ def _as_bytes(value: Any, field: str) -> bytes:
     raise TypeError(f"{field} must be bytes, got {type(value).__name__}")
 
 
+# Larger magnitudes are refused before any arithmetic (1e308 * 100 overflows to infinity);
+# every model's range is far inside this.
+MAX_QUALITY_MAGNITUDE = 1e6
+
+
 def quality_steps(quality: Any, field: str = "quality") -> int:
     """A quality as an integer number of :data:`QUALITY_STEPS` (hundredths): 5 -> 500, 5.37 -> 537.
 
@@ -188,6 +193,8 @@ def quality_steps(quality: Any, field: str = "quality") -> int:
     value = float(quality)
     if not math.isfinite(value):
         raise ValueError(f"{field} {value} is invalid; it must be a finite number")
+    if abs(value) > MAX_QUALITY_MAGNITUDE:
+        raise ValueError(f"{field} {value:g} is out of range")
     steps = round(value * QUALITY_STEPS)
     # A hundredth within float rounding (float32 included); 5.375 is refused, not rounded.
     if abs(value * QUALITY_STEPS - steps) > 0.01:

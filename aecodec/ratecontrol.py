@@ -20,6 +20,7 @@ The file returned was always encoded and checked, so a met size target is never 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -233,8 +234,16 @@ def compress_to_target(
     given = [t for t in (target_bpp, target_size, target_psnr) if t is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of target_bpp, target_size and target_psnr")
-    if not (isinstance(given[0], (int, float)) and math.isfinite(given[0]) and given[0] > 0):
-        raise ValueError(f"a rate target must be a positive number, got {given[0]!r}")
+    target = given[0]
+    value = math.nan
+    if isinstance(target, numbers.Real) and not isinstance(target, bool):
+        try:
+            value = float(target)
+        except OverflowError:  # an int beyond float's range
+            value = math.inf
+    if not (math.isfinite(value) and value > 0):
+        shown = repr(target) if len(repr(target)) <= 40 else repr(target)[:37] + "..."
+        raise ValueError(f"a rate target must be a positive finite number, got {shown}")
     pic = imageio.load(image, max_pixels=max_pixels, warn_pixels=warn_pixels)
     # Code a PIL image built once from the normalised picture (orientation already applied).
     img = imageio.to_pil(pic.rgb, pic.mode, pic.alpha, icc=pic.icc, exif=pic.exif)

@@ -359,6 +359,7 @@ def test_header_normalises_integers_and_bytes() -> None:
         ("quality", 256.0, "quality 256 is invalid"),
         ("quality", 5.375, "quality 5.375 is finer than the format stores"),
         ("quality", float("nan"), "quality nan is invalid; it must be a finite number"),
+        ("quality", 1e308, "quality 1e\\+308 is out of range"),
         ("width", 0, "width 0"),
         ("width", 2**32, "width"),
         ("height", 0, "height 0"),

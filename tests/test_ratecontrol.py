@@ -149,3 +149,15 @@ def test_targets_apply_the_pixel_limits_once(tiny_codec) -> None:
         compress_to_target(tiny_codec, arr, target_size=500, max_pixels=1000)
     with pytest.raises(aecodec.ImageError, match="exceeds the limit of 1000 pixels"):
         aecodec.compress(arr, target_bpp=1.0, max_pixels=1000)
+
+
+@pytest.mark.parametrize("target", [10**400, float("inf"), -1, 0, True, "1"])
+def test_absurd_targets_are_value_errors(tiny_codec, target: object) -> None:
+    arr = np.asarray(Image.open(sample_image()).convert("RGB"))[:32, :32]
+    with pytest.raises(ValueError, match="a rate target must be a positive finite number"):
+        compress_to_target(tiny_codec, arr, target_size=target)  # type: ignore[arg-type]
+
+
+def test_numpy_float_targets_are_accepted(tiny_codec) -> None:
+    arr = np.asarray(Image.open(sample_image()).convert("RGB"))[:32, :32]
+    assert compress_to_target(tiny_codec, arr, target_bpp=np.float32(2.0)).trials >= 1
