@@ -16,6 +16,7 @@ The rules, shared by the command line and the batch API:
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,7 @@ __all__ = [
     "compressed_name",
     "decompressed_name",
     "image_format",
+    "is_image_name",
     "keep_metadata",
     "save_options",
 ]
@@ -107,6 +109,8 @@ def image_format(path: Path, quality: int | None = None) -> ImageFormat:
             cannot hold the pixels exactly and has no quality setting (e.g. GIF).
     """
     ext = path.suffix.lower()
+    if not ext and _is_device(path):
+        return ImageFormat("PNG")  # ``-o /dev/null`` (timing a decode, as with dwebp)
     if not ext:
         raise ImageError("no file extension to choose the image format from (e.g. use .png)")
     Image.init()
@@ -129,6 +133,27 @@ def image_format(path: Path, quality: int | None = None) -> ImageFormat:
         f"{name} cannot hold the decoded pixels exactly (GIF keeps at most 256 colours); "
         "write .png, .tiff or .webp instead"
     )
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether ``path``'s extension names an image format Pillow can write (``.png``,
+    ``.jpg``, ...; not ``.aec``)."""
+    ext = path.suffix.lower()
+    if not ext or ext == AEC_SUFFIX:
+        return False
+    Image.init()
+    name = Image.registered_extensions().get(ext)
+    return name is not None and name in Image.SAVE
+
+
+def _is_device(path: Path) -> bool:
+    """Whether ``path`` is a character device or a pipe (``/dev/null``, ``/dev/stdout``): an
+    output without a name to take a format from, written as PNG."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def check_mode(fmt: ImageFormat, mode: str) -> None:

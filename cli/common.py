@@ -206,6 +206,27 @@ def destination(
     return output
 
 
+def output_as_last_argument(
+    inputs: tuple[Path, ...], output: str | None, is_output_name: Callable[[Path], bool]
+) -> tuple[tuple[Path, ...], str | None]:
+    """The cjxl/djxl habit ``aecodec compress IN OUT.aec``: with two arguments, no ``-o`` and a
+    last one named like an output (``is_output_name``), the last argument is the output.
+    With more arguments, a last one named like an output is refused with advice (``-o``)
+    rather than read as an input. Returns ``(inputs, output)``."""
+    if output is not None or len(inputs) < 2 or str(inputs[-1]) == STDIO:
+        return inputs, output
+    last = inputs[-1]
+    if not is_output_name(last):
+        return inputs, output
+    if len(inputs) > 2:
+        name = click.format_filename(last)
+        raise click.UsageError(
+            f"{name} looks like an output file, but there are {len(inputs) - 1} inputs: give one "
+            f"input and one output (IN {name}), or several inputs and -o FOLDER/"
+        )
+    return inputs[:1], str(last)
+
+
 def resolve_output(output: str | None, n_inputs: int) -> tuple[Path | None, bool]:
     """Validate ``-o`` against the number of inputs; return it and whether it is a directory.
 

@@ -30,6 +30,7 @@ from cli.common import (
     handle_interrupt,
     is_verbose,
     model_option,
+    output_as_last_argument,
     output_key,
     pixel_options,
     quality_option,
@@ -161,8 +162,12 @@ def compress(
     """Compress images to .aec files.
 
     INPUTS are image files Pillow can read (PNG, JPEG, TIFF, WebP, ...), or - for stdin; L, LA,
-    RGB and RGBA images keep their mode.
+    RGB and RGBA images keep their mode. As with cjxl, `aecodec compress IN OUT.aec` writes
+    OUT.aec (two arguments, the last ending in .aec; same as -o OUT.aec).
     """
+    inputs, output = output_as_last_argument(
+        inputs, output, lambda p: p.suffix.lower() == outputs.AEC_SUFFIX
+    )
     check_model_and_quality(model, quality)
     targets = _targets(target_bpp, target_size, target_psnr)
     if targets and quality is not None:

@@ -27,6 +27,7 @@ from cli.common import (
     force_option,
     handle_interrupt,
     is_verbose,
+    output_as_last_argument,
     output_key,
     pixel_options,
     resolve_output,
@@ -107,7 +108,12 @@ def decompress(
     force: bool,
     verbose_here: bool,
 ) -> None:
-    """Decompress .aec files to images (lossless PNG by default). - reads stdin."""
+    """Decompress .aec files to images (lossless PNG by default). - reads stdin.
+
+    As with djxl, `aecodec decompress IN.aec OUT.png` writes OUT.png (two arguments, the last
+    with an image extension; same as -o OUT.png). `-o /dev/null` decodes and discards (PNG).
+    """
+    inputs, output = output_as_last_argument(inputs, output, outputs.is_image_name)
     stdin = Path(STDIO) in inputs
     if (stdin or output == STDIO) and len(inputs) > 1:
         raise click.UsageError("- (stdin) and -o - (stdout) take one input")

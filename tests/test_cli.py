@@ -936,3 +936,24 @@ def test_warnings_as_lines_reports_a_warning_issued_inside_it(
     assert capsys.readouterr().err.splitlines() == [
         "aecodec: warning: x.png: RuntimeWarning: from elsewhere"
     ]
+
+
+def test_output_as_the_last_argument_like_cjxl_and_djxl(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png", "out.aec").exit_code == 0
+    assert (tmp_path / "out.aec").is_file() and not (tmp_path / "a.aec").exists()
+    assert run("decompress", "out.aec", "back.png").exit_code == 0
+    assert Image.open(tmp_path / "back.png").size == (W, H)
+    result = run("compress", "a.png", "out.aec")  # an existing output is never overwritten
+    assert result.exit_code == 1 and "--force" in result.stderr
+    _make_png(tmp_path / "b.png", seed=1)
+    result = run("compress", "a.png", "b.png", "new.aec")
+    assert result.exit_code == 2 and "-o FOLDER/" in result.stderr
+    assert not (tmp_path / "new.aec").exists()
+
+
+def test_decompress_to_dev_null_decodes_and_discards(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    result = run("decompress", "a.aec", "-o", os.devnull)
+    assert result.exit_code == 0, result.output
