@@ -12,7 +12,8 @@ to ``<out>/cache.jsonl`` as they finish, keyed by image digest, codec, codec ver
 versions and settings; for aecodec the model's weights sha256) and quality, so an interrupted
 run resumes where it stopped and a changed codec is re-measured.
 
-Outputs in ``--out`` (default ``benchmarks/results``):
+Outputs in ``--out`` (default ``rd-results/`` in the current directory; the committed results
+in ``benchmarks/results`` are written only with an explicit ``--out benchmarks/results``):
 
 - ``<codec>.json``   mean over images per quality, CompressAI's results layout
 - ``per_image.csv``  one row per (image, codec, quality)
@@ -46,7 +47,9 @@ from benchmarks.codecs import DEFAULT_CODECS, BenchCodec, CodecUnavailable, code
 from benchmarks.plot import Curve, load_curve, plot_rd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
+#: Where a run writes unless told: a folder of the current directory, never the committed
+#: ``benchmarks/results`` (which changes only with an explicit ``--out benchmarks/results``).
+DEFAULT_OUT = Path("rd-results")
 DEFAULT_ANCHORS = REPO_ROOT.parent / "shared" / "anchors" / "kodak"
 #: Published curves drawn with ``--overlay-anchors`` (file stems in the anchors directory).
 DEFAULT_ANCHOR_FILES = (
@@ -493,6 +496,11 @@ def main(
     quiet: bool,
 ) -> None:
     """Measure rate-distortion of aecodec and standard codecs on Kodak (resumable)."""
+    if overlay_anchors and not anchors.is_dir():  # before any measuring
+        raise click.UsageError(
+            f"--overlay-anchors: no anchor folder {anchors}; pass --anchors DIR (published "
+            "curves in CompressAI's JSON layout) or leave out --overlay-anchors"
+        )
     crop_wh = _parse_crop(crop)
     images, paths = _find_images(images, limit)
     options = {"model": model, "compressai_checkpoints": list(compressai_checkpoints)}
@@ -633,6 +641,7 @@ def _published_curves(
         if p.is_file():
             published.append(load_curve(p, published=True))
         else:
+            click.echo(f"warning: anchor {p} not found; its curve is left out", err=True)
             notes.append(f"anchor {p} not found")
     if published and num_images != 24:
         notes.append(

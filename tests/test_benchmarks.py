@@ -370,3 +370,20 @@ def test_fine_quality_chord_and_rate_control_smoke(tmp_path):
     assert [r["quality"] for r in record["rd"]] == [1.5]
     assert {r["scale"] for r in record["rate_control"]} == {"levels", "fine (0.01)"}
     assert "| 1.5 |" in result.output
+
+
+def test_rd_defaults_never_write_the_committed_results_and_missing_anchors_fail(
+    tmp_path, monkeypatch
+):
+    from benchmarks import rd
+
+    assert not rd.DEFAULT_OUT.is_absolute() and rd.DEFAULT_OUT.parts[0] != "benchmarks"
+    kodak = _need_kodak()
+    monkeypatch.chdir(tmp_path)
+    args = ["--images", str(kodak), "--limit", "1", "--crop", "64x64", "--codecs", "jpeg"]
+    result = CliRunner().invoke(
+        rd.main, [*args, "--overlay-anchors", "--anchors", str(tmp_path / "none"), "--quiet"]
+    )
+    assert result.exit_code == 2 and "no anchor folder" in result.output
+    _run_rd([*args, "--workers", "0", "--no-plot"])
+    assert (tmp_path / "rd-results" / "jpeg.json").is_file()
