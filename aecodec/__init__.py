@@ -174,6 +174,36 @@ def compress(
     return result.data
 
 
+def _check_before_loading(header: container.Header, manifest: dict[str, Any]) -> None:
+    """Refuse, from the manifest and the weights' metadata alone (no torch, no weights), a file
+    that no bundled model can decode: an unknown model, other weights, a quality out of range.
+
+    Raises:
+        ModelError: the model or its weights are not bundled.
+        FormatError: the quality is beyond the model's levels.
+    """
+    from aecodec.weightsfile import read_config
+
+    entry = manifest["models"].get(header.model)
+    if entry is None:
+        known = ", ".join(sorted(manifest["models"])) or "none"
+        raise ModelError(
+            f"the file was made by model {header.model!r}, which is not bundled "
+            f"(bundled: {known}); install a version of aecodec that has it"
+        )
+    bundled = entry.get("stream_hash", entry["sha256"][:16])
+    if header.weights_hash.hex() != bundled:
+        raise ModelError(
+            f"the file was made by other weights of model {header.model!r} "
+            f"(hash {header.weights_hash.hex()}, bundled {bundled})"
+        )
+    levels = read_config(header.model).num_qualities
+    if header.quality_steps > levels * container.QUALITY_STEPS:
+        raise FormatError(
+            f"quality {header.quality} is out of range for model {header.model!r} (1..{levels})"
+        )
+
+
 def decompress(
     source: BytesSource | container.Bitstream,
     *,
@@ -206,12 +236,7 @@ def decompress(
 
     check_tiling(header)  # before loading a model: a hostile file is refused in milliseconds
 
-    if header.model not in read_manifest()["models"]:
-        known = ", ".join(sorted(read_manifest()["models"])) or "none"
-        raise ModelError(
-            f"the file was made by model {header.model!r}, which is not bundled "
-            f"(bundled: {known}); install a version of aecodec that has it"
-        )
+    _check_before_loading(header, read_manifest())
     codec = get_codec(header.model)
     return codec.decompress(bitstream, max_pixels=max_pixels, warn_pixels=warn_pixels)
 
