@@ -144,6 +144,7 @@ def _load_stream(stream: IO[bytes], limits: dict[str, int | None]) -> Picture:
 def _decode(fh: IO[bytes], prefix: str, limits: dict[str, int | None]) -> Picture:
     """Open an image file with Pillow: pixel limits from its header, failures as ImageError."""
     try:
+        _check_icon_entries(fh, limits)  # Pillow's ICO plugin decodes inside open()
         with warnings.catch_warnings():
             # aecodec's own LargeImageWarning replaces Pillow's, with the same thresholds.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -162,6 +163,40 @@ def _decode(fh: IO[bytes], prefix: str, limits: dict[str, int | None]) -> Pictur
     except _PILLOW_FAILURES as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageError(f"{prefix}cannot decode image ({reason})") from exc
+
+
+# ICO/CUR: reserved 0, type 1 (icon) or 2 (cursor), entry count; 16-byte directory entries.
+_ICON_MAGICS = (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_icon_entries(fh: IO[bytes], limits: dict[str, int | None]) -> None:
+    """Apply the pixel limits to every image embedded in an ICO/CUR file, read from the
+    embedded PNG's IHDR or BMP info header, before Pillow opens it: Pillow's ICO plugin
+    decodes the largest entry inside ``Image.open`` and trusts the directory's sizes, which a
+    hostile file can make disagree with the embedded image (16x16 holding 12000x12000).
+    Other files are left untouched (``fh`` is rewound to where it was)."""
+    start = fh.tell()
+    try:
+        head = fh.read(6)
+        if len(head) < 6 or head[:4] not in _ICON_MAGICS:
+            return
+        count = struct.unpack("<H", head[4:6])[0]
+        directory = fh.read(16 * count)
+        for i in range(len(directory) // 16):
+            offset = struct.unpack("<I", directory[16 * i + 12 : 16 * i + 16])[0]
+            fh.seek(start + offset)
+            data = fh.read(24)
+            if data[:8] == _PNG_MAGIC and len(data) >= 24:
+                width, height = struct.unpack(">II", data[16:24])
+            elif len(data) >= 12 and struct.unpack("<I", data[:4])[0] >= 12:
+                width, height = struct.unpack("<ii", data[4:12])
+                width, height = abs(width), abs(height) // 2  # XOR and AND masks stacked
+            else:
+                continue
+            _check_pixels(width, height, limits)
+    finally:
+        fh.seek(start)
 
 
 def _has_16bit_samples(im: Image.Image) -> bool:
@@ -223,17 +258,36 @@ def _to_grey8(im: Image.Image, bits: int) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
+#: Largest ICC profile kept: what Pillow reads back from a PNG (``MAX_TEXT_CHUNK``, 1 MiB),
+#: so every decoded image opens again. Real profiles are 0.5-60 KB.
+MAX_ICC_BYTES = 1 << 20
+#: Largest EXIF block kept: what one JPEG APP1 segment holds (65,535 bytes less the length
+#: field and the ``Exif\0\0`` header), the limit every writer of EXIF shares.
+MAX_EXIF_BYTES = 65_527
+
+
+def _bounded_metadata(data: bytes | None, what: str, limit: int) -> bytes | None:
+    """``data``, or ``None`` with a warning when it is larger than ``limit`` bytes."""
+    if data is not None and len(data) > limit:
+        errors.warn(f"{what} of {len(data):,} bytes dropped (larger than {limit:,} bytes)")
+        return None
+    return data
+
+
 def _from_pil(im: Image.Image, deep: bool = False) -> Picture:
     if im.width < 1 or im.height < 1:
         raise ImageError(f"image has no pixels ({im.width}x{im.height})")
-    frames = getattr(im, "n_frames", 1)
-    if isinstance(frames, int) and frames > 1:
-        errors.warn(f"only the first of {frames} frames is coded (animated or multi-page image)")
-    icc = im.info.get("icc_profile") or None
+    # ``is_animated`` looks one frame ahead; ``n_frames`` walks every frame (quadratic for a
+    # TIFF of 100,000 pages) and can be whatever an APNG header claims.
+    if getattr(im, "is_animated", False):
+        errors.warn("only the first frame is coded (animated or multi-page image)")
+    icc = _bounded_metadata(im.info.get("icc_profile") or None, "ICC profile", MAX_ICC_BYTES)
     bits = _declared_bits(im)  # before exif_transpose, which may return a copy without tags
     im = ImageOps.exif_transpose(im) or im
     exif_obj = im.getexif()
-    exif = exif_obj.tobytes() if len(exif_obj) else None
+    exif = _bounded_metadata(
+        exif_obj.tobytes() if len(exif_obj) else None, "EXIF block", MAX_EXIF_BYTES
+    )
     mode = im.mode
     if deep and mode in ("L", "LA", "RGB", "RGBA"):
         errors.warn("16-bit image reduced to 8 bits per channel for coding")

@@ -197,7 +197,7 @@ def test_only_first_frame_is_coded_with_a_warning(tmp_path: Path, fmt: str) -> N
     path = tmp_path / f"anim.{fmt.lower()}"
     frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
     frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
-    with pytest.warns(AecodecWarning, match="only the first of 3 frames is coded"):
+    with pytest.warns(AecodecWarning, match="only the first frame is coded"):
         pic = imageio.load(path)
     assert pic.rgb[0, 0].tolist()[0] > 200  # red: the first frame
 
@@ -236,3 +236,33 @@ def test_bytes_io_profile_helper_round_trip() -> None:
     """The sRGB profile ImageCms makes is readable back (guards the helper's assumptions)."""
     data = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     assert ImageCms.ImageCmsProfile(io.BytesIO(data)).profile.xcolor_space.strip() == "RGB"
+
+
+def _icon(png: bytes, side: int = 16) -> bytes:
+    """An ICO file with one entry whose directory says ``side`` x ``side``, holding ``png``."""
+    entry = struct.pack("<BBBBHHII", side % 256, side % 256, 0, 0, 1, 32, len(png), 22)
+    return b"\x00\x00\x01\x00" + struct.pack("<H", 1) + entry + png
+
+
+def test_icon_entries_meet_the_pixel_limit_before_pillow_decodes_them(tmp_path: Path) -> None:
+    """The directory says 16x16 but the embedded PNG is 400x300: refused from the PNG header
+    (Pillow's ICO plugin would decode it inside Image.open)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 300)).save(buf, "PNG")
+    path = tmp_path / "lie.ico"
+    path.write_bytes(_icon(buf.getvalue()))
+    with pytest.raises(ImageError, match="width 400 x height 300"):
+        imageio.load(path, max_pixels=65_536)
+    small = io.BytesIO()
+    Image.new("RGB", (16, 16), (9, 99, 199)).save(small, "PNG")
+    (tmp_path / "ok.ico").write_bytes(_icon(small.getvalue()))
+    assert imageio.load(tmp_path / "ok.ico", max_pixels=65_536).rgb.shape == (16, 16, 3)
+
+
+def test_oversized_icc_profile_is_dropped_with_a_warning(tmp_path: Path) -> None:
+    """A 2 MB ICC profile would make a decoded PNG that Pillow cannot open again."""
+    path = tmp_path / "big-icc.tif"
+    Image.new("RGB", (8, 8)).save(path, icc_profile=b"\x00" * (2 << 20))
+    with pytest.warns(AecodecWarning, match="ICC profile of 2,097,152 bytes dropped"):
+        pic = imageio.load(path)
+    assert pic.icc is None
