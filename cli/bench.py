@@ -1,4 +1,5 @@
-"""``aecodec bench``: the RD benchmark on Kodak (``python -m benchmarks.rd``).
+"""``aecodec bench`` (the RD benchmark on Kodak, ``python -m benchmarks.rd``) and ``aecodec
+compare`` (codecs side by side at one size, ``python -m benchmarks.compare``).
 
 ``benchmarks/`` and ``kodak/`` are tools of a source checkout, not installed with aecodec: this
 command runs them from the checkout that holds this ``cli`` package (an editable install, or
@@ -28,6 +29,19 @@ def bench(args: tuple[str, ...]) -> None:
     from benchmarks.rd import main as rd_main
 
     rd_main.main(list(args), prog_name="aecodec bench")
+
+
+@click.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def compare(args: tuple[str, ...]) -> None:
+    """Codecs side by side at one file size: a picture of crops (--help for options)."""
+    _find_benchmarks()
+    from benchmarks.compare import main as compare_main
+
+    compare_main.main(list(args), prog_name="aecodec compare")
 
 
 def _find_benchmarks() -> None:

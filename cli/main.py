@@ -8,7 +8,7 @@ module                 commands
 :mod:`cli.info`        ``info``
 :mod:`cli.models`      ``models``, ``demo``
 :mod:`cli.train`       ``train``, ``export``
-:mod:`cli.bench`       ``bench`` (from a source checkout)
+:mod:`cli.bench`       ``bench``, ``compare`` (from a source checkout)
 =====================  =====================================================
 
 A thin layer over the public API of :mod:`aecodec`. Importing it is cheap: torch is only
@@ -57,6 +57,7 @@ for _command in (
     train.train,
     train.export,
     bench.bench,
+    bench.compare,
 ):
     main.add_command(_command)
 

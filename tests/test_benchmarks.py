@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import smooth_image
+from PIL import Image
 
 from benchmarks import bdrate, metrics
 from benchmarks.codecs import CodecUnavailable, codec_names, make_codec
@@ -387,3 +389,45 @@ def test_rd_defaults_never_write_the_committed_results_and_missing_anchors_fail(
     assert result.exit_code == 2 and "no anchor folder" in result.output
     _run_rd([*args, "--workers", "0", "--no-plot"])
     assert (tmp_path / "rd-results" / "jpeg.json").is_file()
+
+
+# ---------------------------------------------------------------------------------- compare
+
+
+def test_largest_fitting_finds_the_highest_setting_under_the_size():
+    from benchmarks.compare import largest_fitting
+
+    def encode(q: float) -> bytes:
+        return b"x" * int(100 + 10 * q)
+
+    q, data = largest_fitting(encode, 1, 95, True, 555)
+    assert (q, len(data)) == (45, 550)
+    assert largest_fitting(encode, 1, 95, True, 50) is None
+    ratio, data = largest_fitting(lambda r: b"x" * int(10_000 / r), 400.0, 2.0, False, 1000)
+    assert len(data) <= 1000 and ratio == pytest.approx(10.0, rel=0.01)
+
+
+def test_compare_writes_a_labelled_picture_at_one_size(tmp_path):
+    from benchmarks import compare
+
+    src = tmp_path / "a.png"
+    Image.fromarray(smooth_image(96, 64, seed=3)).save(src)
+    out = tmp_path / "cmp.png"
+    args = [str(src), "--size", "2K", "--codecs", "aecodec,jpeg", "--crop", "64x48+8+8"]
+    result = CliRunner().invoke(
+        compare.main, [*args, "-o", str(out), "--html", str(tmp_path / "h")]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if " B  PSNR" in line]
+    assert [line.split()[0] for line in lines] == ["aecodec", "JPEG"]
+    assert all(int(line.split(" B ")[0].split()[-1].replace(",", "")) <= 2048 for line in lines)
+    picture = Image.open(out)
+    assert picture.size == (
+        3 * (64 + compare.GAP) + compare.GAP,
+        48 + compare.LABEL_HEIGHT + 2 * compare.GAP,
+    )
+    assert (tmp_path / "h" / "index.html").is_file()
+    again = CliRunner().invoke(compare.main, [*args, "-o", str(out)])
+    assert again.exit_code == 1 and "--force" in again.output
+    bad = CliRunner().invoke(compare.main, [str(src), "--bpp", "1", "--crop", "200x10"])
+    assert bad.exit_code == 2 and "not inside the 96x64 image" in bad.output
