@@ -77,11 +77,32 @@ class AecImageFile(ImageFile.ImageFile):
         return super().load()
 
 
+def quality_from_pillow(quality: object, levels: int) -> float:
+    """Pillow's ``quality`` convention (0-100, as for JPEG/WebP/AVIF) on aecodec's fine scale:
+    ``1 + (levels - 1) * quality / 100`` in steps of 0.01, so 0 is the lowest level, 100 the
+    highest, and a higher number never gives a smaller file.
+
+    Raises:
+        ValueError: not a number in 0..100.
+    """
+    if isinstance(quality, bool) or not isinstance(quality, (int, float)):
+        raise ValueError(f"quality must be a number in 0..100 (Pillow's scale), got {quality!r}")
+    if not 0 <= quality <= 100:
+        raise ValueError(
+            f"quality {quality} is outside Pillow's 0..100; for aecodec's own levels "
+            f"(1..{levels}) pass aec_quality="
+        )
+    return round(1 + (levels - 1) * float(quality) / 100, 2)
+
+
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     import aecodec
 
     options = {k: im.encoderinfo[k] for k in _SAVE_OPTIONS if k in im.encoderinfo}
-    quality = im.encoderinfo.get("quality")
+    quality = im.encoderinfo.get("aec_quality")
+    if quality is None and im.encoderinfo.get("quality") is not None:
+        levels = len(aecodec.qualities(options.get("model")))
+        quality = quality_from_pillow(im.encoderinfo["quality"], levels)
     icc = im.encoderinfo.get("icc_profile")
     exif = im.encoderinfo.get("exif")
     if icc is not None or exif is not None:

@@ -47,12 +47,12 @@ def test_open_reads_only_the_header_until_load(
 
 def test_save_encodes_with_options(tmp_path: Path) -> None:
     img = Image.fromarray(smooth_image(64, 48))
-    img.save(tmp_path / "a.aec", quality=1)
-    img.save(tmp_path / "b.aec", quality=4)
+    img.save(tmp_path / "a.aec", aec_quality=1)  # aecodec's own levels
+    img.save(tmp_path / "b.aec", aec_quality=4)
     a, b = (aecodec.info(tmp_path / n) for n in ("a.aec", "b.aec"))
     assert (a["quality"], b["quality"]) == (1, 4)
     assert a["bytes"] < b["bytes"]
-    img.save(tmp_path / "c.aec", quality=3.5)  # a fine quality
+    img.save(tmp_path / "c.aec", aec_quality=3.5)  # a fine quality
     with Image.open(tmp_path / "c.aec") as c:
         assert c.info["quality"] == 3.5 and c.size == (64, 48)
     buf = io.BytesIO()
@@ -121,3 +121,19 @@ def test_metadata_choice(tmp_path: Path, metadata: str, icc: bool, exif: bool) -
         assert b"aecodec test camera" in (container.unpack(data).exif or b"")
     with pytest.raises(ValueError, match="metadata must be one of"):
         aecodec.compress(src, quality=1, metadata="xmp")  # type: ignore[arg-type]
+
+
+def test_save_quality_follows_pillows_0_to_100_convention(tmp_path: Path) -> None:
+    """``save(..., quality=Q)`` as for JPEG/WebP/AVIF: 0 the lowest level, 100 the highest,
+    monotone in between; outside 0..100 an error that names aec_quality."""
+    from aecodec.pillow import quality_from_pillow
+
+    levels = len(aecodec.qualities())
+    assert quality_from_pillow(0, levels) == 1 and quality_from_pillow(100, levels) == levels
+    steps = [quality_from_pillow(q, levels) for q in range(0, 101)]
+    assert steps == sorted(steps) and len(set(steps)) > 90
+    img = Image.fromarray(smooth_image(64, 48))
+    img.save(tmp_path / "q75.aec", quality=75)
+    assert aecodec.info(tmp_path / "q75.aec")["quality"] == quality_from_pillow(75, levels)
+    with pytest.raises(ValueError, match="aec_quality"):
+        img.save(tmp_path / "bad.aec", quality=150)
