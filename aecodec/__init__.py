@@ -10,7 +10,8 @@ Public API::
     codec = aecodec.Codec()                        # load once, reuse (thread-safe, picklable)
 
 Importing this package is cheap (torch is loaded when the first codec is built) and registers
-the ``.aec`` format with Pillow: ``Image.open("x.aec")``, ``img.save("x.aec", quality=5)``.
+the ``.aec`` format with Pillow: ``Image.open("x.aec")``, ``img.save("x.aec", quality=75)``
+(Pillow's 0-100 scale).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
     from PIL import Image
     with Image.open("photo.aec") as img:          # header only; pixels decode on load()
         img.load()
-    img.save("copy.aec", quality=5)               # or target_size=, target_bpp=, target_psnr=
+    img.save("copy.aec", quality=75)              # Pillow's 0-100; aec_quality=5 for 1..levels
 
 ``_accept`` checks the magic, ``AecImageFile._open`` parses the header (size and mode, no pixel
 decoding), ``load()`` decodes the whole image with the model named in the file, and ``_save``
