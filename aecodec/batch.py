@@ -199,7 +199,10 @@ def _decompress_task(
             data = files.read_aec(src)  # regular files only, header first, bounded
             bitstream = container.unpack(data, max_pixels=limits["max_pixels"])  # parsed once
             output.check_mode(fmt, bitstream.header.mode)
-            img = codec.decompress(bitstream, **limits)
+            if bitstream.header.model == codec.name:
+                img = codec.decompress(bitstream, **limits)
+            else:  # another bundled model's file: the one it names (loaded once per worker)
+                img = aecodec.decompress(bitstream, **limits)
             buf = io.BytesIO()
             img.save(buf, format=fmt.name, **output.save_options(fmt, img))
         except (aecodec.AecodecError, OSError, ValueError, TypeError) as exc:
@@ -384,8 +387,8 @@ def decompress_files(
     """Decompress ``(src, dst)`` jobs in parallel; ``dst``'s extension picks the image format.
 
     Arguments as for :func:`compress_files`; ``output_quality`` allows a lossy output format
-    (see :func:`aecodec.output.image_format`). Files must be of ``codec``'s model (default:
-    the default model).
+    (see :func:`aecodec.output.image_format`). Files of ``codec``'s model (default: the default
+    model) are decoded with it, files of any other bundled model with the model they name.
     """
     if codec is None:
         import aecodec

@@ -198,3 +198,17 @@ def test_batch_searches_a_rate_target_per_file(tmp_path: Path, tiny_codec) -> No
         batch.compress_files(jobs, codec=tiny_codec, quality=1, target_bpp=1.0)
     with pytest.raises(ValueError, match="at most one of"):
         batch.compress_files(jobs, codec=tiny_codec, target_bpp=1.0, target_psnr=30.0)
+
+
+def test_batch_decompress_decodes_files_of_another_bundled_model(tmp_path: Path) -> None:
+    """As the CLI does: a file names its model, and any bundled model's file decodes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    other = next(m["name"] for m in aecodec.models() if not m["default"])
+    img = smooth_image(48, 32, seed=2)
+    (tmp_path / "o.aec").write_bytes(aecodec.Codec(other).compress(img, quality=2))
+    jobs = [(tmp_path / "o.aec", tmp_path / "o.png")]
+    with ThreadPoolExecutor(1) as pool:
+        (r,) = batch.decompress_files(jobs, executor=pool)
+    assert r.status == "done", r.error
+    assert Image.open(tmp_path / "o.png").size == (48, 32)
