@@ -38,12 +38,19 @@ The entropy decoder's buffers grow with the tile's area, so this bounds them wha
 file's header claims; the format itself allows tile sides up to
 :data:`aecodec.container.MAX_TILE_SIDE` (65520).
 """
-MAX_TILES = 1024
-"""Most tiles per image the encoder writes and the decoder accepts.
+MAX_TILES = 256
+"""Most tiles per image the encoder writes and the decoder accepts (an image of 2^28 pixels,
+the default pixel limit, needs 256 tiles of 1024x1024; longer sides need larger tiles).
 
-Every tile has a fixed entropy-decoding cost (about 10 ms on the default model), so this
-stops a small file of 16x16 tiles from multiplying it without limit.
+Every tile has a fixed entropy-decoding cost (30-40 ms on the default model: numpy work per
+channel group, whatever the tile's size), so this and :func:`max_tiles` stop a small file of
+tiny tiles from multiplying it (1,024 tiles of 16x16 took 52 s).
 """
+MEAN_TILE_AREA = 4096
+"""Pixels per tile, on average, that an image's tile count may not go below (plus a tile per
+64 pixels of each side for the clipped tiles at the edges): see :func:`max_tiles`."""
+MIN_TILE_ALLOWANCE = 16
+"""Tiles any image may have, however small (small tiles on small images are cheap)."""
 FINE_CACHE = 2
 """Fine (between-level) qualities whose mixed tables and code lengths a codec keeps, least
 recently used dropped first (about 80 MB each for the default model: 13 MB of rows, 63 MB of
@@ -259,10 +266,10 @@ class Codec:
         tw = min(self.tile_size, container.align_up(pic.width))
         th = min(self.tile_size, container.align_up(pic.height))
         rects = imageio.tiles(pic.width, pic.height, tw, th)
-        if len(rects) > MAX_TILES:
+        if len(rects) > max_tiles(pic.width, pic.height):
             raise ImageError(
                 f"a {pic.width}x{pic.height} image in {tw}x{th} tiles needs {len(rects)} tiles, "
-                f"over the limit of {MAX_TILES}; use a larger tile_size"
+                f"over the limit of {max_tiles(pic.width, pic.height)}; use a larger tile_size"
             )
         payloads = [self._encode_tile(pic.rgb, rect, q) for rect in rects]
         alpha = zlib.compress(pic.alpha.tobytes(), 9) if pic.alpha is not None else None
@@ -407,7 +414,7 @@ class Codec:
         #    neighbouring latents, so there are no seams and memory does not depend on the file.
         out = np.empty((h.height, h.width, 3), dtype=np.uint8)
         m = MARGIN // s
-        for x, y, w, th in imageio.tiles(h.width, h.height, SYNTHESIS_WINDOW, SYNTHESIS_WINDOW):
+        for x, y, w, th in synthesis_windows(h.width, h.height):
             ly0, lx0 = max(0, y // s - m), max(0, x // s - m)
             ly1 = min(grid.shape[1], -(-(y + th) // s) + m)
             lx1 = min(grid.shape[2], -(-(x + w) // s) + m)
@@ -434,6 +441,25 @@ class Codec:
             )
 
 
+def max_tiles(width: int, height: int) -> int:
+    """Most tiles an image of ``width`` x ``height`` may be coded in:
+    ``ceil(W * H / MEAN_TILE_AREA) + ceil(W / 64) + ceil(H / 64)`` (tiles of 64x64 or larger,
+    with their clipped edges), at least :data:`MIN_TILE_ALLOWANCE`, at most :data:`MAX_TILES`.
+    """
+    by_area = -(-width * height // MEAN_TILE_AREA) + -(-width // 64) + -(-height // 64)
+    return min(MAX_TILES, max(MIN_TILE_ALLOWANCE, by_area))
+
+
+def synthesis_windows(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """The windows ``(x, y, w, h)`` the synthesis decodes: at most
+    :data:`SYNTHESIS_WINDOW` wide and of about ``SYNTHESIS_WINDOW ** 2`` pixels, so a thin
+    image (1 x 2,097,152) takes a few tall windows instead of thousands of 1 x 1024 ones."""
+    align = container.TILE_ALIGN
+    ww = min(SYNTHESIS_WINDOW, container.align_up(width))
+    wh = min(container.align_up(height), SYNTHESIS_WINDOW * SYNTHESIS_WINDOW // ww // align * align)
+    return imageio.tiles(width, height, ww, max(wh, align))
+
+
 def check_tiling(header: container.Header) -> None:
     """Refuse tilings this decoder does not accept, before any decoding work.
 
@@ -456,6 +482,13 @@ def check_tiling(header: container.Header) -> None:
         raise FormatError(
             f"{header.num_tiles} tiles exceed the decoder's limit of {MAX_TILES} tiles "
             "(aecodec encoders write at most that); the file was not made by aecodec"
+        )
+    allowed = max_tiles(header.width, header.height)
+    if header.num_tiles > allowed:
+        raise FormatError(
+            f"{header.num_tiles} tiles of {tw}x{th} for a {header.width}x{header.height} image "
+            f"exceed the decoder's limit of {allowed} (tiles of 64x64 or larger on average; "
+            "aecodec encoders write at most that); the file was not made by aecodec"
         )
 
 

@@ -55,9 +55,9 @@ def test_tile_side_limit_applies_to_the_tile_as_clipped_to_the_image(tiny_codec)
 
 
 def test_tile_count_is_bounded(tiny_codec) -> None:
-    side = 16 * 33  # 33 x 33 = 1089 tiles of 16x16 in a 4 KB file
+    side = 16 * 17  # 17 x 17 = 289 tiles of 16x16 in a small file
     data = empty_file(tiny_codec, side, side, 16, 16)
-    with pytest.raises(FormatError, match=rf"1089 tiles exceed the decoder's limit of {MAX_TILES}"):
+    with pytest.raises(FormatError, match=rf"289 tiles exceed the decoder's limit of {MAX_TILES}"):
         tiny_codec.decompress(data)
 
 
@@ -73,8 +73,30 @@ def test_synthesis_runs_in_fixed_windows_whatever_the_tile_size(
 
 
 def test_tiny_tiles_do_not_multiply_synthesis_work(tiny_codec, synthesis_calls) -> None:
-    data = empty_file(tiny_codec, 256, 64, 16, 16)  # 64 tiles of 16x16
+    data = empty_file(tiny_codec, 256, 64, 32, 32)  # 16 tiles of 32x32
     assert tiny_codec.decompress(data).size == (256, 64)
+    assert len(synthesis_calls) == 1
+
+
+def test_many_small_tiles_are_refused_from_the_header(tiny_codec, tiny_model) -> None:
+    """Each tile has a fixed entropy-decoding cost: one tile per 4096 pixels (at least 16)."""
+    from aecodec.codec import max_tiles
+
+    assert max_tiles(64, 48) == 16 and max_tiles(512, 512) == 80 and max_tiles(9000, 9000) == 256
+    data = empty_file(tiny_codec, 512, 512, 32, 32)  # 256 tiles of 32x32
+    with pytest.raises(FormatError, match=r"256 tiles of 32x32 for a 512x512 image exceed the "):
+        tiny_codec.decompress(data)
+    with pytest.raises(ImageError, match=r"needs 256 tiles, over the limit of 80"):
+        Codec(tiny_model, tile_size=32).compress(np.zeros((512, 512, 3), np.uint8), quality=1)
+
+
+def test_thin_images_are_synthesized_in_few_windows(tiny_codec, synthesis_calls) -> None:
+    from aecodec.codec import synthesis_windows
+
+    assert len(synthesis_windows(1, 2_097_152)) == 32  # not 2,048 windows of 1x1024
+    assert synthesis_windows(768, 512) == [(0, 0, 768, 512)]
+    data = empty_file(tiny_codec, 16, 4096, 16, 1024)
+    assert tiny_codec.decompress(data).size == (16, 4096)
     assert len(synthesis_calls) == 1
 
 
@@ -139,7 +161,7 @@ def test_encoder_writes_only_what_the_decoder_accepts(tiny_model) -> None:
     ):
         Codec(tiny_model, tile_size=MAX_TILE_SIDE + 16)
     codec = Codec(tiny_model, tile_size=16)
-    with pytest.raises(ImageError, match=r"needs 1089 tiles, over the limit of 1024"):
+    with pytest.raises(ImageError, match=r"needs 1089 tiles, over the limit of 87"):
         codec.compress(np.zeros((528, 528, 3), np.uint8), quality=1)
 
 
