@@ -33,6 +33,7 @@ from aecodec.errors import AecodecError
 PROG = "aecodec"
 
 EXISTS_MESSAGE = files.EXISTS_MESSAGE
+RERUN_ADVICE = "exists; pass --force to overwrite it, or --skip-existing to leave it (a rerun)"
 
 # Errors that are reported as one line for the file being processed. Anything else is a bug in
 # aecodec and keeps its traceback.
@@ -60,6 +61,10 @@ class FileError(Exception):
         super().__init__(f"{path}: {message}")
         self.path = path
         self.message = message
+
+
+class FileSkipped(FileError):
+    """A file left alone on purpose (reported as ``aecodec: skipped: ...``, not a failure)."""
 
 
 _PER_FILE_ERRORS: tuple[type[BaseException], ...] = (FileError, *FILE_ERRORS)
@@ -164,13 +169,17 @@ def same_file(a: Path, b: Path) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def check_destination(src: Path, dst: Path, force: bool) -> None:
+def check_destination(src: Path, dst: Path, force: bool, skip_existing: bool = False) -> None:
     """Refuse to write onto the input, onto an existing file without ``--force``, or onto a
-    directory or block device."""
+    directory or block device; with ``skip_existing`` an existing output skips the input."""
     if same_file(src, dst):
         raise FileError(dst, "output would overwrite the input; choose another output with -o")
+    if skip_existing and not force and dst.is_file():
+        raise FileSkipped(dst, "exists (--skip-existing)")
     try:
         files.check_output(dst, force=force)
+    except FileExistsError:
+        raise FileError(dst, RERUN_ADVICE) from None
     except OSError as exc:
         raise FileError(dst, describe_error(exc)) from None
 
@@ -285,6 +294,9 @@ def run_batch(
             except _PER_FILE_ERRORS as exc:
                 if show_bar:  # clear the bar's line; it is redrawn on the next item
                     click.echo("\r\x1b[K", err=True, nl=False)
+                if isinstance(exc, FileSkipped):
+                    report(exc.path, exc.message, "skipped")
+                    continue
                 if isinstance(exc, FileError):
                     report(exc.path, exc.message)
                 else:
@@ -311,6 +323,12 @@ model_option = click.option(
     "--model", metavar="NAME", default=None, help="Model to use (see `aecodec models`)."
 )
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+skip_existing_option = click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Leave inputs whose output exists alone (one 'skipped' line each, exit 0): rerun an "
+    "interrupted batch.",
+)
 
 
 def quality_option(help_text: str) -> Callable[[F], F]:

@@ -14,12 +14,13 @@ import click
 
 import aecodec
 import aecodec.weightsfile
-from aecodec import files
+from aecodec import container, files
 from aecodec import output as outputs
 from cli.common import (
     INPUT_PATH,
     STDIO,
     FileError,
+    FileSkipped,
     check_destination,
     check_model_and_quality,
     check_not_written,
@@ -38,6 +39,7 @@ from cli.common import (
     resolve_output,
     run_batch,
     set_threads,
+    skip_existing_option,
     strip_path_prefix,
     verbose_option,
     write_atomic,
@@ -57,6 +59,7 @@ class _Job:
     as_json: bool
     verbose: bool
     force: bool
+    skip_existing: bool
     to_stdout: bool
     out: Path | None
     output_is_dir: bool
@@ -137,6 +140,7 @@ def _default_quality_text() -> str:
 )
 @pixel_options
 @force_option
+@skip_existing_option
 @verbose_option
 @click.pass_context
 @handle_interrupt
@@ -157,6 +161,7 @@ def compress(
     max_pixels: int | None,
     warn_pixels: int | None,
     force: bool,
+    skip_existing: bool,
     verbose_here: bool,
 ) -> None:
     """Compress images to .aec files.
@@ -184,6 +189,7 @@ def compress(
         as_json=as_json,
         verbose=is_verbose(ctx, verbose_here) or with_psnr,
         force=force,
+        skip_existing=skip_existing,
         to_stdout=to_stdout,
         out=out,
         output_is_dir=output_is_dir,
@@ -272,7 +278,7 @@ def _source_and_destination(src: Path, job: _Job) -> tuple[Path | io.BytesIO, Pa
         _check_input(src)
         source = src
     if not job.to_stdout:
-        check_destination(src, dst, job.force)
+        check_destination(src, dst, job.force, job.skip_existing)
         check_not_written(dst, job.written)
     return source, dst
 
@@ -282,6 +288,28 @@ def _check_input(src: Path) -> None:
         raise FileError(src, "Is a directory")
     if not src.exists():
         raise FileError(src, "No such file or directory")
+    if _is_aec(src):
+        raise FileError(
+            src,
+            "is an .aec file: decompress it (re-encoding a decoded image only loses quality)",
+        )
+    original = src.with_suffix("")
+    if original.suffix.lower() == outputs.AEC_SUFFIX and original.is_file():
+        raise FileSkipped(
+            src, f"decoded from {original.name} (aecodec decompress's name); not coded again"
+        )
+
+
+def _is_aec(path: Path) -> bool:
+    """Whether ``path`` starts with the ``.aec`` magic (a regular file only: pipes are read
+    once, by the coder)."""
+    try:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(len(container.MAGIC)) == container.MAGIC
+    except OSError:
+        return False
 
 
 def _encode(src: Path, source: Path | io.BytesIO, job: _Job) -> tuple[bytes, dict[str, Any]]:
@@ -388,8 +416,11 @@ def _plan(inputs: Sequence[Path], job: _Job) -> tuple[list[tuple[Path, Path]], i
         dst = destination(src, job.out, job.output_is_dir, outputs.compressed_name)
         try:
             _check_input(src)
-            check_destination(src, dst, job.force)
+            check_destination(src, dst, job.force, job.skip_existing)
             check_not_written(dst, job.written)
+        except FileSkipped as exc:
+            report(exc.path, exc.message, "skipped")
+            continue
         except FileError as exc:
             report(exc.path, exc.message)
             failures += 1

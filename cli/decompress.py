@@ -33,6 +33,7 @@ from cli.common import (
     resolve_output,
     run_batch,
     set_threads,
+    skip_existing_option,
     verbose_option,
     write_atomic,
 )
@@ -49,6 +50,7 @@ class _Job:
     as_json: bool
     verbose: bool
     force: bool
+    skip_existing: bool
     to_stdout: bool
     out: Path | None
     output_is_dir: bool
@@ -92,6 +94,7 @@ class _Job:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads.")
 @pixel_options
 @force_option
+@skip_existing_option
 @verbose_option
 @click.pass_context
 @handle_interrupt
@@ -106,6 +109,7 @@ def decompress(
     max_pixels: int | None,
     warn_pixels: int | None,
     force: bool,
+    skip_existing: bool,
     verbose_here: bool,
 ) -> None:
     """Decompress .aec files to images (lossless PNG by default). - reads stdin.
@@ -131,6 +135,7 @@ def decompress(
         as_json=as_json,
         verbose=is_verbose(ctx, verbose_here) or reference is not None,
         force=force,
+        skip_existing=skip_existing,
         to_stdout=to_stdout,
         out=out,
         output_is_dir=output_is_dir,
@@ -150,7 +155,7 @@ def _decompress_one(src: Path, job: _Job) -> None:
     except AecodecError as exc:
         raise FileError(dst, str(exc)) from None
     if not job.to_stdout:
-        check_destination(src, dst, job.force)
+        check_destination(src, dst, job.force, job.skip_existing)
         check_not_written(dst, job.written)
     data = files.read_aec_stream(sys.stdin.buffer) if src == Path(STDIO) else files.read_aec(src)
     # parsed once: the mode is checked (no JPEG + alpha) before the expensive decode

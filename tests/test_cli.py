@@ -19,6 +19,7 @@ from cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 48, 40
+RERUN = "exists; pass --force to overwrite it, or --skip-existing to leave it (a rerun)"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -280,7 +281,7 @@ def test_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
 
     result = run("compress", "a.png")
     assert result.exit_code == 1
-    assert _error_lines(result) == ["aecodec: error: a.aec: exists; pass --force to overwrite"]
+    assert _error_lines(result) == [f"aecodec: error: a.aec: {RERUN}"]
     assert existing.read_bytes() == b"precious"
 
     result = run("compress", "a.png", "--force")
@@ -296,7 +297,7 @@ def test_decompress_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
     (tmp_path / "a.aec.png").write_bytes(b"precious")
     result = run("decompress", "a.aec")
     assert result.exit_code == 1
-    assert _error_lines(result) == ["aecodec: error: a.aec.png: exists; pass --force to overwrite"]
+    assert _error_lines(result) == [f"aecodec: error: a.aec.png: {RERUN}"]
     assert (tmp_path / "a.aec.png").read_bytes() == b"precious"
     assert run("decompress", "a.aec", "--force").exit_code == 0
     with Image.open(tmp_path / "a.aec.png") as img:
@@ -735,7 +736,7 @@ def test_parallel_jobs_apply_pixel_limits_warnings_and_safe_writes(tmp_path: Pat
         [
             "aecodec: error: out/a.aec: already written from another input in this run; "
             "not overwriting it",
-            "aecodec: error: out/kept.aec: exists; pass --force to overwrite",
+            f"aecodec: error: out/kept.aec: {RERUN}",
             "aecodec: error: big.png: image too large: width 80 x height 80 = 6400 pixels "
             "exceeds the limit of 4000 pixels; to code it anyway raise the limit (command line: "
             "--max-pixels N; Python: max_pixels=N, or set aecodec.container.MAX_PIXELS)",
@@ -957,3 +958,32 @@ def test_decompress_to_dev_null_decodes_and_discards(tmp_path: Path) -> None:
     assert run("compress", "a.png").exit_code == 0
     result = run("decompress", "a.aec", "-o", os.devnull)
     assert result.exit_code == 0, result.output
+
+
+def test_rerun_with_skip_existing_leaves_finished_files_and_exits_0(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    _make_png(tmp_path / "b.png", seed=1)
+    assert run("compress", "a.png").exit_code == 0
+    before = (tmp_path / "a.aec").read_bytes()
+    plain = run("compress", "a.png", "b.png")
+    assert plain.exit_code == 1 and "--skip-existing" in plain.stderr
+    result = run("compress", "a.png", "b.png", "--skip-existing")
+    assert result.exit_code == 0, result.output
+    assert "aecodec: skipped: a.aec: exists (--skip-existing)" in result.stderr
+    assert (tmp_path / "a.aec").read_bytes() == before and (tmp_path / "b.aec").is_file()
+    assert run("decompress", "a.aec", "--skip-existing").exit_code == 0
+    again = run("decompress", "a.aec", "--skip-existing")
+    assert again.exit_code == 0 and "skipped" in again.stderr
+
+
+def test_aec_inputs_and_decoded_outputs_are_not_coded_again(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    assert run("decompress", "a.aec").exit_code == 0  # -> a.aec.png
+    result = run("compress", "a.png", "a.aec.png", "-o", "out/", "--skip-existing")
+    assert result.exit_code == 0, result.output
+    assert "aecodec: skipped: a.aec.png: decoded from a.aec" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.aec"]
+    (tmp_path / "copy.bin").write_bytes((tmp_path / "a.aec").read_bytes())
+    refused = run("compress", "copy.bin", "-o", "c.aec")
+    assert refused.exit_code == 1 and "is an .aec file: decompress it" in refused.stderr
