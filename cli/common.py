@@ -96,7 +96,20 @@ def strip_path_prefix(message: str, path: Path) -> str:
     return message
 
 
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """``--quiet``: from now on, report errors only (no warning or skipped lines, no progress
+    bar)."""
+    global _quiet
+    _quiet = quiet
+
+
 def report(path: Path | str, message: str, kind: str = "error") -> None:
+    """One line on stderr: ``aecodec: KIND: PATH: MESSAGE`` (only errors under ``--quiet``)."""
+    if _quiet and kind != "error":
+        return
     click.echo(f"{PROG}: {kind}: {click.format_filename(path)}: {one_line(message)}", err=True)
 
 
@@ -205,14 +218,57 @@ def write_atomic(dst: Path, write: Callable[[IO[bytes]], object], *, force: bool
 
 
 def destination(
-    src: Path, output: Path | None, output_is_dir: bool, name: Callable[[Path], Path]
+    src: Path,
+    output: Path | None,
+    output_is_dir: bool,
+    name: Callable[[Path], Path],
+    relative: Path | None = None,
 ) -> Path:
-    """The output of ``src``: ``-o`` itself, or the default name (beside it or in ``-o``)."""
+    """The output of ``src``: ``-o`` itself, or the default name (beside it or in ``-o``; in
+    ``-o``'s mirror of ``relative``'s folders for a file found in an input folder, created
+    when needed)."""
     if output is None:
         return name(src)
     if output_is_dir:
-        return output / name(src).name
+        if relative is None or relative.parent == Path():
+            return output / name(src).name
+        folder = output / relative.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FileError(folder, f"cannot create folder: {describe_error(exc)}") from None
+        return folder / name(src).name
     return output
+
+
+def expand_folders(
+    inputs: tuple[Path, ...], recursive: bool, wanted: Callable[[Path], bool]
+) -> tuple[tuple[Path, ...], dict[Path, Path]]:
+    """Replace each folder among ``inputs`` by the files in it that ``wanted`` accepts (in
+    its subfolders too with ``recursive``; hidden files never), sorted. Returns the inputs and,
+    for each file found in a folder, its path relative to that folder (outputs under ``-o``
+    mirror it)."""
+    found: list[Path] = []
+    relative: dict[Path, Path] = {}
+    for path in inputs:
+        if str(path) == STDIO or not path.is_dir():
+            found.append(path)
+            continue
+        candidates = path.rglob("*") if recursive else path.iterdir()
+        files_here = sorted(
+            f
+            for f in candidates
+            if f.is_file()
+            and wanted(f)
+            and not any(part.startswith(".") for part in f.relative_to(path).parts)
+        )
+        if not files_here:
+            hint = "" if recursive else " (-r looks in its subfolders too)"
+            raise click.UsageError(f"{click.format_filename(path)}: no input files in it{hint}")
+        for f in files_here:
+            found.append(f)
+            relative[f] = f.relative_to(path)
+    return tuple(found), relative
 
 
 def output_as_last_argument(
@@ -274,7 +330,7 @@ def run_batch(
     inputs: Sequence[Path], process: Callable[[Path], None], *, verbose: bool, label: str
 ) -> int:
     """Run ``process`` on every input, reporting errors per file. Returns the number of failures."""
-    show_bar = len(inputs) > 1 and not verbose and stderr_is_tty()
+    show_bar = len(inputs) > 1 and not verbose and not _quiet and stderr_is_tty()
     bar_cm: Any
     if show_bar:
         bar_cm = click.progressbar(
@@ -323,6 +379,16 @@ model_option = click.option(
     "--model", metavar="NAME", default=None, help="Model to use (see `aecodec models`)."
 )
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+quiet_option = click.option(
+    "--quiet", is_flag=True, help="Errors only: no warnings, skipped lines or progress bar."
+)
+recursive_option = click.option(
+    "-r",
+    "--recursive",
+    is_flag=True,
+    help="A folder among the inputs: also the files in its subfolders (the tree is mirrored "
+    "under -o).",
+)
 skip_existing_option = click.option(
     "--skip-existing",
     is_flag=True,

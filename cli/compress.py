@@ -26,6 +26,7 @@ from cli.common import (
     check_not_written,
     destination,
     emit,
+    expand_folders,
     fail,
     force_option,
     handle_interrupt,
@@ -35,9 +36,12 @@ from cli.common import (
     output_key,
     pixel_options,
     quality_option,
+    quiet_option,
+    recursive_option,
     report,
     resolve_output,
     run_batch,
+    set_quiet,
     set_threads,
     skip_existing_option,
     strip_path_prefix,
@@ -63,6 +67,7 @@ class _Job:
     to_stdout: bool
     out: Path | None
     output_is_dir: bool
+    relative: dict[Path, Path] = field(default_factory=dict)  # files found in folders
     written: set[str] = field(default_factory=set)  # outputs of this run (never written twice)
 
 
@@ -141,6 +146,8 @@ def _default_quality_text() -> str:
 @pixel_options
 @force_option
 @skip_existing_option
+@recursive_option
+@quiet_option
 @verbose_option
 @click.pass_context
 @handle_interrupt
@@ -162,17 +169,22 @@ def compress(
     warn_pixels: int | None,
     force: bool,
     skip_existing: bool,
+    recursive: bool,
+    quiet: bool,
     verbose_here: bool,
 ) -> None:
     """Compress images to .aec files.
 
-    INPUTS are image files Pillow can read (PNG, JPEG, TIFF, WebP, ...), or - for stdin; L, LA,
-    RGB and RGBA images keep their mode. As with cjxl, `aecodec compress IN OUT.aec` writes
+    INPUTS are image files Pillow can read (PNG, JPEG, TIFF, WebP, ...), folders of them (-r:
+    with their subfolders; the tree is mirrored under -o), or - for stdin; L, LA, RGB and RGBA
+    images keep their mode. As with cjxl, `aecodec compress IN OUT.aec` writes
     OUT.aec (two arguments, the last ending in .aec; same as -o OUT.aec).
     """
     inputs, output = output_as_last_argument(
         inputs, output, lambda p: p.suffix.lower() == outputs.AEC_SUFFIX
     )
+    set_quiet(quiet)
+    inputs, relative = expand_folders(inputs, recursive, outputs.is_image_name)
     check_model_and_quality(model, quality)
     targets = _targets(target_bpp, target_size, target_psnr)
     if targets and quality is not None:
@@ -190,6 +202,7 @@ def compress(
         verbose=is_verbose(ctx, verbose_here) or with_psnr,
         force=force,
         skip_existing=skip_existing,
+        relative=relative,
         to_stdout=to_stdout,
         out=out,
         output_is_dir=output_is_dir,
@@ -274,7 +287,9 @@ def _source_and_destination(src: Path, job: _Job) -> tuple[Path | io.BytesIO, Pa
         source = io.BytesIO(files.read_stream(sys.stdin.buffer, aecodec.ImageError))
         dst = job.out or Path(STDIO)
     else:
-        dst = destination(src, job.out, job.output_is_dir, outputs.compressed_name)
+        dst = destination(
+            src, job.out, job.output_is_dir, outputs.compressed_name, job.relative.get(src)
+        )
         _check_input(src)
         source = src
     if not job.to_stdout:
@@ -413,8 +428,10 @@ def _plan(inputs: Sequence[Path], job: _Job) -> tuple[list[tuple[Path, Path]], i
     todo = []
     failures = 0
     for src in inputs:
-        dst = destination(src, job.out, job.output_is_dir, outputs.compressed_name)
         try:
+            dst = destination(
+                src, job.out, job.output_is_dir, outputs.compressed_name, job.relative.get(src)
+            )
             _check_input(src)
             check_destination(src, dst, job.force, job.skip_existing)
             check_not_written(dst, job.written)

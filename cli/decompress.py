@@ -23,6 +23,7 @@ from cli.common import (
     check_not_written,
     destination,
     emit,
+    expand_folders,
     fail,
     force_option,
     handle_interrupt,
@@ -30,8 +31,11 @@ from cli.common import (
     output_as_last_argument,
     output_key,
     pixel_options,
+    quiet_option,
+    recursive_option,
     resolve_output,
     run_batch,
+    set_quiet,
     set_threads,
     skip_existing_option,
     verbose_option,
@@ -54,6 +58,7 @@ class _Job:
     to_stdout: bool
     out: Path | None
     output_is_dir: bool
+    relative: dict[Path, Path] = field(default_factory=dict)  # files found in folders
     written: set[str] = field(default_factory=set)  # outputs of this run (never written twice)
 
 
@@ -95,6 +100,8 @@ class _Job:
 @pixel_options
 @force_option
 @skip_existing_option
+@recursive_option
+@quiet_option
 @verbose_option
 @click.pass_context
 @handle_interrupt
@@ -110,14 +117,21 @@ def decompress(
     warn_pixels: int | None,
     force: bool,
     skip_existing: bool,
+    recursive: bool,
+    quiet: bool,
     verbose_here: bool,
 ) -> None:
-    """Decompress .aec files to images (lossless PNG by default). - reads stdin.
+    """Decompress .aec files (or the .aec files in folders, -r: also in subfolders) to images
+    (lossless PNG by default). - reads stdin.
 
     As with djxl, `aecodec decompress IN.aec OUT.png` writes OUT.png (two arguments, the last
     with an image extension; same as -o OUT.png). `-o /dev/null` decodes and discards (PNG).
     """
     inputs, output = output_as_last_argument(inputs, output, outputs.is_image_name)
+    set_quiet(quiet)
+    inputs, relative = expand_folders(
+        inputs, recursive, lambda f: f.suffix.lower() == outputs.AEC_SUFFIX
+    )
     stdin = Path(STDIO) in inputs
     if (stdin or output == STDIO) and len(inputs) > 1:
         raise click.UsageError("- (stdin) and -o - (stdout) take one input")
@@ -136,6 +150,7 @@ def decompress(
         verbose=is_verbose(ctx, verbose_here) or reference is not None,
         force=force,
         skip_existing=skip_existing,
+        relative=relative,
         to_stdout=to_stdout,
         out=out,
         output_is_dir=output_is_dir,
@@ -205,7 +220,9 @@ def _reference(path: Path, bitstream: container.Bitstream, job: _Job) -> Any:
 
 
 def _checked_destination(src: Path, job: _Job) -> Path:
-    return destination(src, job.out, job.output_is_dir, outputs.decompressed_name)
+    return destination(
+        src, job.out, job.output_is_dir, outputs.decompressed_name, job.relative.get(src)
+    )
 
 
 def _report_file(

@@ -987,3 +987,31 @@ def test_aec_inputs_and_decoded_outputs_are_not_coded_again(tmp_path: Path) -> N
     (tmp_path / "copy.bin").write_bytes((tmp_path / "a.aec").read_bytes())
     refused = run("compress", "copy.bin", "-o", "c.aec")
     assert refused.exit_code == 1 and "is an .aec file: decompress it" in refused.stderr
+
+
+def test_folders_as_inputs_mirror_their_tree_under_o(tmp_path: Path) -> None:
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    _make_png(tmp_path / "photos" / "a.png")
+    _make_png(tmp_path / "photos" / "sub" / "b.png", seed=1)
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    assert run("compress", "photos", "-o", "flat/").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["a.aec"]
+    assert run("compress", "photos", "-r", "-o", "tree/").exit_code == 0
+    assert (tmp_path / "tree" / "a.aec").is_file() and (
+        tmp_path / "tree" / "sub" / "b.aec"
+    ).is_file()
+    assert run("decompress", "tree", "-r", "-o", "back/").exit_code == 0
+    assert Image.open(tmp_path / "back" / "sub" / "b.aec.png").size == (W, H)
+    (tmp_path / "empty").mkdir()
+    result = run("compress", "empty")
+    assert result.exit_code == 2 and "no input files in it" in result.stderr
+
+
+def test_quiet_reports_errors_only(tmp_path: Path) -> None:
+    Image.fromarray(_pixels("RGB")).save(tmp_path / "a.png", exif=_CORRUPT_EXIF)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    result = run("compress", "a.png", "bad.png", "--quiet")
+    assert result.exit_code == 1
+    assert [line.split(":")[1].strip() for line in _error_lines(result)] == ["error"]
+    loud = run("compress", "a.png", "-o", "b.aec")
+    assert any(": warning: " in line for line in _error_lines(loud))
