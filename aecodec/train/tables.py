@@ -194,10 +194,3 @@ def expand_logits(logits: torch.Tensor, old: ContextScheme, new: ContextScheme) 
         base = c if c < new.base_contexts else (c - new.base_contexts) // new.spatial
         parent.append(base // new.buckets)
     return logits[:, :, parent].clone()
-
-
-def bits_per_pixel(counts: np.ndarray, tables: EntropyTables, pixels: int) -> list[float]:
-    """Ideal bpp per quality of ``counts [Q, G, C, K]`` under ``tables``."""
-    return [
-        float((counts[q] * tables.code_lengths(q)).sum()) / pixels for q in range(counts.shape[0])
-    ]
