@@ -21,7 +21,7 @@ from __future__ import annotations
 from io import BytesIO
 from typing import IO, Any
 
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from aecodec import container, files
 from aecodec.output import AEC_SUFFIX
@@ -50,8 +50,10 @@ class AecImageFile(ImageFile.ImageFile):
         try:
             # header first, never past a regular file's size (aecodec.files: one home)
             bs = self._bitstream = container.unpack(files.read_aec_stream(self.fp))
-        except ValueError as exc:  # FormatError: Pillow reports SyntaxError as a broken file
-            raise SyntaxError(str(exc)) from exc
+        except ValueError as exc:  # FormatError: the magic matched, so it is a broken .aec
+            # Pillow callers catch OSError; SyntaxError would be swallowed into "cannot
+            # identify image file", losing the reason.
+            raise UnidentifiedImageError(f"broken .aec file: {exc}") from exc
         header = bs.header
         self._size = (header.width, header.height)
         self._mode = header.mode
@@ -68,7 +70,10 @@ class AecImageFile(ImageFile.ImageFile):
         if not self._decoded:
             import aecodec
 
-            decoded = aecodec.decompress(self._bitstream)  # parsed once, in _open
+            try:
+                decoded = aecodec.decompress(self._bitstream)  # parsed once, in _open
+            except aecodec.AecodecError as exc:  # what Pillow callers catch, with the reason
+                raise OSError(f"cannot decode .aec file: {exc}") from exc
             if self.fp is not None and self._exclusive_fp:
                 self.fp.close()
             self.fp = BytesIO(decoded.tobytes())

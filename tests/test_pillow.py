@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def test_save_metadata_options(tmp_path: Path) -> None:
 
 def test_other_files_are_not_claimed(tmp_path: Path) -> None:
     (tmp_path / "fake.aec").write_bytes(b"\x89AEC" + b"\x01" * 40)  # magic, then garbage
-    with pytest.raises(UnidentifiedImageError):
+    with pytest.raises(UnidentifiedImageError, match=r"broken \.aec file: "):  # with the reason
         Image.open(tmp_path / "fake.aec")
     Image.fromarray(smooth_image(8, 8)).save(tmp_path / "p.png")
     with Image.open(tmp_path / "p.png") as img:
@@ -137,3 +138,15 @@ def test_save_quality_follows_pillows_0_to_100_convention(tmp_path: Path) -> Non
     assert aecodec.info(tmp_path / "q75.aec")["quality"] == quality_from_pillow(75, levels)
     with pytest.raises(ValueError, match="aec_quality"):
         img.save(tmp_path / "bad.aec", quality=150)
+
+
+def test_load_errors_are_oserrors_with_the_reason(aec_file: Path, tmp_path: Path) -> None:
+    """Pillow callers catch OSError: a file of weights that are not bundled fails in load()
+    with aecodec's reason in the message."""
+    from aecodec import container
+
+    bs = container.unpack(aec_file.read_bytes())
+    header = dataclasses.replace(bs.header, weights_hash=b"12345678")
+    (tmp_path / "other.aec").write_bytes(container.pack(dataclasses.replace(bs, header=header)))
+    with Image.open(tmp_path / "other.aec") as img, pytest.raises(OSError, match="other weights"):
+        img.load()
