@@ -366,6 +366,24 @@ def _publish_no_overwrite(tmp: str, target: Path) -> None:
     os.unlink(tmp)
 
 
+# Longest file name most file systems take (ext4, XFS, APFS, NTFS in UTF-16 units).
+_NAME_MAX = 255
+
+
+def _temporary_prefix(target: Path) -> str:
+    """``.NAME.`` for the temporary file beside ``target``, NAME shortened (keeping its start,
+    whole UTF-8 characters) so that ``.NAME.XXXXXXXX.tmp`` fits a 255-byte file name even when
+    ``target``'s own name is close to that length."""
+    room = _NAME_MAX - len(".") - len(".") - 8 - len(".tmp")  # mkstemp adds 8 characters
+    raw = target.name.encode("utf-8", "surrogateescape")
+    if len(raw) > room:
+        raw = raw[:room]
+        while raw and (raw[-1] & 0xC0) == 0x80:  # do not cut inside a UTF-8 character
+            raw = raw[:-1]
+        raw = raw[:-1] if raw and raw[-1] >= 0xC0 else raw
+    return "." + raw.decode("utf-8", "surrogateescape") + "."
+
+
 def write_atomic(dst: StrPath, write: Callable[[IO[bytes]], object], *, force: bool) -> None:
     """Write ``dst`` so that it is never partial and never replaced unless ``force``.
 
@@ -390,7 +408,9 @@ def write_atomic(dst: StrPath, write: Callable[[IO[bytes]], object], *, force: b
         with open(target, "wb") as fh:  # no O_TRUNC effect on devices and pipes
             write(fh)
         return
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=_temporary_prefix(target), suffix=".tmp", dir=target.parent
+    )
     tmp: str | None = tmp_name
     try:
         with os.fdopen(fd, "wb") as fh:

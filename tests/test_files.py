@@ -322,3 +322,12 @@ def test_sigterm_during_a_write_leaves_nothing(tmp_path: Path) -> None:
         assert proc.stderr.splitlines() == ["aecodec: terminated"]
         assert sorted(p.name for p in tmp_path.iterdir()) == ["a.aec", "a.png", "old.png"]
         assert (tmp_path / "old.png").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("name", ["a" * 251 + ".aec", "é" * 125 + ".png"])
+def test_outputs_with_names_near_255_bytes_are_written(tmp_path: Path, name: str) -> None:
+    from aecodec.files import write_atomic
+
+    dst = tmp_path / name
+    write_atomic(dst, lambda fh: fh.write(b"data"), force=False)
+    assert dst.read_bytes() == b"data" and len(os.listdir(tmp_path)) == 1
