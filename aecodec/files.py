@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import signal
 import stat
@@ -196,7 +197,13 @@ def check_stream(fh: IO[bytes], error: type[Exception] = FormatError) -> None:
 
 
 def _regular_remaining(fh: IO[bytes]) -> int | None:
-    """Bytes left in ``fh`` if it is a regular file at a known position, else None."""
+    """Bytes left in ``fh`` if it reads a regular file's bytes as stored, at a known position,
+    else None. Only plain file objects qualify: a ``gzip.open()`` or ``bz2`` object has the
+    compressed file's descriptor, whose size says nothing of the data it yields."""
+    if not isinstance(fh, (io.FileIO, io.BufferedReader, io.BufferedRandom)):
+        return None
+    if isinstance(fh, (io.BufferedReader, io.BufferedRandom)) and not isinstance(fh.raw, io.FileIO):
+        return None
     mode = _fd_mode(fh)
     if mode is None or not stat.S_ISREG(mode):
         return None

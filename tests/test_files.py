@@ -331,3 +331,20 @@ def test_outputs_with_names_near_255_bytes_are_written(tmp_path: Path, name: str
     dst = tmp_path / name
     write_atomic(dst, lambda fh: fh.write(b"data"), force=False)
     assert dst.read_bytes() == b"data" and len(os.listdir(tmp_path)) == 1
+
+
+def test_compressed_file_objects_are_read_to_their_end(tmp_path: Path) -> None:
+    """A gzip.open() object has the compressed file's descriptor: its size must not bound
+    the read (that made a valid file fail its CRC check)."""
+    import gzip
+
+    import numpy as np
+
+    import aecodec
+    from aecodec.files import read_aec_stream
+
+    data = aecodec.compress(np.zeros((32, 48, 3), np.uint8), quality=1)
+    with gzip.open(tmp_path / "a.aec.gz", "wb") as gz:
+        gz.write(data)
+    with gzip.open(tmp_path / "a.aec.gz", "rb") as gz:
+        assert read_aec_stream(gz) == data  # type: ignore[arg-type]
