@@ -148,6 +148,11 @@ class Codec:
         self._model_arg = model
         self.tile_size = tile_size
         self.net, weights = load_model(model)
+        if self.net.config.downsampling != container.TILE_ALIGN:
+            raise ModelError(
+                f"model {weights.name!r} downsamples by {self.net.config.downsampling}, but the "
+                f"file format aligns tiles to {container.TILE_ALIGN}: it cannot code .aec files"
+            )
         self.name = weights.name
         self.config = weights.config
         self.sha256 = weights.sha256

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-from aecodec.container import TILE_ALIGN
 from aecodec.entropy import ContextScheme
+
+DOWNSAMPLING = 16
+"""Spatial factor between an image and its latent grid, for every model (four stride-2
+layers; the linear block path uses 16x16 blocks). The container's tile alignment
+(:data:`aecodec.container.TILE_ALIGN`) is the same number by design; :class:`aecodec.codec.Codec`
+refuses a model for which they differ."""
 
 # Rate-distortion trade-offs of the quality levels, low rate first. The training loss is
 # ``bpp + lambda * 255^2 * MSE`` (the CompressAI convention), so these are comparable to
@@ -106,9 +111,8 @@ class ModelConfig:
 
     @property
     def downsampling(self) -> int:
-        """Spatial factor between the image and the latent grid: every model's is the format's
-        tile alignment, :data:`aecodec.container.TILE_ALIGN`."""
-        return TILE_ALIGN
+        """Spatial factor between the image and the latent grid, :data:`DOWNSAMPLING`."""
+        return DOWNSAMPLING
 
     def context_scheme(self) -> ContextScheme:
         """How the entropy coder forms contexts (``num_contexts`` levels, spatial, activity)."""

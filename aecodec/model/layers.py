@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aecodec.container import TILE_ALIGN
+from aecodec.model.config import DOWNSAMPLING
 
 
 class GDN(nn.Module):
@@ -133,7 +133,7 @@ class BlockAnalysis(nn.Module):
     """Linear block transform ``[B, 3, H, W] -> [B, M, H/b, W/b]``: each b x b RGB block is
     flattened (:class:`~torch.nn.PixelUnshuffle`) and multiplied by an ``M x 3b^2`` matrix."""
 
-    def __init__(self, m: int, block: int = TILE_ALIGN) -> None:
+    def __init__(self, m: int, block: int = DOWNSAMPLING) -> None:
         super().__init__()
         self.unshuffle = nn.PixelUnshuffle(block)
         self.proj = nn.Conv2d(3 * block * block, m, 1)
@@ -146,7 +146,7 @@ class BlockSynthesis(nn.Module):
     """Linear block transform ``[B, M, h, w] -> [B, 3, bh, bw]``, the transpose layout of
     :class:`BlockAnalysis` (a 1x1 convolution, then :class:`~torch.nn.PixelShuffle`)."""
 
-    def __init__(self, m: int, block: int = TILE_ALIGN) -> None:
+    def __init__(self, m: int, block: int = DOWNSAMPLING) -> None:
         super().__init__()
         self.proj = nn.Conv2d(m, 3 * block * block, 1)
         self.shuffle = nn.PixelShuffle(block)
