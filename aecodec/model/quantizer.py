@@ -6,11 +6,12 @@ categorical distribution over the K indices. The encoder picks, per position and
 
     k* = argmin_k  ||y_g - c_{g,k}||^2 + beta * (-log2 p(k | q, g, ctx))
 
-(entropy-constrained VQ, Chou, Lookabaugh & Gray 1989; NVTC, Feng et al. CVPR 2023), and the
-context ``ctx`` of group g is an integer computed from the already-decoded indices of group
-g - 1 (see :func:`aecodec.entropy.contexts_from_levels`), so the decoder can select the same
-table without any
-floating-point computation.
+(entropy-constrained VQ, Chou, Lookabaugh & Gray 1989; NVTC, Feng et al. CVPR 2023). The
+context ``ctx`` is an integer computed from already-decoded indices only
+(:class:`aecodec.entropy.ContextScheme`): the largest codeword level of group g - 1 around the
+position, the count of earlier groups with a nonzero level there (activity buckets), and, on
+the second pass of a checkerboard, the levels of the four neighbours in the same group. So the
+decoder selects the same table without any floating-point computation.
 
 Training uses the straight-through estimator for the encoder, while the codewords receive the
 distortion gradient directly (the decoder's input *is* the codeword).
