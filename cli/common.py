@@ -245,7 +245,8 @@ def expand_folders(
     inputs: tuple[Path, ...], recursive: bool, wanted: Callable[[Path], bool]
 ) -> tuple[tuple[Path, ...], dict[Path, Path]]:
     """Replace each folder among ``inputs`` by the files in it that ``wanted`` accepts (in
-    its subfolders too with ``recursive``; hidden files never), sorted. Returns the inputs and,
+    its subfolders too with ``recursive``; hidden files never), sorted; a folder with none is
+    left as it is (an input that fails). Returns the inputs and,
     for each file found in a folder, its path relative to that folder (outputs under ``-o``
     mirror it)."""
     found: list[Path] = []
@@ -262,9 +263,9 @@ def expand_folders(
             and wanted(f)
             and not any(part.startswith(".") for part in f.relative_to(path).parts)
         )
-        if not files_here:
-            hint = "" if recursive else " (-r looks in its subfolders too)"
-            raise click.UsageError(f"{click.format_filename(path)}: no input files in it{hint}")
+        if not files_here:  # left in: reported as a failed input, the others go on
+            found.append(path)
+            continue
         for f in files_here:
             found.append(f)
             relative[f] = f.relative_to(path)

@@ -300,7 +300,7 @@ def _source_and_destination(src: Path, job: _Job) -> tuple[Path | io.BytesIO, Pa
 
 def _check_input(src: Path) -> None:
     if src.is_dir():
-        raise FileError(src, "Is a directory")
+        raise FileError(src, "a folder with no images in it (-r also looks in its subfolders)")
     if not src.exists():
         raise FileError(src, "No such file or directory")
     if _is_aec(src):

@@ -1004,7 +1004,7 @@ def test_folders_as_inputs_mirror_their_tree_under_o(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "back" / "sub" / "b.aec.png").size == (W, H)
     (tmp_path / "empty").mkdir()
     result = run("compress", "empty")
-    assert result.exit_code == 2 and "no input files in it" in result.stderr
+    assert result.exit_code == 1 and "a folder with no images in it" in result.stderr
 
 
 def test_quiet_reports_errors_only(tmp_path: Path) -> None:
