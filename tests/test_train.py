@@ -638,3 +638,36 @@ def test_init_grows_latent_channels_and_qualities_keeping_the_old_ones(data_dir,
     bad = {**grown, "lambdas": [lambdas[0] * 1.5, *lambdas[1:]]}
     with pytest.raises(ValueError, match="continue the --init"):
         train(_cfg(data_dir, tmp_path / "b", 1, model=bad, init=init), progress=False)
+
+
+def test_prefix_tables_code_the_old_channels_as_before() -> None:
+    """merge_prefix_tables: the (quality, group) entries of the smaller tables are theirs,
+    the rest the grown model's; unused rows dropped; a non-prefix is refused."""
+    from aecodec.entropy import ContextScheme, EntropyTables
+    from aecodec.train.export import merge_prefix_tables
+
+    scheme = ContextScheme(2)
+    k = 4
+    small = EntropyTables(
+        np.array([[1, 1, 1, 2**16 - 3]] * 3),
+        np.array([[[0, 1]], [[2, 2]]]).reshape(2, 1, 2),
+        np.zeros((1, k), np.int64),
+        16,
+        scheme,
+    )
+    own = EntropyTables(
+        np.array([[2**16 - 3, 1, 1, 1]] * 12),
+        np.arange(12).reshape(3, 2, 2),
+        np.zeros((2, k), np.int64),
+        16,
+        scheme,
+    )
+    merged = merge_prefix_tables(own, small)
+    assert merged.shape == own.shape
+    for q in range(3):
+        for g in range(2):
+            want = small if q < 2 and g < 1 else own
+            assert np.array_equal(merged.rows(q)[g], want.rows(q)[g])
+    assert merged.freqs.shape[0] == 3 + 12 - 4  # own's 4 rows of (q < 2, g = 0) are unused
+    with pytest.raises(ValueError, match="not a prefix"):
+        merge_prefix_tables(small, own)

@@ -167,7 +167,14 @@ def _tables(
         except ModelError as exc:
             raise ValueError(str(exc)) from None
         summary["tables"] = {"from": source.name, "sha256": source.sha256}
-        return source.tables
+        if source.tables.shape == net.quantizer.table_shape:
+            return source.tables
+        # A grown model (more channels or qualities): the source's tables for its own
+        # (quality, group) prefix, the run's for the rest.
+        from aecodec.weightsfile import learned_tables
+
+        summary["tables"]["prefix"] = list(source.tables.shape[:2])
+        return merge_prefix_tables(learned_tables(net), source.tables)
     if fit is None:
         return None
     from aecodec.train.tables import fit_tables, fitting_images
@@ -183,6 +190,31 @@ def _tables(
         "rounds": fit.rounds,
     }
     return tables
+
+
+def merge_prefix_tables(own: EntropyTables, prefix: EntropyTables) -> EntropyTables:
+    """``own``'s tables with every (quality, group) that ``prefix`` covers (its first Q' and
+    G') taken from ``prefix``: the tables of the model a grown one started from, so the old
+    channels at the old qualities code exactly as they did (their contexts depend on earlier
+    groups only). Rows no entry uses are dropped.
+
+    Raises:
+        ValueError: ``prefix`` does not fit (more qualities or groups, other contexts, other
+            codebook size or codeword levels).
+    """
+    q0, g0, c0, k0 = prefix.shape
+    q, g, c, k = own.shape
+    if q0 > q or g0 > g or c0 != c or k0 != k or prefix.scheme != own.scheme:
+        raise ValueError(f"tables of shape {prefix.shape} are not a prefix of {own.shape}")
+    if not np.array_equal(prefix.level_lut, own.level_lut[:g0]):
+        raise ValueError("the prefix tables' codeword levels differ from the model's")
+    freqs = np.concatenate([prefix.freqs, own.freqs])
+    index = own.table_index.astype(np.int64) + prefix.freqs.shape[0]
+    index[:q0, :g0] = prefix.table_index
+    used, index = np.unique(index, return_inverse=True)
+    return EntropyTables(
+        freqs[used], index.reshape(q, g, c), own.level_lut, own.prob_bits, own.scheme
+    )
 
 
 def init_config(path: str | Path) -> ModelConfig:
