@@ -7,7 +7,8 @@ Run::
 
 Uses one 768x512 Kodak image (``kodim23.png`` from ``kodak/images`` or ``../shared/kodak``) and
 skips when it is absent. Torch runs with ``AECODEC_BENCH_THREADS`` threads (default 1, so the
-numbers are comparable across machines and do not disturb a training run; 0 = torch's default).
+numbers are comparable across machines and do not disturb a training run; 0 = torch's default),
+and ``AECODEC_BENCH_MODEL`` names the model (default: the default model).
 Peak memory (max RSS of a fresh process) is reported in each benchmark's ``extra_info``.
 """
 
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE_NAME = "kodim23.png"  # 768x512
 THREADS = int(os.environ.get("AECODEC_BENCH_THREADS", "1"))
 ROUNDS = int(os.environ.get("AECODEC_BENCH_ROUNDS", "3"))
+MODEL = os.environ.get("AECODEC_BENCH_MODEL") or None  # default: the default model
 
 
 def _env() -> dict[str, str]:
@@ -67,12 +69,12 @@ def aec():
     try:
         import aecodec
 
-        qualities = list(aecodec.qualities())
+        qualities = list(aecodec.qualities(MODEL))
         if THREADS > 0:
             import torch
 
             torch.set_num_threads(THREADS)
-        codec = aecodec.Codec()
+        codec = aecodec.Codec(MODEL)
         warm = np.full((64, 64, 3), 128, np.uint8)
         codec.decompress(codec.compress(warm, quality=qualities[0]))
     except Exception as exc:
