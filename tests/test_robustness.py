@@ -263,3 +263,17 @@ def test_input_is_never_modified(tiny_codec, tmp_path) -> None:
     tiny_codec.compress(p, quality=1)
     assert p.read_bytes() == raw
     assert Path(p).stat().st_size == len(raw)
+
+
+def test_bundled_weights_fit_the_60_mb_budget_and_every_model_loads_its_config() -> None:
+    """The package ships at most 60 MB of weights (issue 16), and every bundled model, stored
+    as a file or assembled from others, has a readable config."""
+    import json
+
+    from aecodec.weightsfile import WEIGHTS_DIR, read_config
+
+    total = sum(p.stat().st_size for p in WEIGHTS_DIR.glob("*.safetensors"))
+    assert total <= 60_000_000, f"bundled weights take {total:,} bytes"
+    manifest = json.loads((WEIGHTS_DIR / "manifest.json").read_text())
+    for name in manifest["models"]:
+        assert read_config(name).name == name
