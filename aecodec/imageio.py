@@ -13,7 +13,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -21,8 +21,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from aecodec import container, errors, files
 from aecodec.errors import ImageError
 
-ImageInput = Image.Image | np.ndarray | str | os.PathLike | IO[bytes]
-"""What the encoder reads: a PIL image, a numpy array, a path, or a binary file object of an
+if TYPE_CHECKING:
+    import torch
+
+ImageInput = Union[Image.Image, np.ndarray, str, os.PathLike, IO[bytes], "torch.Tensor"]
+"""What the encoder reads: a PIL image, a numpy array, a torch tensor (``[C, H, W]`` float in
+[0, 1] or uint8, torchvision's layout), a path, or a binary file object of an
 image file (read from its current position; a stream that is not a regular file at most
 :data:`aecodec.files.MAX_STREAM_BYTES`)."""
 
@@ -83,6 +87,8 @@ def load(
         TypeError: a file object open in text mode, or an unsupported input type.
     """
     limits = {"max_pixels": max_pixels, "warn_pixels": warn_pixels}
+    if _is_torch_tensor(image):
+        image = _tensor_to_array(image)
     if isinstance(image, np.ndarray):
         if image.ndim >= 2:
             _check_pixels(int(image.shape[1]), int(image.shape[0]), limits)
@@ -93,11 +99,37 @@ def load(
         _check_pixels(image.width, image.height, limits)
         return _from_pil(image)
     if hasattr(image, "read"):
-        return _load_stream(image, limits)
+        return _load_stream(image, limits)  # type: ignore[arg-type]  # (not a tensor: above)
     raise TypeError(
-        "expected a PIL.Image, a numpy uint8 array, a path or a binary file object, "
+        "expected a PIL.Image, a numpy uint8 array, a torch tensor, a path or a binary file "
+        "object, "
         f"got {type(image).__name__}"
     )
+
+
+def _is_torch_tensor(obj: object) -> bool:
+    """Whether ``obj`` is a torch tensor (checked without importing torch)."""
+    return type(obj).__module__.startswith("torch") and hasattr(obj, "detach")
+
+
+def _tensor_to_array(tensor: Any) -> np.ndarray:
+    """A torch image tensor as the ``uint8 [H, W, C]`` array :func:`load` takes: ``[C, H, W]``
+    (C = 1-4, torchvision's layout) or ``[H, W]``; float in [0, 1] (clipped, rounded to
+    0..255) or uint8."""
+    t = tensor.detach().cpu()
+    if t.ndim == 3 and t.shape[0] in _ARRAY_MODES:
+        t = t.permute(1, 2, 0)
+    elif t.ndim != 2:
+        raise ImageError(
+            f"a tensor image must be [C, H, W] with C in 1..4 or [H, W], got {tuple(t.shape)}"
+        )
+    if t.is_floating_point():
+        arr = np.rint(np.clip(t.float().numpy(), 0.0, 1.0) * 255.0).astype(np.uint8)
+    else:
+        arr = t.numpy()
+        if arr.dtype != np.uint8:
+            raise ImageError(f"a tensor image must be float in [0, 1] or uint8, got {t.dtype}")
+    return np.ascontiguousarray(arr)
 
 
 def _check_pixels(width: int, height: int, limits: dict[str, int | None]) -> None:

@@ -266,3 +266,17 @@ def test_oversized_icc_profile_is_dropped_with_a_warning(tmp_path: Path) -> None
     with pytest.warns(AecodecWarning, match="ICC profile of 2,097,152 bytes dropped"):
         pic = imageio.load(path)
     assert pic.icc is None
+
+
+def test_torch_tensors_in_torchvisions_layout_are_images() -> None:
+    """``[C, H, W]`` float in [0, 1] or uint8 (torchvision's ToTensor / PILToTensor)."""
+    import torch
+
+    arr = smooth_image(48, 40)
+    as_float = torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
+    assert np.array_equal(imageio.load(as_float).rgb, arr)
+    assert np.array_equal(imageio.load(torch.from_numpy(arr).permute(2, 0, 1)).rgb, arr)
+    grey = imageio.load(torch.zeros(1, 40, 48))
+    assert grey.mode == "L" and grey.rgb.shape == (40, 48, 3)
+    with pytest.raises(ImageError, match=r"must be \[C, H, W\]"):
+        imageio.load(torch.zeros(2, 3, 40, 48))
