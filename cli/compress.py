@@ -274,7 +274,7 @@ def _compress_one(src: Path, job: _Job) -> None:
             "seconds": elapsed,
             **fields,
         }
-        if job.with_psnr:
+        if job.with_psnr and "psnr" not in fields:
             fields["psnr"] = _psnr_of(source, data, job.limits)
         emit(src, dst, fields, as_json=job.as_json, to_stderr=job.to_stdout)
 
@@ -350,7 +350,10 @@ def _encode(src: Path, source: Path | io.BytesIO, job: _Job) -> tuple[bytes, dic
     )
     if not reached.met:
         _report_unmet(src, job, reached.quality)
-    return reached.data, {"target_met": reached.met, "trials": reached.trials}
+    found: dict[str, Any] = {"target_met": reached.met, "trials": reached.trials}
+    if reached.psnr is not None:  # a --target-psnr search measured it: report it
+        found["psnr"] = reached.psnr
+    return reached.data, found
 
 
 def _report_unmet(src: Path, job: _Job, quality: float | None) -> None:

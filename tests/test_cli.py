@@ -1015,3 +1015,11 @@ def test_quiet_reports_errors_only(tmp_path: Path) -> None:
     assert [line.split(":")[1].strip() for line in _error_lines(result)] == ["error"]
     loud = run("compress", "a.png", "-o", "b.aec")
     assert any(": warning: " in line for line in _error_lines(loud))
+
+
+def test_target_psnr_json_reports_the_psnr_reached(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    result = run("compress", "a.png", "--target-psnr", 30, "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["psnr"] >= 30 or record["target_met"] is False
