@@ -203,50 +203,47 @@ def test_worst_tiling_decodes_in_bounded_memory() -> None:
 
 def test_hostile_tiling_is_refused_before_loading_a_model() -> None:
     """aecodec.decompress checks the tiling from the header: no torch, no weights, ~ms."""
-    script = (
-        "import sys, aecodec\n"
-        "from aecodec import container\n"
-        "from aecodec.weightsfile import default_model_name, read_manifest\n"
-        "name = default_model_name()\n"
-        "sha = bytes.fromhex(read_manifest()['models'][name]['sha256'][:16])\n"
+    out = _torch_free(
         "h = container.Header(name, sha, 1, 4096, 4096, 'RGB', 4096, 4096)\n"
         "data = container.pack(container.Bitstream(h, (b'',)))\n"
         "try:\n"
         "    aecodec.decompress(data)\n"
         "except aecodec.FormatError as exc:\n"
         "    print(exc)\n"
-        "assert 'torch' not in sys.modules\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert res.returncode == 0, res.stderr
-    assert "tile size 4096x4096 exceeds the decoder's limit" in res.stdout
+    assert "tile size 4096x4096 exceeds the decoder's limit" in out
 
 
-def test_other_weights_and_impossible_qualities_are_refused_before_loading_a_model() -> None:
-    """A file naming other weights of a bundled model, or a quality beyond its levels, is
-    refused from the manifest and metadata alone: no torch, no weights."""
+def _torch_free(body: str) -> str:
+    """Run ``body`` in a fresh interpreter after binding ``name`` and ``sha`` (the default
+    model and its stream hash), assert it never imported torch, and return its stdout."""
     script = (
         "import sys, aecodec\n"
         "from aecodec import container\n"
         "from aecodec.weightsfile import default_model_name, read_manifest\n"
         "name = default_model_name()\n"
         "sha = bytes.fromhex(read_manifest()['models'][name]['sha256'][:16])\n"
-        "for weights, quality in ((b'12345678', 1), (sha, 200)):\n"
-        "    h = container.Header(name, weights, quality, 64, 64, 'RGB', 64, 64)\n"
-        "    try:\n"
-        "        aecodec.decompress(container.pack(container.Bitstream(h, (b'',))))\n"
-        "    except (aecodec.FormatError, aecodec.ModelError) as exc:\n"
-        "        print(type(exc).__name__ + ': ' + str(exc))\n"
-        "assert 'torch' not in sys.modules\n"
+        + body
+        + "assert 'torch' not in sys.modules\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
     )
     assert res.returncode == 0, res.stderr
-    lines = res.stdout.splitlines()
+    return res.stdout
+
+
+def test_other_weights_and_impossible_qualities_are_refused_before_loading_a_model() -> None:
+    """A file naming other weights of a bundled model, or a quality beyond its levels, is
+    refused from the manifest and metadata alone: no torch, no weights."""
+    lines = _torch_free(
+        "for weights, quality in ((b'12345678', 1), (sha, 200)):\n"
+        "    h = container.Header(name, weights, quality, 64, 64, 'RGB', 64, 64)\n"
+        "    try:\n"
+        "        aecodec.decompress(container.pack(container.Bitstream(h, (b'',))))\n"
+        "    except (aecodec.FormatError, aecodec.ModelError) as exc:\n"
+        "        print(type(exc).__name__ + ': ' + str(exc))\n"
+    ).splitlines()
     assert lines[0].startswith("ModelError: the file was made by other weights of model")
     assert lines[1].startswith("FormatError: quality 200 is out of range for model")
