@@ -11,6 +11,6 @@ fi
 if ! .venv/bin/python -c "import aecodec, cli, torch, torchvision, compressai, constriction, pytest, distributed, importlinter" 2>/dev/null; then
   echo "[setup] installing aecodec and its dependencies (torch from the local wheel, ~2 min)"
   .venv/bin/pip install --quiet --disable-pip-version-check \
-    "torch==2.14.1" "torchvision==0.29.1" -e ".[dev]"
+    -c scripts/constraints.txt "torch==2.14.1" "torchvision==0.29.1" -e ".[dev]"
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import aecodec, torch; print("aecodec", aecodec.__version__, "torch", torch.__version__)')"
