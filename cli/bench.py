@@ -18,30 +18,36 @@ from cli.common import fail
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-@click.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=False,
+def _checkout_command(name: str, module: str, summary: str) -> click.Command:
+    """``aecodec NAME ARGS...`` = ``python -m benchmarks.MODULE ARGS...`` (its own --help)."""
+
+    @click.command(
+        name,
+        help=summary,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        _find_benchmarks()
+        import importlib
+
+        tool = importlib.import_module(f"benchmarks.{module}")
+        tool.main.main(list(args), prog_name=f"aecodec {name}")
+
+    return command
+
+
+bench = _checkout_command(
+    "bench",
+    "rd",
+    "RD benchmark on Kodak vs JPEG & co (= python -m benchmarks.rd; --help for options).",
 )
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args: tuple[str, ...]) -> None:
-    """RD benchmark on Kodak vs JPEG & co (= python -m benchmarks.rd; --help for options)."""
-    _find_benchmarks()
-    from benchmarks.rd import main as rd_main
-
-    rd_main.main(list(args), prog_name="aecodec bench")
-
-
-@click.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=False,
+compare = _checkout_command(
+    "compare",
+    "compare",
+    "Codecs side by side at one file size: a picture of crops (--help for options).",
 )
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def compare(args: tuple[str, ...]) -> None:
-    """Codecs side by side at one file size: a picture of crops (--help for options)."""
-    _find_benchmarks()
-    from benchmarks.compare import main as compare_main
-
-    compare_main.main(list(args), prog_name="aecodec compare")
 
 
 def _find_benchmarks() -> None:

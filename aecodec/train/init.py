@@ -59,11 +59,17 @@ def quantizer_init(net: VQVAE, sampler: CropSampler, crops: int = 512, batch: in
 def _block_pca(x: torch.Tensor, block: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``[B, 3, H, W]`` crops -> ``(V, mu)``: the top-``m`` principal components
     ``float64 [3 b^2, m]`` (descending variance) and the mean ``[3 b^2]`` of their b x b blocks."""
-    p = F.pixel_unshuffle(x, block).permute(0, 2, 3, 1).reshape(-1, 3 * block * block).double()
+    p = _blocks(x, block)
     mu = p.mean(0)
     cov = (p - mu).T @ (p - mu) / p.shape[0]
     _, vecs = torch.linalg.eigh(cov)
     return vecs.flip(1)[:, :m], mu
+
+
+def _blocks(x: torch.Tensor, block: int) -> torch.Tensor:
+    """``[B, 3, H, W]`` -> ``float64 [B * H/b * W/b, 3 b^2]``: every b x b RGB block as a row
+    (the layout of the linear block paths)."""
+    return F.pixel_unshuffle(x, block).permute(0, 2, 3, 1).reshape(-1, 3 * block * block).double()
 
 
 def _start_as_pca(net: VQVAE, v: torch.Tensor, mu: torch.Tensor) -> None:
@@ -95,7 +101,7 @@ def _set_quality_gains(net: VQVAE, x: torch.Tensor) -> None:
     for qi, lam in enumerate(cfg.lambdas):
         # One coefficient per 256 pixels, its error spread over 768 values: d/d(step) of
         # (h - log2 step) / 256 + lambda 255^2 step^2 / (12 * 768) = 0.
-        step = math.sqrt(36.0 / (2 * math.log(2) * 255.0**2 * lam))
+        step = _rd_step(lam)
         log_gain = torch.minimum(torch.full_like(peak, -math.log(step)), (half / peak).log())
         net.log_gain[qi].copy_(log_gain)
         net.log_inv_gain[qi].copy_(-log_gain)
@@ -181,7 +187,7 @@ def widen_latent(state: dict[str, torch.Tensor], net: VQVAE, crops: torch.Tensor
         raise ValueError("widen_latent needs 1-D codebooks, a linear path and more channels")
     block = cfg.downsampling
     syn = state["g_s.linear.proj.weight"].double().reshape(3 * block * block, m0)
-    p = F.pixel_unshuffle(crops, block).permute(0, 2, 3, 1).reshape(-1, syn.shape[0]).double()
+    p = _blocks(crops, block)
     basis, _ = torch.linalg.qr(syn)  # orthonormal span of the old synthesis columns
     mu = p.mean(0)
     resid = (p - mu) - ((p - mu) @ basis) @ basis.T
