@@ -94,9 +94,7 @@ def _set_quality_gains(net: VQVAE, x: torch.Tensor) -> None:
     """Per quality, the gain of the high-rate RD-optimal uniform step, coarser for channels
     whose largest coefficient on ``x`` would fall outside the initial codebook."""
     cfg = net.config
-    # The initial codebook spans +-half lattice steps per dimension: channels whose largest
-    # coefficient would fall outside get a coarser step (a larger one clips the coefficient).
-    half = max(1, round(cfg.codebook_size ** (1.0 / cfg.group_dim)) // 2 - 2)
+    half = _lattice_half(cfg.codebook_size, cfg.group_dim)
     peak = net.g_a(x).abs().amax(dim=(0, 2, 3)).clamp_min(1e-6)  # [M]
     for qi, lam in enumerate(cfg.lambdas):
         # One coefficient per 256 pixels, its error spread over 768 values: d/d(step) of
@@ -211,7 +209,7 @@ def widen_latent(state: dict[str, torch.Tensor], net: VQVAE, crops: torch.Tensor
     grow("quantizer.codebook", 0, axis.view(1, k, 1).repeat(new, 1, 1))
     coef = ((p - mu) @ v).float()  # [N blocks, new]
     peak = coef.abs().amax(0).clamp_min(1e-6)
-    half = k // 2 - 2
+    half = _lattice_half(k, 1)
     q_count = state["log_gain"].shape[0]
     log_gain = torch.stack(
         [
@@ -241,7 +239,7 @@ def extend_qualities(state: dict[str, torch.Tensor], net: VQVAE, crops: torch.Te
     if q0 >= cfg.num_qualities:
         raise ValueError("extend_qualities needs more qualities than the weights have")
     top = state["log_gain"][q0 - 1]
-    half = cfg.codebook_size // 2 - 2
+    half = _lattice_half(cfg.codebook_size, 1)
     peak = _latent_peak(state, net, crops)
     cap = torch.maximum((half / peak).log(), top)  # never coarser than the top level
     rows = []
@@ -254,6 +252,13 @@ def extend_qualities(state: dict[str, torch.Tensor], net: VQVAE, crops: torch.Te
     added = cfg.num_qualities - q0
     _grow_tables(state, lambda t: t[-1:].repeat_interleave(added, dim=0), groups=False)
     return q0
+
+
+def _lattice_half(codebook_size: int, group_dim: int) -> int:
+    """Lattice steps from 0 a coefficient may reach in the initial codebook (the unit lattice of
+    ``codebook_size ** (1/d)`` points per dimension, less a margin of 2): channels whose largest
+    coefficient would fall outside get a coarser step (a larger one clips the coefficient)."""
+    return max(1, round(codebook_size ** (1.0 / group_dim)) // 2 - 2)
 
 
 def _rd_step(lam: float) -> float:
