@@ -103,10 +103,9 @@ def plan(
 
 
 def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
+    from aecodec import runtime
 
-        torch.set_num_threads(threads)
+    runtime.set_threads(threads)
 
 
 def _psnr(codec: Codec, reference: Any, data: bytes, limits: dict[str, Any]) -> float:

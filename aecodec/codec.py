@@ -15,6 +15,7 @@ model's integer tables), never on floating-point results.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import weakref
 import zlib
@@ -24,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from aecodec import container, imageio, output
+from aecodec import runtime as _runtime
 from aecodec.entropy import EntropyTables, decode_indices, encode_indices
 from aecodec.errors import FormatError, ImageError, ModelError
-from aecodec.weightsfile import load_model
+from aecodec.weightsfile import load_weights, network
 
 DEFAULT_TILE = 1024
 # Pixels of neighbouring tiles the transforms see around each tile (a multiple of 16).
@@ -72,17 +74,21 @@ choosing, and tiny tiles cost no more synthesis than large ones.
 
 # Codecs alive in this process, and codecs rebuilt here from a pickle (kept: a worker process
 # loads each model once, however many tasks it runs). Keyed by (model, tile_size).
-_live: weakref.WeakValueDictionary[tuple[str | None, int], Codec] = weakref.WeakValueDictionary()
-_shipped: dict[tuple[str | None, int], Codec] = {}
+_live: weakref.WeakValueDictionary[tuple[str | None, int, str], Codec] = (
+    weakref.WeakValueDictionary()
+)
+_shipped: dict[tuple[str | None, int, str], Codec] = {}
 _registry_lock = threading.RLock()
 _fork_hook_installed = False
 
 
 def _torch_single_thread() -> None:
-    """In a forked child: torch's OpenMP pool does not survive fork(); run single-threaded."""
-    import torch
+    """In a forked child: torch's OpenMP pool does not survive fork(); run single-threaded
+    (nothing to do where torch was never imported)."""
+    if "torch" in sys.modules:
+        import torch
 
-    torch.set_num_threads(1)
+        torch.set_num_threads(1)
 
 
 def _install_fork_hook() -> None:
@@ -98,13 +104,13 @@ def _install_fork_hook() -> None:
         _fork_hook_installed = True
 
 
-def _restore(model: str | None, tile_size: int, sha256: str) -> Codec:
+def _restore(model: str | None, tile_size: int, sha256: str, rt: str = "auto") -> Codec:
     """Unpickle a :class:`Codec`: reuse one of this process's codecs, else load it once."""
-    key = (model, tile_size)
+    key = (model, tile_size, rt)
     with _registry_lock:
         codec = _live.get(key) or _shipped.get(key)
         if codec is None or codec.sha256 != sha256:
-            codec = Codec(model, tile_size)
+            codec = Codec(model, tile_size, runtime=rt)
             if codec.sha256 != sha256:
                 raise ModelError(
                     f"model {codec.name!r} here has other weights (sha256 {codec.sha256[:12]}) "
@@ -128,6 +134,10 @@ class Codec:
             the default bundled model.
         tile_size: tile side in pixels (multiple of 16, at most :data:`MAX_TILE_SIDE`);
             larger images are coded as independent tiles so memory stays bounded.
+        runtime: the decoder's networks: ``"auto"`` (ONNX Runtime where the model ships a
+            graph and ``onnxruntime`` is installed, so decoding never imports torch; else
+            torch), ``"onnx"`` or ``"torch"`` (see :mod:`aecodec.runtime`). Encoding always
+            runs in torch, imported on the first :meth:`compress`.
 
     Example:
         >>> codec = Codec()
@@ -135,24 +145,31 @@ class Codec:
         >>> codec.decompress(data).save("photo.decoded.png")
     """
 
-    def __init__(self, model: str | None = None, tile_size: int = DEFAULT_TILE) -> None:
-        import torch
-
+    def __init__(
+        self, model: str | None = None, tile_size: int = DEFAULT_TILE, runtime: str = "auto"
+    ) -> None:
         align = container.TILE_ALIGN
         if tile_size < align or tile_size % align or tile_size > MAX_TILE_SIDE:
             raise ValueError(
                 f"tile_size must be a multiple of {align} in {align}..{MAX_TILE_SIDE}, "
                 f"got {tile_size}"
             )
+        if runtime not in _runtime.RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}: choose auto, onnx or torch")
         _install_fork_hook()
         self._model_arg = model
         self.tile_size = tile_size
-        self.net, weights = load_model(model)
-        if self.net.config.downsampling != container.TILE_ALIGN:
+        self.runtime = runtime
+        weights = load_weights(model)
+        if weights.config.downsampling != container.TILE_ALIGN:
             raise ModelError(
-                f"model {weights.name!r} downsamples by {self.net.config.downsampling}, but the "
+                f"model {weights.name!r} downsamples by {weights.config.downsampling}, but the "
                 f"file format aligns tiles to {container.TILE_ALIGN}: it cannot code .aec files"
             )
+        self._weights = weights
+        self._net: Any = None
+        self._net_lock = threading.Lock()
+        self._synthesis = _runtime.load_synthesis(weights, runtime)
         self.name = weights.name
         self.config = weights.config
         self.sha256 = weights.sha256
@@ -165,12 +182,30 @@ class Codec:
         # Fine qualities: (mixed tables, code lengths or None) by hundredths, least recent first.
         self._fine: OrderedDict[int, list[Any]] = OrderedDict()
         self._fine_lock = threading.Lock()
-        self._lut = torch.from_numpy(self.tables.level_lut)
         with _registry_lock:
-            _live.setdefault((model, tile_size), self)
+            _live.setdefault((model, tile_size, runtime), self)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_restore, (self._model_arg, self.tile_size, self.sha256))
+        return (_restore, (self._model_arg, self.tile_size, self.sha256, self.runtime))
+
+    @property
+    def net(self) -> Any:
+        """The model's torch network (:class:`aecodec.model.vqvae.VQVAE`), built on first use:
+        the encoder always needs it, the decoder only without an ONNX graph."""
+        with self._net_lock:
+            if self._net is None:
+                self._net = network(self._weights)
+                threads = _runtime.threads()
+                if threads:
+                    import torch
+
+                    torch.set_num_threads(threads)
+            return self._net
+
+    @property
+    def decodes_with(self) -> str:
+        """``"onnx"`` or ``"torch"``: what this codec's decoder runs its networks on."""
+        return "torch" if self._synthesis is None else "onnx"
 
     @property
     def qualities(self) -> list[int]:
@@ -322,7 +357,8 @@ class Codec:
             lat = self.net.analyse(t, self._gain_index(q))
             ly, lx = (y - y0) // s, (x - x0) // s
             lat = lat[:, :, ly : ly + -(-h // s), lx : lx + -(-w // s)]
-            idx = self.net.quantize(lat, self._code_lengths(q), self._lut)
+            lut = torch.from_numpy(self.tables.level_lut)
+            idx = self.net.quantize(lat, self._code_lengths(q), lut)
         return idx[0].numpy()
 
     def _code_lengths(self, quality: float) -> Any:
@@ -392,8 +428,6 @@ class Codec:
         ``H*W/256`` bytes per group, one tile of :data:`MAX_TILE_SIDE` for the entropy decoder,
         one window of :data:`SYNTHESIS_WINDOW` for the networks), never by the file's tile size.
         """
-        import torch
-
         bs = data if isinstance(data, container.Bitstream) else container.unpack(data, max_pixels)
         h = bs.header
         self.check_model(h)
@@ -423,14 +457,23 @@ class Codec:
             ly0, lx0 = max(0, y // s - m), max(0, x // s - m)
             ly1 = min(grid.shape[1], -(-(y + th) // s) + m)
             lx1 = min(grid.shape[2], -(-(x + w) // s) + m)
-            window = torch.from_numpy(grid[None, :, ly0:ly1, lx0:lx1].astype(np.int64))
-            with torch.inference_mode():
-                x_hat = self.net.decode_indices(window, self._gain_index(h.quality))
+            x_hat = self._synthesize(grid[:, ly0:ly1, lx0:lx1], self._gain_index(h.quality))
             oy, ox = y - ly0 * s, x - lx0 * s
-            tile = x_hat[0, :, oy : oy + th, ox : ox + w].mul(255.0).round_().to(torch.uint8)
-            out[y : y + th, x : x + w] = tile.permute(1, 2, 0).numpy()
+            tile = np.round(x_hat[:, oy : oy + th, ox : ox + w] * np.float32(255.0))
+            out[y : y + th, x : x + w] = tile.astype(np.uint8).transpose(1, 2, 0)
             del x_hat, tile
         return out, bs
+
+    def _synthesize(self, idx: np.ndarray, q: float) -> np.ndarray:
+        """``int [G, h, w]`` indices at fine quality index ``q`` -> ``float32 [3, 16h, 16w]``
+        in ``[0, 1]``, on ONNX Runtime or torch (:attr:`decodes_with`)."""
+        if self._synthesis is not None:
+            return self._synthesis(idx, q)  # type: ignore[no-any-return]
+        import torch
+
+        window = torch.from_numpy(idx[None].astype(np.int64))
+        with torch.inference_mode():
+            return self.net.decode_indices(window, q)[0].numpy()  # type: ignore[no-any-return]
 
     def check_model(self, header: container.Header) -> None:
         """Raise :class:`ModelError` unless the file was made by this model's weights."""

@@ -3,8 +3,11 @@
 Everything the decoder computes here is integer arithmetic on values stored in the weights
 file or already decoded, so a bitstream decodes to the same indices on every machine:
 
-* ``freqs``: ``int [T, K]``, T shared frequency rows; every entry >= 1, every row sums to
-  ``2**prob_bits``.
+* ``freqs``: ``int [T, K]``, T shared frequency rows; every entry >= 0, every row sums to
+  ``2**prob_bits``. A zero entry is a symbol the tables expect never to see: the coder still
+  codes it, at :data:`CODER_PRECISION` bits (its probability is the coder's leak, ``2**-24``),
+  and the mass it would have taken goes to likely symbols (an unused channel then costs
+  almost nothing, where a floor of 1 costs about 0.0057 bits per symbol for K = 256).
 * ``table_index``: ``int [Q, G, C]``, the row of ``freqs`` that codes group g at quality q
   under context c (models of the first weights format have one row per (q, g, c)).
 * ``level_lut``: ``int [G, K]``, the level (``0..L-1``) of each codeword.
@@ -42,6 +45,10 @@ from typing import Any
 import numpy as np
 
 from aecodec.errors import FormatError
+
+CODER_PRECISION = 24
+"""Bits of the coder's fixed-point probabilities (constriction's ``AnsCoder``): a symbol whose
+frequency is 0 is coded with probability ``2**-CODER_PRECISION``."""
 
 
 def contexts_from_levels(levels: np.ndarray, num_contexts: int) -> np.ndarray:
@@ -176,8 +183,8 @@ class EntropyTables:
         _, g, c = self.table_index.shape
         if self.level_lut.shape != (g, k):
             raise ValueError(f"level_lut shape {self.level_lut.shape} != {(g, k)}")
-        if (self.freqs < 1).any() or (self.freqs.sum(-1) != 2**self.prob_bits).any():
-            raise ValueError("every frequency must be >= 1 and each row must sum to 2**prob_bits")
+        if (self.freqs < 0).any() or (self.freqs.sum(-1) != 2**self.prob_bits).any():
+            raise ValueError("every frequency must be >= 0 and each row must sum to 2**prob_bits")
         if self.table_index.min() < 0 or self.table_index.max() >= t:
             raise ValueError(f"table_index values must be in 0..{t - 1}")
         if c != self.scheme.num_contexts:
@@ -207,8 +214,12 @@ class EntropyTables:
 
     @cached_property
     def row_lengths(self) -> np.ndarray:
-        """``float64 [T, K]``: ideal code length in bits of each symbol of each shared row."""
-        return self.prob_bits - np.log2(self.freqs.astype(np.float64))
+        """``float64 [T, K]``: ideal code length in bits of each symbol of each shared row
+        (``prob_bits - log2(freq)``; :data:`CODER_PRECISION` bits for a zero frequency)."""
+        freqs = self.freqs.astype(np.float64)
+        with np.errstate(divide="ignore"):
+            lengths = self.prob_bits - np.log2(freqs)
+        return np.where(freqs > 0, lengths, float(CODER_PRECISION))
 
     def code_lengths(self, q: int) -> np.ndarray:
         """``float64 [G, C, K]``: ideal code length in bits of each index at quality index q."""
@@ -280,11 +291,11 @@ def mix_rows(
 
     ``m = floor(((scale - weight) * low + weight * high) / scale)``, then the shortfall
     ``2**prob_bits - sum(m)`` (``0..K-1``) is added to the first largest entry of each row. Every
-    entry stays >= 1 (both inputs are) and every row sums to ``2**prob_bits``; all integer
-    arithmetic, so encoder and decoder derive the same rows everywhere.
+    entry stays >= 0 (>= 1 where both inputs' are) and every row sums to ``2**prob_bits``; all
+    integer arithmetic, so encoder and decoder derive the same rows everywhere.
 
     Args:
-        low, high: ``int [..., K]`` rows, each entry >= 1, each row summing to ``2**prob_bits``.
+        low, high: ``int [..., K]`` rows, each entry >= 0, each row summing to ``2**prob_bits``.
         weight: ``0..scale``.
         scale: positive.
         prob_bits: the rows' precision.

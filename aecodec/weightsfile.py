@@ -26,7 +26,9 @@ JSON value holds ``format``, ``format_version``, the model ``config`` (JSON),
 A bundled model whose tensors all exist in other bundled files may be stored without a file
 of its own: ``"assembled": {"metadata": "<its aecodec metadata>", "tensors": {"<source>":
 ["<key>", ...]}}`` in place of ``"file"`` (:func:`share_tensors`); it is rebuilt in memory,
-byte for byte, and checked against its ``sha256`` like a file.
+byte for byte, and checked against its ``sha256`` like a file. Tensors no other file holds
+(new tables) may sit in a file of their own: ``"part": {"file": "<name>.part.safetensors",
+"keys": [...]}``.
 
 A model is addressed by its name (written into every bitstream together with the first
 8 bytes of its weights' sha256, or ``stream_hash`` for weights re-written by :func:`compact`),
@@ -240,7 +242,7 @@ def load_weights(model: str | Path | None = None, weights_dir: Path = WEIGHTS_DI
     try:
         tables = tables_from_tensors(tensors, config)
     except (KeyError, ValueError) as exc:
-        raise ModelError(f"{path}: bad entropy tables: {exc}") from exc
+        raise ModelError(f"model {model!s}: bad entropy tables: {exc}") from exc
     default_quality = int(entry.get("default_quality", meta.get("default_quality", 1)))
     stream = bytes.fromhex(entry.get("stream_hash", digest[:16]))
     return LoadedWeights(config.name, config, tensors, tables, digest, default_quality, stream)
@@ -257,10 +259,17 @@ def _assemble(
 
     spec = entry["assembled"]
     tensors: dict[str, np.ndarray] = {}
+    parts: list[tuple[str, Path, list[str]]] = []
     for source, keys in spec["tensors"].items():
         if "file" not in manifest["models"].get(source, {}):
             raise ModelError(f"model {name!r}: its source {source!r} is not a bundled file")
-        path, _, _ = _locate(source, manifest, weights_dir)
+        parts.append((source, _locate(source, manifest, weights_dir)[0], keys))
+    if "part" in spec:  # the tensors no other model has, in a file of their own
+        part = weights_dir / Path(spec["part"]["file"]).name
+        if not part.is_file():
+            raise ModelError(f"model {name!r}: {part} is missing; reinstall aecodec")
+        parts.append((part.name, part, spec["part"]["keys"]))
+    for source, path, keys in parts:
         _, own = _read_file(path)
         missing = [k for k in keys if k not in own]
         if missing:
@@ -280,7 +289,9 @@ def _assemble(
     return meta, tensors, digest
 
 
-def share_tensors(name: str, sources: list[str], weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
+def share_tensors(
+    name: str, sources: list[str], weights_dir: Path = WEIGHTS_DIR, keep_own: bool = False
+) -> dict[str, Any]:
     """Store bundled model ``name`` as tensors of the bundled files ``sources`` (each tensor
     taken from the first source that holds an identical one) and delete its own file; the
     manifest entry keeps the file's sha256, size and metadata, and :func:`load_weights`
@@ -288,9 +299,14 @@ def share_tensors(name: str, sources: list[str], weights_dir: Path = WEIGHTS_DIR
     (``aecodec-vq-base2``: the transforms of ``aecodec-vq-base``, the tables of
     ``aecodec-vq-base3``). Returns the new manifest entry.
 
+    Args:
+        keep_own: the tensors in none of ``sources`` go to ``NAME.part.safetensors`` (the
+            manifest's ``"part"``): a model that differs from another only in its tables
+            (``aecodec-vq-base4z``) costs the size of its tables.
+
     Raises:
-        ModelError: a tensor of ``name`` is in none of ``sources``, or the rebuilt bytes
-            differ from the file's.
+        ModelError: a tensor of ``name`` is in none of ``sources`` (without ``keep_own``), or
+            the rebuilt bytes differ from the file's.
     """
     manifest = read_manifest(weights_dir)
     entry = dict(manifest["models"][name])
@@ -302,6 +318,7 @@ def share_tensors(name: str, sources: list[str], weights_dir: Path = WEIGHTS_DIR
     _, tensors = _read_file(path)
     own = {s: _read_file(_locate(s, manifest, weights_dir)[0])[1] for s in sources}
     picks: dict[str, list[str]] = {s: [] for s in sources}
+    rest: list[str] = []
     for key, value in sorted(tensors.items()):
         for source in sources:
             other = own[source].get(key)
@@ -314,9 +331,18 @@ def share_tensors(name: str, sources: list[str], weights_dir: Path = WEIGHTS_DIR
                 picks[source].append(key)
                 break
         else:
-            raise ModelError(f"model {name!r}: tensor {key} is in none of {sources}")
+            if not keep_own:
+                raise ModelError(f"model {name!r}: tensor {key} is in none of {sources}")
+            rest.append(key)
     del entry["file"]
     entry["assembled"] = {"metadata": raw_meta, "tensors": {s: k for s, k in picks.items() if k}}
+    if rest:
+        from safetensors.numpy import save_file
+
+        part = f"{name}.part.safetensors"
+        own_tensors = {k: tensors[k] for k in rest}
+        save_file(own_tensors, str(weights_dir / part), metadata={METADATA_KEY: raw_meta})
+        entry["assembled"]["part"] = {"file": part, "keys": rest}
     manifest["models"][name] = entry
     if _assemble(name, entry, manifest, weights_dir)[2] != digest:
         raise ModelError(f"model {name!r}: rebuilt bytes differ")  # pragma: no cover
@@ -362,12 +388,21 @@ def load_model(
     Raises:
         ModelError: as :func:`load_weights`, or the file's tensors do not match its config.
     """
+    weights = load_weights(model, weights_dir)
+    return network(weights), weights
+
+
+def network(weights: LoadedWeights) -> VQVAE:
+    """The coding network of verified weights (see :func:`load_model`); imports torch.
+
+    Raises:
+        ModelError: the tensors do not match the weights' config.
+    """
     import torch
 
     from aecodec.model.layers import polyphase_synthesis
     from aecodec.model.vqvae import VQVAE
 
-    weights = load_weights(model, weights_dir)
     net = VQVAE(weights.config, learn_tables=False)  # codes with the integer tables
     state = {k: torch.from_numpy(v) for k, v in weights.tensors.items() if k != _FORMAT1_LOGITS}
     missing, unexpected = net.load_state_dict(state, strict=False)
@@ -381,7 +416,7 @@ def load_model(
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return net, weights
+    return net
 
 
 # ---------------------------------------------------------------------------- write

@@ -456,11 +456,11 @@ def _summary(fields: dict[str, Any]) -> str:
 
 
 def set_threads(threads: int | None) -> None:
-    """``--threads``: torch threads in this process (imports torch only when given)."""
-    if threads:
-        import torch
+    """``--threads``: the inference runtimes' threads in this process (ONNX Runtime's, and
+    torch's once imported: :func:`aecodec.runtime.set_threads`; never imports torch)."""
+    from aecodec import runtime
 
-        torch.set_num_threads(threads)
+    runtime.set_threads(threads)
 
 
 def check_model_and_quality(model: str | None, quality: float | None) -> None:

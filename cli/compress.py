@@ -133,7 +133,10 @@ def _default_quality_text() -> str:
     help="Print one JSON object per file (input, output, bytes, bpp, quality, seconds).",
 )
 @click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="torch threads per process."
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Inference threads per process (torch; ONNX Runtime when decoding).",
 )
 @click.option(
     "-j",

@@ -96,7 +96,12 @@ class _Job:
     is_flag=True,
     help="Print one JSON object per file (bytes, bpp, quality, size, mode, time, PSNR).",
 )
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Inference threads (ONNX Runtime, or torch where the model has no ONNX graph).",
+)
 @pixel_options
 @force_option
 @skip_existing_option

@@ -7,7 +7,7 @@ module                 commands
 :mod:`cli.decompress`  ``decompress``
 :mod:`cli.info`        ``info``
 :mod:`cli.models`      ``models``, ``demo``
-:mod:`cli.train`       ``train``, ``export``
+:mod:`cli.train`       ``train``, ``export``, ``onnx``
 :mod:`cli.bench`       ``bench``, ``compare`` (from a source checkout)
 =====================  =====================================================
 
@@ -56,6 +56,7 @@ for _command in (
     models.demo,
     train.train,
     train.export,
+    train.onnx,
     bench.bench,
     bench.compare,
 ):

@@ -227,6 +227,22 @@ def train(lambdas: str | None, resume: bool, no_progress: bool, **kw: Any) -> No
     help="Code with the integer tables of these weights (model name or .safetensors), e.g. "
     "the --init model's after --train-only decoder (same indices).",
 )
+@click.option(
+    "--zero-below",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Give frequency 0 to each table row's symbols of estimated probability below this "
+    "(counted on training images; they cost 24 bits if they ever occur, and an unused channel "
+    "then costs almost nothing). 1e-6 is the measured choice; 0: keep every symbol.",
+)
+@click.option(
+    "--zero-images",
+    type=int,
+    default=200,
+    show_default=True,
+    help="With --zero-below: count on this many training images (256x256 centre crops).",
+)
 def export(
     run: Path,
     name: str | None,
@@ -239,25 +255,40 @@ def export(
     fit_tables: int,
     fit_images: int,
     tables_from: str | None,
+    zero_below: float,
+    zero_images: int,
 ) -> None:
     """Export a run's best checkpoint to safetensors weights + manifest entry.
+
+    RUN may also be a .safetensors weights file: its networks are written under a new --name
+    with its own tables (or --tables-from / --fit-tables / --zero-below ones).
 
     A run of the CompressAI baseline (--arch factorized) is written as RUN/compressai.pt
     instead, for `aecodec bench --codecs compressai-factorized --compressai-checkpoint`.
     """
-    from aecodec.train.export import FitOptions, run_summary
+    from aecodec.train.export import FitOptions, ZeroOptions, run_summary
     from aecodec.train.export import export as do_export
     from aecodec.weightsfile import WEIGHTS_DIR
 
     if _export_baseline(run):
         return
-    bar = None
+    bars: list[Any] = []
     fit = None
     if fit_tables:
         from tqdm import tqdm
 
         bar = tqdm(desc="fitting tables (images x rounds)", unit="img", dynamic_ncols=True)
+        bars.append(bar)
         fit = FitOptions(num_tables=fit_tables, max_images=fit_images, progress=bar.update)
+    zero = None
+    if zero_below < 0 or zero_below >= 1:
+        fail(f"--zero-below must be in [0, 1), got {zero_below}")
+    if zero_below > 0:
+        from tqdm import tqdm
+
+        zero_bar = tqdm(desc="counting symbols (images)", unit="img", dynamic_ncols=True)
+        bars.append(zero_bar)
+        zero = ZeroOptions(zero_below, zero_images, progress=zero_bar.update)
     try:
         entry = do_export(
             run,
@@ -270,12 +301,13 @@ def export(
             contexts=_context_scheme(run, spatial_contexts, activity_edges),
             fit=fit,
             tables_from=tables_from,
+            zero=zero,
         )
     except (FileNotFoundError, ValueError) as exc:
         fail(describe_error(exc))
     finally:
-        if bar is not None:
-            bar.close()
+        for b in bars:
+            b.close()
     click.echo(f"wrote {entry['file']} ({entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...)")
 
 
@@ -304,6 +336,8 @@ def _export_baseline(run: Path) -> bool:
     an aecodec run."""
     from aecodec.train.export import load_checkpoint
 
+    if run.suffix == ".safetensors":
+        return False
     try:
         ck = load_checkpoint(run)
         if ck.get("train_config", {}).get("arch", "vq") != "factorized":
@@ -315,3 +349,34 @@ def _export_baseline(run: Path) -> bool:
         fail(describe_error(exc))
     click.echo(f"wrote {out} (CompressAI FactorizedPrior state dict, not bundled)")
     return True
+
+
+@click.command()
+@click.argument("models", nargs=-1)
+@click.option(
+    "--weights-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The bundle's folder (default: the bundled aecodec/weights).",
+)
+def onnx(models: tuple[str, ...], weights_dir: Path | None) -> None:
+    """Write the ONNX Runtime synthesis graph of bundled MODELS (default: all that have a
+    synthesis of their own layout) beside their weights: NAME.synthesis.onnx, a few KB whose
+    tensors point into the .safetensors files. With it, decoding never imports torch."""
+    from aecodec.errors import ModelError
+    from aecodec.train.onnxgraph import write_synthesis_graph
+    from aecodec.weightsfile import WEIGHTS_DIR, read_manifest
+
+    folder = weights_dir or WEIGHTS_DIR
+    names = list(models) or sorted(read_manifest(folder)["models"])
+    for name in names:
+        try:
+            path = write_synthesis_graph(name, folder)
+        except ImportError as exc:
+            fail(f"{exc}; install it with: pip install 'onnx>=1.17,<1.18'")
+        except (KeyError, ModelError, ValueError) as exc:
+            if models:
+                fail(f"{name}: {describe_error(exc)}")
+            click.echo(f"skipped {name}: {describe_error(exc)}")
+            continue
+        click.echo(f"wrote {path.name} ({path.stat().st_size} bytes)")

@@ -10,8 +10,11 @@ import pytest
 import torch
 from helpers import GOLDEN
 
-# Tests share 2 cores with whatever else runs; keep torch from oversubscribing.
+from aecodec import runtime
+
+# Tests share 2 cores with whatever else runs; keep torch and ONNX Runtime from oversubscribing.
 torch.set_num_threads(1)
+runtime.set_threads(1)
 
 
 @pytest.fixture(scope="session")

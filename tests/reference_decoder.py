@@ -43,8 +43,8 @@ def coder_cdf(freq_row: Sequence[int], prob_bits: int) -> list[int]:
     k = len(freq_row)
     if k < 2 or k >= 2**PRECISION - 1:
         raise ValueError(f"a row needs 2..{2**PRECISION - 2} symbols, got {k}")
-    if any(f < 1 for f in freq_row) or sum(freq_row) != 2**prob_bits:
-        raise ValueError("frequencies must be >= 1 and sum to 2**prob_bits")
+    if any(f < 0 for f in freq_row) or sum(freq_row) != 2**prob_bits:
+        raise ValueError("frequencies must be >= 0 and sum to 2**prob_bits")
     free = 2**PRECISION - k
     cdf = []
     before = 0

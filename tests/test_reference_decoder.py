@@ -115,6 +115,40 @@ def test_reference_decoder_round_trip_large_codebook_and_12_bit_rows() -> None:
         assert np.array_equal(_reference(payload, tables, 0, 4, 5), idx)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_zero_frequency_symbols_still_code_and_both_decoders_agree(seed: int) -> None:
+    """Rows with zero entries (models whose tables expect some symbols never to occur):
+    such a symbol still codes, at 24 bits, and a fine quality mixes such rows exactly."""
+    tables = _context_tables(seed)
+    freqs = tables.freqs.copy()
+    rng = np.random.default_rng(seed)
+    for row in freqs:
+        top = int(row.argmax())
+        zero = rng.random(row.size) < 0.7
+        zero[top] = False
+        row[top] += row[zero].sum()
+        row[zero] = 0
+    tables = EntropyTables(freqs, tables.table_index, tables.level_lut, 16, tables.scheme)
+    assert (tables.freqs == 0).any()
+    assert (tables.code_lengths(0)[tables.rows(0) == 0] == 24).all()
+    # Skewed indices that include zero-frequency symbols.
+    idx = np.where(rng.random((6, 5, 7)) < 0.5, 0, rng.integers(0, 16, (6, 5, 7)))
+    lengths = tables.code_lengths(1)[np.arange(6)[:, None, None], tables.contexts(idx), idx]
+    assert (lengths == 24).sum() >= 5, "the test must code zero-frequency symbols"
+    payload = encode_indices(idx, tables, 1)
+    assert np.array_equal(_reference(payload, tables, 1, 5, 7), idx)
+    assert np.array_equal(decode_indices(payload, tables, 1, 5, 7), idx)
+    fine = encode_indices(idx, tables.between(0, 37, container.QUALITY_STEPS), 0)
+    assert np.array_equal(_reference(fine, tables, 0, 5, 7, 37), idx)
+    # A row with one symbol at 2^16 - 1 codes that symbol almost for free.
+    lone = np.zeros((1, 16), np.int64)
+    lone[0, 3], lone[0, 5] = 2**16 - 1, 1
+    no_context = np.zeros((1, 1, 1), np.int64)
+    one = EntropyTables(lone, no_context, np.zeros((1, 16), np.int64), 16, ContextScheme(1))
+    many = np.full((1, 64, 64), 3)
+    assert len(encode_indices(many, one, 0)) <= 8
+
+
 def test_coder_cdf_leaks_a_minimum_probability_to_every_symbol() -> None:
     # floor(F_i * (2^24 - K) / 2^16) + i: the three 1/65536 symbols get 257 of 2^24 each.
     assert coder_cdf([65533, 1, 1, 1], 16) == [0, 16776445, 16776702, 16776959, 2**24]
@@ -122,6 +156,8 @@ def test_coder_cdf_leaks_a_minimum_probability_to_every_symbol() -> None:
     assert coder_cdf([1, 1, 65534], 16) == [0, 256, 513, 2**24]
     with pytest.raises(ValueError):
         coder_cdf([2**16], 16)  # constriction refuses a single-symbol row
+    # A zero frequency keeps only the leak: probability 2^-24.
+    assert coder_cdf([0, 65535, 1, 0], 16) == [0, 1, 16776958, 16777215, 2**24]
 
 
 def test_reference_decoder_agrees_with_aecodec_on_damaged_payloads() -> None:

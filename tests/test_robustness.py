@@ -222,6 +222,9 @@ def test_assembled_model_is_rebuilt_byte_for_byte_and_checked(tmp_path) -> None:
     for source in entry["assembled"]["tensors"]:
         file = manifest["models"][source]["file"]
         shutil.copy(WEIGHTS_DIR / file, tmp_path / file)
+    if "part" in entry["assembled"]:
+        part = entry["assembled"]["part"]["file"]
+        shutil.copy(WEIGHTS_DIR / part, tmp_path / part)
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     weights = load_weights(name, weights_dir=tmp_path)
     assert weights.sha256 == entry["sha256"] and weights.name == name

@@ -671,3 +671,63 @@ def test_prefix_tables_code_the_old_channels_as_before() -> None:
     assert merged.freqs.shape[0] == 3 + 12 - 4  # own's 4 rows of (q < 2, g = 0) are unused
     with pytest.raises(ValueError, match="not a prefix"):
         merge_prefix_tables(small, own)
+
+
+def test_zero_rare_symbols_only_in_well_counted_rows() -> None:
+    """A row counted often gives its unseen symbols frequency 0 (their mass to its largest
+    entry, capped at 2^16 - 1 for uint16 storage); a rarely counted row keeps every symbol."""
+    from aecodec.entropy import ContextScheme, EntropyTables
+    from aecodec.train.tables import zero_rare_symbols
+
+    k = 8
+    freqs = np.array([[65529, 1, 1, 1, 1, 1, 1, 1], [30000, 20000, 15529, 1, 1, 1, 1, 3]])
+    tables = EntropyTables(
+        freqs, np.array([[[0, 1]]]), np.zeros((1, k), np.int64), 16, ContextScheme(2)
+    )
+    counts = np.zeros((2, k))
+    counts[0, 0] = 1e8  # only symbol 0 ever seen, very often
+    counts[1, :3] = [30, 20, 15]  # few counts: the prior keeps every symbol likely
+    out = zero_rare_symbols(tables, counts, 1e-6)
+    assert out.freqs[0].tolist() == [65535, 1, 0, 0, 0, 0, 0, 0]
+    assert out.freqs[1].tolist() == freqs[1].tolist()
+    assert (out.freqs.sum(1) == 2**16).all()
+    assert np.array_equal(out.table_index, tables.table_index)
+    # The dominant symbol now costs almost nothing (one symbol was 0.00014 bits, now 2e-5).
+    assert out.code_lengths(0)[0, 0, 0] < 3e-5 < tables.code_lengths(0)[0, 0, 0]
+    assert zero_rare_symbols(tables, counts, 0.0).freqs.tolist() == freqs.tolist()
+
+
+def test_export_from_weights_with_rare_symbols_zeroed(data_dir, tmp_path) -> None:
+    """`aecodec-train export WEIGHTS.safetensors --name NEW --zero-below P`: the networks of the
+    weights under a new name, their tables with zero entries, still coding every image; the
+    old name is refused (its files must keep decoding)."""
+    from aecodec.codec import Codec
+    from aecodec.train.export import ZeroOptions, export
+    from aecodec.weightsfile import load_weights, share_tensors
+
+    run = train(_cfg(data_dir, tmp_path / "a", 3), progress=False)
+    a = export(run, weights_dir=tmp_path / "w")
+    a_name = a["file"].removesuffix(".safetensors")
+    src = tmp_path / "w" / a["file"]
+    zero = ZeroOptions(zero_below=0.05, max_images=4, crop=32, data=str(data_dir))
+    with pytest.raises(ValueError, match="new --name"):
+        export(src, weights_dir=tmp_path / "w", zero=zero)
+    b = export(src, name="aecodec-zeroed", weights_dir=tmp_path / "w", zero=zero)
+    assert b["training"]["from_weights"]["sha256"] == a["sha256"]
+    assert b["training"]["tables"]["zero_below"]["counted_on_images"] == 4
+    old, new = load_weights(src), load_weights(tmp_path / "w" / b["file"])
+    assert (new.tables.freqs == 0).any() and not (old.tables.freqs == 0).any()
+    for key, value in old.tensors.items():
+        if not key.startswith("entropy."):
+            assert np.array_equal(new.tensors[key], value), key
+    img = smooth_image(48, 32, seed=9)
+    codec = Codec(str(tmp_path / "w" / b["file"]))
+    for q in codec.qualities:
+        assert np.asarray(codec.decompress(codec.compress(img, quality=q))).shape == img.shape
+    # Bundled, it costs only its tables: the rest is read from the source's file.
+    entry = share_tensors("aecodec-zeroed", [a_name], tmp_path / "w", keep_own=True)
+    assert entry["assembled"]["part"]["keys"] == ["entropy.freqs"]
+    assert not (tmp_path / "w" / b["file"]).exists()
+    rebuilt = load_weights("aecodec-zeroed", weights_dir=tmp_path / "w")
+    assert rebuilt.sha256 == b["sha256"]
+    assert np.array_equal(rebuilt.tables.freqs, new.tables.freqs)

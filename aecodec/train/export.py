@@ -151,6 +151,23 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(p)["model"]
 
 
+def _weights_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A ``.safetensors`` weights file as the checkpoint dict :func:`export` reads."""
+    try:
+        weights = load_weights(path)
+    except ModelError as exc:
+        raise ValueError(str(exc)) from None
+    state = load_state_dict_file(path)
+    # The export codes with integer tables; a net with learned logits carries their shape.
+    state.pop("quantizer.row_counts", None)
+    state.pop("quantizer.table_index", None)
+    return {
+        "model": state,
+        "config": weights.config.to_json(),
+        "from_weights": {"name": weights.name, "sha256": weights.sha256},
+    }
+
+
 def _tables(
     net: VQVAE,
     train_config: dict[str, Any],
@@ -192,6 +209,41 @@ def _tables(
     return tables
 
 
+def _zero_rare(
+    net: VQVAE,
+    tables: EntropyTables | None,
+    train_config: dict[str, Any],
+    zero: ZeroOptions,
+    summary: dict[str, Any],
+) -> EntropyTables:
+    """``tables`` (``None``: the run's own) with rare symbols at frequency 0, noted in
+    ``summary``."""
+    from aecodec.train.tables import (
+        count_indices,
+        fitting_images,
+        shared_row_counts,
+        zero_rare_symbols,
+    )
+    from aecodec.weightsfile import learned_tables
+
+    if tables is None:
+        tables = learned_tables(net)
+    folder = zero.data or train_config.get("data") or "../shared/train"
+    images = fitting_images(folder, train_config.get("num_val", 16), max_side=zero.crop)
+    images = images[: zero.max_images] if zero.max_images else images
+    q = tables.shape[0]
+    lengths = torch.from_numpy(np.stack([tables.code_lengths(i) for i in range(q)])).float()
+    counts = count_indices(net, images, lengths, zero.progress)
+    out = zero_rare_symbols(tables, shared_row_counts(tables, counts), zero.zero_below)
+    summary.setdefault("tables", {})["zero_below"] = {
+        "threshold": zero.zero_below,
+        "counted_on_images": len(images),
+        "crop": zero.crop,
+        "zero_entries": round(float((out.freqs == 0).mean()), 4),
+    }
+    return out
+
+
 def merge_prefix_tables(own: EntropyTables, prefix: EntropyTables) -> EntropyTables:
     """``own``'s tables with every (quality, group) that ``prefix`` covers (its first Q' and
     G') taken from ``prefix``: the tables of the model a grown one started from, so the old
@@ -228,6 +280,26 @@ def init_config(path: str | Path) -> ModelConfig:
     return ModelConfig.from_json(load_checkpoint(p)["config"])
 
 
+@dataclass(frozen=True)
+class ZeroOptions:
+    """How :func:`export` gives frequency 0 to the symbols each shared row is not expected to
+    see (:func:`aecodec.train.tables.zero_rare_symbols`), counted on training images.
+
+    Attributes:
+        zero_below: probability threshold.
+        max_images: count on at most this many images of the training split.
+        crop: centre crop side of each image (a multiple of 16).
+        data: image folder (default: the run's training data, else ``../shared/train``).
+        progress: called with 1 per image.
+    """
+
+    zero_below: float = 1e-6
+    max_images: int = 200
+    crop: int = 256
+    data: str = ""
+    progress: Callable[[int], None] | None = None
+
+
 def export(
     checkpoint: str | Path,
     name: str | None = None,
@@ -239,8 +311,10 @@ def export(
     contexts: ContextScheme | None = None,
     fit: FitOptions | None = None,
     tables_from: str | Path | None = None,
+    zero: ZeroOptions | None = None,
 ) -> dict[str, Any]:
-    """Write ``weights_dir/NAME.safetensors`` from a training checkpoint, and its manifest entry.
+    """Write ``weights_dir/NAME.safetensors`` from a training checkpoint (or from another
+    weights file, e.g. to re-make its tables), and its manifest entry.
 
     Args:
         contexts: code with this context scheme (default: the run's; its ``num_levels``
@@ -252,11 +326,23 @@ def export(
         tables_from: code with the integer tables of these weights (a bundled model name or a
             ``.safetensors`` path), e.g. those of the ``--init`` model of a decoder-only run,
             whose indices are the same.
+        zero: then give the symbols each row is not expected to see frequency 0, counting
+            on training images (:class:`ZeroOptions`).
 
     Returns:
         The manifest entry written.
     """
-    ckpt = load_checkpoint(checkpoint)
+    if Path(checkpoint).suffix == ".safetensors":
+        ckpt = _weights_checkpoint(checkpoint)
+        if tables_from is None and fit is None:
+            tables_from = checkpoint  # re-export: the file's own integer tables
+        if (name or ckpt["from_weights"]["name"]) == ckpt["from_weights"]["name"]:
+            raise ValueError(
+                f"{checkpoint}: give the re-exported model a new --name (files written with "
+                f"{ckpt['from_weights']['name']!r} must keep decoding with its weights)"
+            )
+    else:
+        ckpt = load_checkpoint(checkpoint)
     raw = json.loads(ModelConfig.from_json(ckpt["config"]).to_json())
     state = dict(ckpt["model"])
     if name:
@@ -279,7 +365,12 @@ def export(
     net = VQVAE(config, table_rows=rows)
     net.load_state_dict(state)
     summary = {"step": ckpt.get("step"), **(training or {})}
-    tables = _tables(net, ckpt.get("train_config", {}), fit, tables_from, summary)
+    if "from_weights" in ckpt:
+        summary["from_weights"] = ckpt["from_weights"]
+    train_config = ckpt.get("train_config", {})
+    tables = _tables(net, train_config, fit, tables_from, summary)
+    if zero is not None:
+        tables = _zero_rare(net, tables, train_config, zero, summary)
     dq = default_quality or max(1, (config.num_qualities + 1) // 2 + 1)
     out = weights_dir / f"{config.name}.safetensors"
     digest = write_weights(net, out, dq, summary, tables)

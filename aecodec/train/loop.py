@@ -349,7 +349,8 @@ def _save_checkpoint(net: VQVAE, step: int, cfg: TrainConfig, resumable: dict[st
 
 def _open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, Any] | None]:
     """Create the run folder, or with ``resume`` read its checkpoint; returns the config to
-    use (the checkpoint's, with this call's ``steps`` and ``run``) and the checkpoint."""
+    use (the checkpoint's, with this call's ``steps``, ``run`` and ``threads``: the schedule
+    may be shortened to fit a session, and threads belong to the machine) and the checkpoint."""
     run = Path(cfg.run)
     ckpt_path = run / CHECKPOINT
     state = None
@@ -364,7 +365,7 @@ def _open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, An
             saved = TrainConfig(**state["train_config"])
         except TypeError as exc:
             raise ValueError(f"{ckpt_path}: invalid train_config: {exc}") from None
-        saved.steps, saved.run = cfg.steps, cfg.run
+        saved.steps, saved.run, saved.threads = cfg.steps, cfg.run, cfg.threads
         cfg = saved
     elif ckpt_path.exists():
         raise FileExistsError(

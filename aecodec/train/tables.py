@@ -194,3 +194,63 @@ def expand_logits(logits: torch.Tensor, old: ContextScheme, new: ContextScheme) 
         base = c if c < new.base_contexts else (c - new.base_contexts) // new.spatial
         parent.append(base // new.buckets)
     return logits[:, :, parent].clone()
+
+
+# Symbols whose estimated probability in a shared row is below this get frequency 0 (coded at
+# 24 bits, :data:`aecodec.entropy.CODER_PRECISION`, if they ever occur). Moving one unit of
+# a 16-bit row's mass to its dominant symbol saves about 2**-16 / ln 2 = 2.2e-5 bits per coded
+# symbol, and zeroing a symbol of probability p costs about 8 p bits (16 -> 24 bits): break-even
+# near p = 2.8e-6. A third of that leaves room for rows estimated on few images.
+ZERO_BELOW = 1e-6
+
+
+def shared_row_counts(tables: EntropyTables, counts: np.ndarray) -> np.ndarray:
+    """Counts ``[Q, G, C, K]`` (:func:`count_indices`) summed into the shared rows they are
+    coded with: ``float64 [T, K]``."""
+    rows = np.zeros(tables.freqs.shape, dtype=np.float64)
+    k = tables.freqs.shape[1]
+    np.add.at(rows, tables.table_index.reshape(-1), counts.reshape(-1, k))
+    return rows
+
+
+def zero_rare_symbols(
+    tables: EntropyTables, row_counts: np.ndarray, zero_below: float = ZERO_BELOW
+) -> EntropyTables:
+    """``tables`` with the symbols each shared row is not expected to see set to frequency 0.
+
+    A symbol is rare in row t when ``(n_ti + ROW_PRIOR) / (N_t + K * ROW_PRIOR) < zero_below``
+    (``n_ti`` its count, ``N_t`` the row's). Its frequency moves to the row's largest entry,
+    which is capped at ``2**prob_bits - 1`` (the weights file stores ``uint16``; what is left
+    over goes to the row's most counted other symbol). A row with few counts keeps every
+    symbol (the prior dominates), so only well-measured rows change.
+
+    Args:
+        tables: integer tables (every entry >= 0).
+        row_counts: ``float64 [T, K]`` counts per shared row (:func:`shared_row_counts`).
+        zero_below: the probability threshold (0: no change).
+
+    Returns:
+        New tables with the same ``table_index``, ``level_lut`` and scheme.
+    """
+    freqs = tables.freqs.astype(np.int64).copy()
+    t, k = freqs.shape
+    if row_counts.shape != (t, k):
+        raise ValueError(f"row counts {row_counts.shape} do not match the tables' rows {(t, k)}")
+    probs = (row_counts + ROW_PRIOR) / (row_counts.sum(1, keepdims=True) + k * ROW_PRIOR)
+    rows = np.arange(t)
+    top = freqs.argmax(1)
+    rare = probs < zero_below
+    rare[rows, top] = False
+    freed = np.where(rare, freqs, 0).sum(1)
+    freqs[rare] = 0
+    freqs[rows, top] += freed
+    cap = 2**tables.prob_bits - 1
+    over = np.maximum(freqs[rows, top] - cap, 0)
+    if over.any():
+        ranked = np.where(np.arange(k)[None, :] == top[:, None], -1.0, row_counts)
+        second = ranked.argmax(1)
+        freqs[rows, top] -= over
+        freqs[rows, second] += over
+    return EntropyTables(
+        freqs, tables.table_index, tables.level_lut, tables.prob_bits, tables.scheme
+    )
