@@ -88,6 +88,45 @@ def load_curve(path: str | os.PathLike[str], *, published: bool = False) -> Curv
     )
 
 
+# A fixed colour per codec family (whatever the order of --codecs): (pattern, colour), the first
+# pattern found in the lower-cased label wins. Published curves get a lighter shade of it.
+FAMILY_COLOURS: tuple[tuple[str, str], ...] = (
+    ("aecodec", "#000000"),
+    ("avif", "#c92a2a"),
+    ("av1", "#c92a2a"),
+    ("jpeg xl", "#8c564b"),
+    ("jxl", "#8c564b"),
+    ("jpeg 2000", "#7b3fbf"),
+    ("jpeg2000", "#7b3fbf"),
+    ("jpeg 4:4:4", "#f59f00"),  # before plain JPEG
+    ("jpeg", "#d9480f"),
+    ("webp", "#2b8a3e"),
+    ("bpg", "#d6336c"),
+    ("hm", "#d6336c"),
+    ("vtm", "#495057"),
+    ("factorized", "#1c7ed6"),
+    ("hyperprior", "#0c8599"),
+    ("mbt2018", "#5f3dc4"),
+    ("cheng2020", "#087f5b"),
+)
+OTHER_COLOUR = "#868e96"
+
+
+def curve_style(curve: Curve) -> dict[str, object]:
+    """Matplotlib style of a curve: its family's colour (:data:`FAMILY_COLOURS`); aecodec the
+    strongest line; published curves dashed in a lighter shade of their family's colour."""
+    from matplotlib.colors import to_rgb
+
+    label = curve.label.lower()
+    colour = next((c for key, c in FAMILY_COLOURS if key in label), OTHER_COLOUR)
+    if curve.published:
+        light = tuple(0.45 * v + 0.55 for v in to_rgb(colour))
+        return {"color": light, "linestyle": "--", "linewidth": 1.2, "zorder": 1}
+    if "aecodec" in label:
+        return {"color": colour, "linewidth": 2.6, "marker": "o", "markersize": 4, "zorder": 4}
+    return {"color": colour, "linewidth": 1.5, "marker": "o", "markersize": 3, "zorder": 3}
+
+
 def plot_rd(
     curves: Sequence[Curve],
     path: str | os.PathLike[str],
@@ -97,7 +136,9 @@ def plot_rd(
 ) -> Path:
     """Draw PSNR-RGB vs bpp and MS-SSIM vs bpp side by side and save as PNG.
 
-    Published (reference) curves are dashed; measured ones solid with markers.
+    Measured curves are solid with markers, each codec family in a fixed colour (aecodec the
+    strongest line); published (reference) curves dashed, in a lighter shade of their family's
+    colour; one legend, outside the axes (:func:`curve_style`).
 
     Args:
         curves: The curves.
@@ -113,29 +154,29 @@ def plot_rd(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
+    handles: dict[str, object] = {}
+    ordered = sorted(curves, key=lambda c: (c.published, "aecodec" not in c.label.lower()))
     for ax, metric, ylabel in (
         (axes[0], "psnr", "PSNR-RGB [dB]"),
         (axes[1], "msssim", "MS-SSIM (RGB)"),
     ):
-        for curve in curves:
+        for curve in ordered:
             x, y = curve.points(metric)
             if not x:
                 continue
-            style = {"linestyle": "--", "linewidth": 1.0, "alpha": 0.8}
-            if not curve.published:
-                style = {"linestyle": "-", "linewidth": 1.6, "marker": "o", "markersize": 3}
             label = f"{curve.label} (published)" if curve.published else curve.label
-            ax.plot(x, y, label=label, **style)
+            (line,) = ax.plot(x, y, label=label, **curve_style(curve))  # type: ignore[arg-type]
+            handles.setdefault(label, line)
         ax.set_xlabel("bits per pixel (whole file)")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         if max_bpp is not None:
             ax.set_xlim(0, max_bpp)
-        ax.legend(fontsize=7, loc="lower right")
     axes[0].set_title(f"{title}: PSNR-RGB")
     axes[1].set_title(f"{title}: MS-SSIM")
-    fig.tight_layout()
+    fig.legend(handles=list(handles.values()), labels=list(handles), loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

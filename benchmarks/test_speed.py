@@ -73,7 +73,10 @@ def aec():
         if THREADS > 0:
             import torch
 
+            from aecodec import runtime
+
             torch.set_num_threads(THREADS)
+            runtime.set_threads(THREADS)
         codec = aecodec.Codec(MODEL)
         warm = np.full((64, 64, 3), 128, np.uint8)
         codec.decompress(codec.compress(warm, quality=qualities[0]))
@@ -95,15 +98,22 @@ def test_aecodec_encode(benchmark, aec, rgb, which):
     benchmark.extra_info.update(quality=q, bytes=len(data), bpp=8 * len(data) / rgb[..., 0].size)
 
 
+@pytest.mark.parametrize("runtime", ["auto", "torch"])
 @pytest.mark.parametrize("which", ["lowest", "highest"])
-def test_aecodec_decode(benchmark, aec, rgb, which):
+def test_aecodec_decode(benchmark, aec, rgb, which, runtime):
+    """Decode with the default runtime (ONNX Runtime where the model ships a graph) and with
+    torch, side by side."""
+    import aecodec
+
     codec, qualities = aec
     q = _pick(qualities, which)
     data = codec.compress(rgb, quality=q)
+    decoder = codec if runtime == "auto" else aecodec.Codec(MODEL, runtime=runtime)
+    decoder.decompress(data)  # warm-up
     benchmark.group = "aecodec decode 768x512"
-    img = benchmark.pedantic(codec.decompress, args=(data,), rounds=ROUNDS)
+    img = benchmark.pedantic(decoder.decompress, args=(data,), rounds=ROUNDS)
     assert img.size == (768, 512)
-    benchmark.extra_info.update(quality=q, bytes=len(data))
+    benchmark.extra_info.update(quality=q, bytes=len(data), runtime=decoder.decodes_with)
 
 
 def _jpeg_encode(rgb: np.ndarray) -> bytes:

@@ -428,3 +428,24 @@ def test_compare_writes_a_labelled_picture_at_one_size(tmp_path):
     assert again.exit_code == 1 and "--force" in again.output
     bad = CliRunner().invoke(compare.main, [str(src), "--bpp", "1", "--crop", "200x10"])
     assert bad.exit_code == 2 and "not inside the 96x64 image" in bad.output
+
+
+def test_plot_colours_are_fixed_per_codec_family_and_published_curves_lighter():
+    """Issue 20: a codec keeps its colour whatever the order of --codecs; a published curve is
+    a lighter, dashed shade of its family's; aecodec is the strongest line."""
+    from matplotlib.colors import to_rgb
+
+    from benchmarks.plot import Curve, curve_style
+
+    def style(label: str, published: bool = False) -> dict:
+        return curve_style(Curve(label, [0.1, 0.2], [30.0, 31.0], [0.9, 0.95], published))
+
+    assert to_rgb(style("JPEG 4:2:0")["color"]) == to_rgb(style("jpeg")["color"])
+    assert style("AVIF 4:4:4")["color"] != style("JPEG 4:4:4")["color"]
+    measured, published = style("JPEG 2000"), style("JPEG2000", published=True)
+    assert published["linestyle"] == "--" and "linestyle" not in measured
+    assert sum(published["color"]) > sum(to_rgb(measured["color"]))  # lighter
+    aec = style("aecodec (aecodec-vq-base4z)")
+    assert aec["linewidth"] > max(style(n)["linewidth"] for n in ("WebP", "JPEG XL", "AVIF 4:4:4"))
+    colours = {to_rgb(style(n)["color"]) for n in ("aecodec", "JPEG", "WebP", "JPEG 2000", "AVIF")}
+    assert len(colours) == 5

@@ -20,9 +20,7 @@ from aecodec.codec import Codec
 from aecodec.weightsfile import WEIGHTS_DIR, load_weights, read_manifest
 
 PHOTO = ROOT / "aecodec" / "data" / "kodim23-384x256.png"
-SHIPPED = sorted(
-    name for name in read_manifest()["models"] if runtime.graph_path(name).is_file()
-)
+SHIPPED = sorted(name for name in read_manifest()["models"] if runtime.graph_path(name).is_file())
 
 
 def test_the_default_model_ships_a_graph_and_decodes_with_onnx_runtime() -> None:
@@ -56,9 +54,7 @@ def test_a_graph_of_other_weights_or_a_missing_graph(tmp_path: Path) -> None:
     if "file" not in entry:
         pytest.skip("the default model is assembled from other files")
     shutil.copy(WEIGHTS_DIR / entry["file"], tmp_path / entry["file"])
-    (tmp_path / "manifest.json").write_text(
-        json.dumps({"default": name, "models": {name: entry}})
-    )
+    (tmp_path / "manifest.json").write_text(json.dumps({"default": name, "models": {name: entry}}))
     weights = load_weights(name, tmp_path)
     with pytest.raises(ValueError, match=r"no .*synthesis\.onnx"):
         runtime.load_synthesis(weights, "onnx", tmp_path)

@@ -15,8 +15,11 @@ Layers, in ONNX terms (the same layouts as torch's):
 * linear block path: ``Conv`` 1x1 (``g_s.linear.proj``) + ``DepthToSpace(16, CRD)``
   (torch's ``PixelShuffle``), in float32 (the torch path computes it in float64; the pixels
   agree to +-1, the tolerance of the format);
-* convolutional path: four ``ConvTranspose`` 5x5 stride 2 (pads 2, output padding 1) with
-  ``LeakyRelu(0.1)`` between them; the two paths are added;
+* convolutional path: four stride-2 5x5 transposed convolutions with ``LeakyRelu(0.1)``
+  between them, each computed as :class:`aecodec.model.layers.PolyphaseDeconv` does (a 3x3
+  ``Conv`` + ``DepthToSpace(2)``, its kernel rearranged from the stored one by constant
+  ``Pad`` / ``Gather`` / ``Transpose`` / ``Reshape`` nodes that ONNX Runtime folds at load:
+  a ``ConvTranspose`` node took 5x the memory); the two paths are added;
 * post-filter (``refine``, if the model has one): ``x + Conv3x3(LeakyRelu(Conv3x3(
   LeakyRelu(Conv3x3(x)))))``.
 """
@@ -83,6 +86,9 @@ def build_synthesis_graph(model: str, weights_dir: Path = WEIGHTS_DIR) -> Any:
     offsets = {path: safetensors_offsets(path) for path in set(files.values())}
     inits: list[Any] = []
 
+    def files_shape(name: str) -> list[int]:
+        return list(offsets[files[name]][name][1])
+
     def weight(name: str) -> str:
         if name not in files:
             raise ValueError(f"{model}: no tensor {name} (not an aecodec synthesis)")
@@ -108,18 +114,33 @@ def build_synthesis_graph(model: str, weights_dir: Path = WEIGHTS_DIR) -> Any:
     conv_prefix = "g_s.conv" if config.linear_path else "g_s"
     h = "y"
     layers = 4
+    consts = {
+        "pad6": helper.make_tensor("pad6", TensorProto.INT64, [8], [0, 0, 0, 0, 0, 0, 1, 1]),
+        "taps": helper.make_tensor("taps", TensorProto.INT64, [2, 3], [4, 2, 0, 5, 3, 1]),
+        "four": helper.make_tensor("four", TensorProto.INT64, [2], [1, 4]),
+        "flat": helper.make_tensor("flat", TensorProto.INT64, [1], [-1]),
+    }
+    inits.extend(consts.values())
     for i in range(layers):
-        w = weight(f"{conv_prefix}.{2 * i}.weight")
+        w = weight(f"{conv_prefix}.{2 * i}.weight")  # ConvTranspose layout [cin, cout, 5, 5]
         b = weight(f"{conv_prefix}.{2 * i}.bias")
-        h = node(
-            "ConvTranspose",
-            [h, w, b],
-            f"deconv{i}",
-            kernel_shape=[5, 5],
-            strides=[2, 2],
-            pads=[2, 2, 2, 2],
-            output_padding=[1, 1],
-        )
+        cin, cout = files_shape(w)[:2]
+        # The polyphase form of aecodec.model.layers.PolyphaseDeconv, derived from the stored
+        # weights inside the graph (ONNX Runtime folds these constants when it loads): a
+        # zero tap at index 5, taps (4, 2, 0) / (5, 3, 1) of the even / odd output phase,
+        # [cin, cout, ry, dy, rx, dx] -> [cout * 4, cin, 3, 3].
+        k = node("Pad", [w, "pad6"], f"w{i}_pad")
+        k = node("Gather", [k, "taps"], f"w{i}_rows", axis=2)  # [cin, cout, 2, 3, 6]
+        k = node("Gather", [k, "taps"], f"w{i}_cols", axis=4)  # [cin, cout, 2, 3, 2, 3]
+        k = node("Transpose", [k], f"w{i}_phase", perm=[1, 2, 4, 0, 3, 5])
+        shape = helper.make_tensor(f"w{i}_shape", TensorProto.INT64, [4], [cout * 4, cin, 3, 3])
+        inits.append(shape)
+        k = node("Reshape", [k, shape.name], f"w{i}_poly")
+        bias = node("Unsqueeze", [b, "flat"], f"b{i}_col")  # [cout, 1]
+        bias = node("Expand", [bias, "four"], f"b{i}_four")  # [cout, 4]
+        bias = node("Reshape", [bias, "flat"], f"b{i}_poly")
+        h = node("Conv", [h, k, bias], f"conv{i}", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        h = node("DepthToSpace", [h], f"deconv{i}", blocksize=2, mode="CRD")
         if i < layers - 1:
             h = node("LeakyRelu", [h], f"act{i}", alpha=0.1)
     if config.linear_path:
