@@ -516,7 +516,7 @@ def main(
     summary = _summary(images, len(paths), crop_wh)
     _write_report(out / "rd.md", summary, table, active, skipped, notes + errors)
     if not no_plot:
-        plot_rd(all_curves, out / "rd.png", title=f"Kodak ({len(paths)} images)")
+        plot_rd(all_curves, out / "rd.png", title=f"Kodak ({len(paths)} images)", max_bpp=3.0)
     click.echo(table)
     click.echo(
         f"wrote {out}/rd.md, per_image.csv, {len(curves)} JSON file(s)"
