@@ -194,11 +194,11 @@ def test_compressai_factorized_decode(benchmark, factorized, rgb):
 # ------------------------------------------------------------------ cold start (subprocesses)
 
 
-def _cli_command(src: Path, dst: Path) -> list[str]:
+def _cli_command(src: Path, dst: Path, command: str = "compress") -> list[str]:
     exe = ROOT / ".venv" / "bin" / "aecodec"
     if exe.exists():
-        return [str(exe), "compress", str(src), "-o", str(dst), "--force"]
-    return [sys.executable, "-m", "cli.main", "compress", str(src), "-o", str(dst), "--force"]
+        return [str(exe), command, str(src), "-o", str(dst), "--force"]
+    return [sys.executable, "-m", "cli.main", command, str(src), "-o", str(dst), "--force"]
 
 
 def _run(cmd: list[str]) -> None:
@@ -212,6 +212,18 @@ def test_cold_start_cli_compress(benchmark, kodak_file, aec, tmp_path):
     benchmark.group = "cold start"
     benchmark.pedantic(_run, args=(cmd,), rounds=ROUNDS, warmup_rounds=1)
     assert (tmp_path / "out.aec").stat().st_size > 0
+
+
+def test_cold_start_cli_decompress(benchmark, kodak_file, aec, tmp_path):
+    """`aecodec decompress` of a top-quality file in a fresh process (issue 18: <= 0.75x
+    `python -c "import torch"`; with an ONNX graph it never imports torch)."""
+    codec, qualities = aec
+    src = tmp_path / "in.aec"
+    src.write_bytes(codec.compress(kodak_file, quality=qualities[-1]))
+    cmd = _cli_command(src, tmp_path / "out.png", "decompress")
+    benchmark.group = "cold start"
+    benchmark.pedantic(_run, args=(cmd,), rounds=ROUNDS, warmup_rounds=1)
+    assert (tmp_path / "out.png").stat().st_size > 0
 
 
 def test_cold_start_import_aecodec(benchmark):
