@@ -169,7 +169,8 @@ class Codec:
         self._weights = weights
         self._net: Any = None
         self._net_lock = threading.Lock()
-        self._synthesis = _runtime.load_synthesis(weights, runtime)
+        self._synthesis: Any = None  # the ONNX decoder, made on the first decode
+        self._synthesis_ready = False
         self.name = weights.name
         self.config = weights.config
         self.sha256 = weights.sha256
@@ -182,6 +183,8 @@ class Codec:
         # Fine qualities: (mixed tables, code lengths or None) by hundredths, least recent first.
         self._fine: OrderedDict[int, list[Any]] = OrderedDict()
         self._fine_lock = threading.Lock()
+        if runtime == "onnx":  # asked for explicitly: fail now if it cannot be had
+            self._onnx_synthesis()
         with _registry_lock:
             _live.setdefault((model, tile_size, runtime), self)
 
@@ -205,7 +208,16 @@ class Codec:
     @property
     def decodes_with(self) -> str:
         """``"onnx"`` or ``"torch"``: what this codec's decoder runs its networks on."""
-        return "torch" if self._synthesis is None else "onnx"
+        return "torch" if self._onnx_synthesis() is None else "onnx"
+
+    def _onnx_synthesis(self) -> Any:
+        """The ONNX Runtime decoder (:func:`aecodec.runtime.load_synthesis`), or ``None`` for
+        torch; made once, on first use (an encoder never pays for it)."""
+        with self._net_lock:
+            if not self._synthesis_ready:
+                self._synthesis = _runtime.load_synthesis(self._weights, self.runtime)
+                self._synthesis_ready = True
+            return self._synthesis
 
     @property
     def qualities(self) -> list[int]:
@@ -467,8 +479,9 @@ class Codec:
     def _synthesize(self, idx: np.ndarray, q: float) -> np.ndarray:
         """``int [G, h, w]`` indices at fine quality index ``q`` -> ``float32 [3, 16h, 16w]``
         in ``[0, 1]``, on ONNX Runtime or torch (:attr:`decodes_with`)."""
-        if self._synthesis is not None:
-            return self._synthesis(idx, q)  # type: ignore[no-any-return]
+        synthesis = self._onnx_synthesis()
+        if synthesis is not None:
+            return synthesis(idx, q)  # type: ignore[no-any-return]
         import torch
 
         window = torch.from_numpy(idx[None].astype(np.int64))
