@@ -1,14 +1,30 @@
-"""Structure-aware fuzzing of the decoder (documented in docs/SECURITY.md).
+"""Structure-aware fuzzing of the decoder, the command line and the image readers (documented
+in docs/SECURITY.md).
 
-    PYTHONPATH=. .venv/bin/python scripts/fuzz.py --seconds 170 --workers 2
+    PYTHONPATH=. .venv/bin/python scripts/fuzz.py --seconds 170 --workers 2            # .aec, API
+    PYTHONPATH=. .venv/bin/python scripts/fuzz.py --mode cli --examples 2000            # .aec, CLI
+    PYTHONPATH=. .venv/bin/python scripts/fuzz.py --mode image --examples 100000        # images
 
-Seeds are valid files made with the bundled default model from small images (the bundled
-sample photo, downscaled, in modes L, RGB, RGBA and LA, one or several tiles). Each input is
-a seed with one structure-aware mutation -- a header field, the length table, the bytes of a
-tile or alpha payload (with its length kept consistent), the image geometry (with the tile
-count and length table rebuilt), or generic byte edits -- and then a recomputed CRC, so the
-mutation reaches the parser and the decoder; a few inputs keep a broken CRC or are random
-bytes, for the early checks.
+Modes:
+
+* ``api`` (default): ``Codec.decompress`` of mutated ``.aec`` files.
+* ``cli``: the same inputs through ``aecodec decompress IN -o OUT.png`` in the worker (the
+  command's own code path: its error lines, its warning lines, the PNG writer). Besides an
+  unexpected exception, a failure is an exit status other than 0 or 1, a traceback, a line of
+  stderr that is not an ``aecodec:`` line, or a warning that escapes the command (warnings are
+  errors around it).
+* ``image``: ``aecodec.imageio.load`` of mutated image files that Pillow itself wrote (PNG,
+  JPEG, TIFF, WebP, AVIF, ICO, GIF, BMP; PNG chunk CRCs recomputed after a mutation so that it
+  reaches the decoder), under the pixel limit. ``ImageError`` is the expected refusal.
+
+Seeds (``.aec`` modes) are valid files made with the bundled default model from small images
+(the bundled sample photo, downscaled, in modes L, RGB, RGBA and LA, one or several tiles,
+whole and fine qualities, so container versions 1 and 2, with and without an ICC profile and
+EXIF). Each input is a seed with one structure-aware mutation -- a header field, the length
+table, the bytes of a tile, alpha, ICC or EXIF payload (with its length kept consistent), the
+image geometry (with the tile count and length table rebuilt; sides up to 65535 and strips
+one pixel thin), or generic byte edits -- and then a recomputed CRC, so the mutation reaches the
+parser and the decoder; a few inputs keep a broken CRC or are random bytes, for the early checks.
 
 Inputs run in worker processes (spawned, the model loaded once per worker) with per-input
 limits: a 25 s wall timeout (the worker is killed and replaced) and 2.5 GB of memory: peak
@@ -18,19 +34,22 @@ build of torch maps ~3.2 GB of shared libraries at import). The decoder runs wit
 ``--max-pixels`` (default 2^24, the pixel limit docs/SECURITY.md recommends for this budget).
 
 Counts how many inputs reached each stage (magic/version, CRC, header validation, entropy
-decoder, all tiles entropy-decoded, full decode) and records the worst time and peak RSS.
-Any exception other than FormatError / ModelError / ImageError, any timeout, memory kill or
-crash of a worker is a failure, saved to ``fuzz-crashes/`` (the input and a ``.txt`` saying
-what happened). Exit status 1 if there was a failure.
+decoder, all tiles entropy-decoded, full decode; image mode: input, full decode) and records
+the worst time and peak RSS. Any exception other than FormatError / ModelError / ImageError,
+any timeout, memory kill or crash of a worker is a failure, saved to ``--crash-dir`` (the input
+and a ``.txt`` saying what happened; by default ``aecodec-fuzz-crashes`` in the system's
+temporary folder, never inside the checkout). Exit status 1 if there was a failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import struct
 import sys
+import tempfile
 import time
 import zlib
 from collections import Counter
@@ -56,7 +75,9 @@ STAGES = (
     "tiles decoded",
     "full decode",
 )
-EXPECTED_ERRORS = ("FormatError", "ModelError", "ImageError")
+EXPECTED_ERRORS = ("FormatError", "ModelError", "ImageError", "CliRefused")
+MODES = ("api", "cli", "image")
+CRASH_DIR = Path(tempfile.gettempdir()) / "aecodec-fuzz-crashes"
 
 
 # ---------------------------------------------------------------- file layout and mutators
@@ -210,9 +231,13 @@ def mutate_payload(seed: bytes, rng: np.random.Generator) -> bytes:
 
 
 def _side(rng: np.random.Generator) -> int:
-    if rng.random() < 0.9:
+    r = rng.random()
+    if r < 0.85:
         return int(rng.integers(1, 300))
-    return int(rng.integers(300, 4097))
+    if r < 0.95:
+        return int(rng.integers(300, 4097))
+    extremes = [1, 2, 4097, 16384, 65535, 1 << 20, 1 << 21, int(rng.integers(1, 1 << 24))]
+    return int(rng.choice(extremes))
 
 
 def mutate_geometry(seed: bytes, rng: np.random.Generator) -> bytes:
@@ -222,6 +247,8 @@ def mutate_geometry(seed: bytes, rng: np.random.Generator) -> bytes:
     fields = bytearray(seed[lay.fields : lay.table])
     x = lay.extra  # the fields after the quality are one byte later in version 2
     width, height = _side(rng), _side(rng)
+    if rng.random() < 0.05:  # a strip one pixel thin and up to 2^21 long
+        width, height = (1, 1 << 21) if rng.random() < 0.5 else (1 << 21, 1)
     tw, th = struct.unpack_from("<HH", fields, 19 + x)
     if rng.random() < 0.3:
         tw = th = 16 * int(rng.choice([1, 2, 3, 8, 64, 128, 129, 4095]))
@@ -284,6 +311,74 @@ def mutate(seeds: list[bytes], rng: np.random.Generator) -> tuple[str, bytes]:
     return name, data
 
 
+# ---------------------------------------------------------------- image inputs
+
+IMAGE_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP", "AVIF", "ICO", "GIF", "BMP")
+
+
+def image_seeds() -> list[bytes]:
+    """Small images that Pillow itself writes, one or more per format of
+    :data:`IMAGE_FORMATS` (RGBA where the format has alpha; a 2-page TIFF and a 2-frame GIF;
+    a PNG with an ICC profile and EXIF; formats this Pillow cannot write are skipped)."""
+    from PIL import Image, ImageCms
+
+    from aecodec.data import sample_image
+
+    photo = Image.open(sample_image()).convert("RGB").resize((24, 16))
+    rgba = photo.copy()
+    rgba.putalpha(Image.linear_gradient("L").resize((24, 16)))
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate
+    seeds = []
+    for fmt in IMAGE_FORMATS:
+        img = photo if fmt in ("JPEG", "BMP") else rgba
+        variants: list[dict[str, Any]] = [{}]
+        if fmt == "PNG":
+            variants.append({"icc_profile": icc, "exif": exif})
+        if fmt in ("TIFF", "GIF"):
+            variants.append({"save_all": True, "append_images": [photo.rotate(90)]})
+        for kw in variants:
+            buf = io.BytesIO()
+            try:
+                img.save(buf, format=fmt, **kw)
+            except (KeyError, OSError, ValueError):
+                continue  # no encoder for this format here
+            seeds.append(buf.getvalue())
+    return seeds
+
+
+def fix_png_crcs(data: bytes) -> bytes:
+    """Recompute the CRC of every whole chunk of a PNG (so a mutation inside a chunk reaches
+    the decoder instead of Pillow's CRC check); anything else is returned unchanged."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return data
+    raw, pos = bytearray(data), 8
+    while pos + 12 <= len(raw):
+        (length,) = struct.unpack_from(">I", raw, pos)
+        end = pos + 8 + length
+        if end + 4 > len(raw):
+            break
+        struct.pack_into(">I", raw, end, zlib.crc32(raw[pos + 4 : end]))
+        pos = end + 4
+    return bytes(raw)
+
+
+def mutate_image(seed: bytes, rng: np.random.Generator) -> bytes:
+    """Byte edits, or a 16/32-bit field in the first 64 bytes (sizes, offsets, counts) set to a
+    boundary value; PNG chunk CRCs recomputed most of the time."""
+    raw = bytearray(seed)
+    if rng.random() < 0.5 and len(raw) > 8:
+        fmt = str(rng.choice(["<H", ">H", "<I", ">I"]))
+        pos = int(rng.integers(0, min(64, len(raw) - struct.calcsize(fmt)) + 1))
+        old = struct.unpack_from(fmt, raw, pos)[0]
+        struct.pack_into(fmt, raw, pos, _interesting(fmt, old, rng))
+        out = bytes(raw)
+    else:
+        out = _edit_bytes(seed, rng)
+    return fix_png_crcs(out) if rng.random() < 0.8 else out
+
+
 # ---------------------------------------------------------------- running one input
 
 
@@ -327,15 +422,24 @@ def prefix_stage(data: bytes) -> int:
     return 2
 
 
-def run_one(codec: Any, probe: _Probe, data: bytes, max_pixels: int) -> dict[str, Any]:
-    """Decode one input; returns its stage, outcome, error and time."""
+def run_one(
+    codec: Any, probe: _Probe, data: bytes, max_pixels: int, mode: str = "api"
+) -> dict[str, Any]:
+    """Decode (or, in image mode, read) one input; returns its stage, outcome, error, time."""
     probe.reset()
     t0 = time.perf_counter()
     outcome, error = "decoded", ""
     try:
-        image = codec.decompress(data, max_pixels=max_pixels)
-        if image.size != _header_size(data, max_pixels):
-            raise AssertionError(f"decoded size {image.size} is not the header's")
+        if mode == "image":
+            from aecodec import imageio
+
+            imageio.load(io.BytesIO(data), max_pixels=max_pixels)
+        elif mode == "cli":
+            _run_cli(data, max_pixels)
+        else:
+            image = codec.decompress(data, max_pixels=max_pixels)
+            if image.size != _header_size(data, max_pixels):
+                raise AssertionError(f"decoded size {image.size} is not the header's")
     except Exception as exc:  # the harness classifies every exception
         outcome, error = type(exc).__name__, f"{type(exc).__name__}: {exc}"[:2000]
         if outcome not in EXPECTED_ERRORS:
@@ -343,6 +447,9 @@ def run_one(codec: Any, probe: _Probe, data: bytes, max_pixels: int) -> dict[str
 
             error += "\n" + traceback.format_exc()
     seconds = time.perf_counter() - t0
+    if mode == "image":  # stages: input, then read whole ("full decode")
+        stage = len(STAGES) if outcome == "decoded" else 1
+        return {"stage": stage, "outcome": outcome, "error": error, "seconds": seconds}
     stage = prefix_stage(data) + 1
     if probe.tiles >= 0:
         stage = 4
@@ -353,6 +460,53 @@ def run_one(codec: Any, probe: _Probe, data: bytes, max_pixels: int) -> dict[str
     if outcome == "decoded":
         stage = 7
     return {"stage": stage, "outcome": outcome, "error": error, "seconds": seconds}
+
+
+class CliFailure(Exception):
+    """The command line misbehaved on an input (see the module docstring)."""
+
+
+class CliRefused(Exception):
+    """The command line refused an input the way it should: one ``aecodec: error:`` line and
+    exit status 1 (counted like the API's expected errors)."""
+
+
+def _run_cli(data: bytes, max_pixels: int) -> None:
+    """``aecodec decompress IN.aec -o OUT.png`` in this process, warnings turned into errors
+    around it; raises :class:`CliRefused` for a clean refusal, :class:`CliFailure` else."""
+    import contextlib as ctx
+    import warnings
+
+    import click
+
+    from cli.main import main as cli_main
+
+    folder = Path(tempfile.mkdtemp(prefix="aecodec-fuzz-"))
+    src, dst = folder / "in.aec", folder / "out.png"
+    src.write_bytes(data)
+    err = io.StringIO()
+    try:
+        quiet = ctx.redirect_stdout(io.StringIO())
+        with warnings.catch_warnings(), ctx.redirect_stderr(err), quiet:
+            warnings.simplefilter("error")
+            args = ["decompress", str(src), "-o", str(dst), "--max-pixels", str(max_pixels)]
+            try:
+                code = cli_main(args, standalone_mode=False)
+            except click.exceptions.Exit as exc:
+                code = exc.exit_code
+            except SystemExit as exc:
+                code = exc.code
+        lines = err.getvalue().splitlines()
+        if code not in (0, 1, None) or any(not line.startswith("aecodec:") for line in lines):
+            raise CliFailure(f"exit status {code}, stderr: {err.getvalue()[:1500]!r}")
+        if code == 1:
+            if not any(line.startswith("aecodec: error:") for line in lines):
+                raise CliFailure(f"exit status 1 without an error line: {lines!r}")
+            raise CliRefused(lines[-1])
+    finally:
+        for p in (src, dst):
+            p.unlink(missing_ok=True)
+        folder.rmdir()
 
 
 def _header_size(data: bytes, max_pixels: int) -> tuple[int, int]:
@@ -374,27 +528,27 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux)
 
 
-def _worker(conn: Any, model: str | None, max_pixels: int, memory: int) -> None:
+def _worker(conn: Any, model: str | None, max_pixels: int, memory: int, mode: str) -> None:
     """Worker process: load the model once, then decode inputs until told to stop."""
     import os
     import resource
     import warnings
 
-    import torch
+    from aecodec import runtime
 
-    torch.set_num_threads(1)
+    runtime.set_threads(1)
     warnings.simplefilter("ignore")
     from aecodec.codec import Codec
 
-    codec = Codec(model)
+    codec = Codec(model) if mode == "api" else None
     probe = _Probe()
-    run_one(codec, probe, b"", max_pixels)  # warm up imports
+    run_one(codec, probe, b"", max_pixels, mode)  # warm up imports
     space = _rss("VmSize") + memory
     resource.setrlimit(resource.RLIMIT_AS, (space, resource.RLIM_INFINITY))
     conn.send({"pid": os.getpid(), "baseline_rss": _rss("VmRSS")})
     while (data := conn.recv()) is not None:
         _reset_peak_rss()
-        result = run_one(codec, probe, data, max_pixels)
+        result = run_one(codec, probe, data, max_pixels, mode)
         result["peak_rss"] = _rss("VmHWM")
         conn.send(result)
 
@@ -432,10 +586,11 @@ class Stats:
             self.failures.append(result)
         return failed
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, image_mode: bool = False) -> dict[str, Any]:
+        names = (STAGES[0], STAGES[-1]) if image_mode else STAGES
         return {
             "inputs": self.inputs,
-            "stages": {name: self.stages[name] for name in STAGES},
+            "stages": {name: self.stages[name] for name in names},
             "mutators": dict(self.mutators),
             "outcomes": dict(self.outcomes),
             "failures": len(self.failures),
@@ -448,13 +603,13 @@ class Stats:
 class Worker:
     """A spawned worker process and its pipe; killed by its own pid on timeout."""
 
-    def __init__(self, model: str | None, max_pixels: int, memory: int) -> None:
+    def __init__(self, model: str | None, max_pixels: int, memory: int, mode: str = "api") -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
-            target=_worker, args=(child, model, max_pixels, memory), daemon=True
+            target=_worker, args=(child, model, max_pixels, memory, mode), daemon=True
         )
         self.proc.start()
         child.close()
@@ -516,12 +671,13 @@ def run(
     max_pixels: int = MAX_PIXELS,
     timeout: float = TIMEOUT,
     memory: int = MEMORY,
-    crash_dir: Path = ROOT / "fuzz-crashes",
+    crash_dir: Path = CRASH_DIR,
+    mode: str = "api",
 ) -> Stats:
     """Fuzz until ``examples`` inputs or ``seconds`` have passed; failures go to crash_dir."""
     rng = np.random.default_rng(seed)
     stats = Stats()
-    pool = [Worker(model, max_pixels, memory) for _ in range(workers)]
+    pool = [Worker(model, max_pixels, memory, mode) for _ in range(workers)]
     stats.baseline_rss = max(w.hello["baseline_rss"] for w in pool)
     deadline, submitted = time.monotonic() + seconds, 0
     try:
@@ -536,9 +692,10 @@ def run(
                     if stats.add(mutator, result, memory):
                         _save(crash_dir, i, mutator, data, result)
                     if not w.proc.is_alive():
-                        pool[k] = w = Worker(model, max_pixels, memory)
+                        pool[k] = w = Worker(model, max_pixels, memory, mode)
                 if submitted < examples and time.monotonic() < deadline:
-                    w.submit(submitted, *mutate(seeds, rng))
+                    job = ("image", mutate_image(pick(seeds, rng), rng))
+                    w.submit(submitted, *(job if mode == "image" else mutate(seeds, rng)))
                     submitted += 1
             if all(w.job is None for w in pool):
                 break
@@ -549,24 +706,33 @@ def run(
     return stats
 
 
+def pick(seeds: list[bytes], rng: np.random.Generator) -> bytes:
+    return seeds[int(rng.integers(len(seeds)))]
+
+
 def _save(crash_dir: Path, i: int, mutator: str, data: bytes, result: dict[str, Any]) -> None:
-    crash_dir.mkdir(exist_ok=True)
-    (crash_dir / f"crash-{i}-{mutator}.aec").write_bytes(data)
+    crash_dir.mkdir(parents=True, exist_ok=True)
+    suffix = ".bin" if mutator == "image" else ".aec"
+    (crash_dir / f"crash-{i}-{mutator}{suffix}").write_bytes(data)
     (crash_dir / f"crash-{i}-{mutator}.txt").write_text(json.dumps(result, indent=1) + "\n")
     print(f"input {i} ({mutator}): {result['error'].splitlines()[0]}", file=sys.stderr)
 
 
 def make_seeds(model: str | None = None) -> list[bytes]:
     """Valid files from the bundled sample photo, downscaled: modes L, RGB, RGBA, LA; one
-    tile, and several tiles (32x32 tiles); two qualities."""
+    tile, and several tiles (32x32 tiles); a whole and a fine quality (container versions 1
+    and 2); the RGB ones also with an ICC profile and EXIF."""
     import torch
-    from PIL import Image
+    from PIL import Image, ImageCms
 
     from aecodec.codec import Codec
     from aecodec.data import sample_image
 
     torch.set_num_threads(1)
     photo = Image.open(sample_image()).convert("RGB")
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "fuzz"  # Make
     seeds = []
     for (w, h), tile, mode in (
         ((40, 24), 1024, "RGB"),
@@ -580,8 +746,12 @@ def make_seeds(model: str | None = None) -> list[bytes]:
             alpha = Image.linear_gradient("L").resize((w, h))
             img.putalpha(alpha)
         codec = Codec(model, tile_size=tile)
-        for quality in (1, codec.default_quality):
+        for quality in (1, codec.default_quality + 0.37):
             seeds.append(codec.compress(img, quality=quality))
+            if mode == "RGB":
+                buf = io.BytesIO()
+                img.save(buf, format="PNG", icc_profile=icc, exif=exif)
+                seeds.append(codec.compress(io.BytesIO(buf.getvalue()), quality=quality))
     return seeds
 
 
@@ -593,9 +763,11 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--model", default=None, help="default: the bundled default model")
     ap.add_argument("--max-pixels", type=int, default=MAX_PIXELS)
+    ap.add_argument("--mode", choices=MODES, default="api", help="see the module docstring")
+    ap.add_argument("--crash-dir", type=Path, default=CRASH_DIR, help="where failures go")
     args = ap.parse_args()
     t0 = time.time()
-    seeds = make_seeds(args.model)
+    seeds = image_seeds() if args.mode == "image" else make_seeds(args.model)
     stats = run(
         seeds,
         args.examples,
@@ -604,9 +776,13 @@ def main() -> int:
         args.workers,
         args.model,
         args.max_pixels,
+        crash_dir=args.crash_dir,
+        mode=args.mode,
     )
-    summary = stats.summary()
+    summary = stats.summary(image_mode=args.mode == "image")
     summary["seeds"] = len(seeds)
+    summary["mode"] = args.mode
+    summary["crash_dir"] = str(args.crash_dir)
     summary["wall_seconds"] = round(time.time() - t0, 1)
     print(json.dumps(summary, indent=1))
     return 1 if stats.failures else 0
