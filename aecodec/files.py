@@ -2,9 +2,10 @@
 
 One home for file handling, used by the library and the command line:
 
-- :func:`open_input` opens an input for reading only if it is a regular file (devices such
-  as ``/dev/zero``, pipes and sockets are refused without blocking), so a read is bounded by
-  the size of the file; :func:`read_aec` reads an ``.aec`` file that way, header first.
+- :func:`open_input` opens an input for reading if it is a regular file (devices such as
+  ``/dev/zero`` and sockets are refused without blocking), so a read is bounded by the size of
+  the file; a pipe (process substitution ``<(...)``, a named pipe) is read like stdin, up to
+  :data:`MAX_STREAM_BYTES`; :func:`read_aec` reads an ``.aec`` file that way, header first.
   :func:`read_aec_stream` reads one from an open binary file (``-`` as stdin, a file object
   given to :func:`aecodec.decompress`): header first, bounded by the file's size if it is a
   regular file, else by :data:`MAX_STREAM_BYTES` (:func:`read_stream` reads any input that
@@ -124,10 +125,12 @@ def terminate_cleanly() -> Iterator[None]:
 
 
 def open_input(path: StrPath, error: type[Exception] = FormatError) -> IO[bytes]:
-    """Open ``path`` for binary reading if it is a regular file.
+    """Open ``path`` for binary reading if it is a regular file or a pipe.
 
-    The file is opened non-blocking and checked with ``fstat``, so a pipe never blocks and
-    a device never streams forever.
+    The file is opened non-blocking and checked with ``fstat``, so a device never streams
+    forever. A pipe (``aecodec compress <(cat a.png)``, a named pipe) is read to its end with
+    the bounded reader of stdin (:func:`read_stream`, at most :data:`MAX_STREAM_BYTES`) and
+    returned as an in-memory file.
 
     Args:
         path: The input.
@@ -138,7 +141,8 @@ def open_input(path: StrPath, error: type[Exception] = FormatError) -> IO[bytes]
 
     Raises:
         FileNotFoundError / PermissionError / IsADirectoryError: as the OS reports.
-        FormatError: (or ``error``) the path is a device, pipe or socket.
+        FormatError: (or ``error``) the path is a device or socket, or a pipe carries more
+            than :data:`MAX_STREAM_BYTES`.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags)
@@ -146,6 +150,18 @@ def open_input(path: StrPath, error: type[Exception] = FormatError) -> IO[bytes]
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
+        if stat.S_ISFIFO(mode):
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
+            with os.fdopen(fd, "rb", closefd=False) as pipe:
+                data = read_stream(pipe, error)
+            if not data:  # the descriptor is closed below
+                raise error(
+                    f"{os.fspath(path)}: the pipe gave no data (nothing is writing to it, or "
+                    "the writer wrote nothing)"
+                )
+            os.close(fd)
+            return io.BytesIO(data)
         if not stat.S_ISREG(mode):
             raise error(
                 f"{os.fspath(path)}: is {_kind(mode)}, not a regular file; "

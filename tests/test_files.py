@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_read_aec_refuses_devices_and_pipes(tmp_path: Path) -> None:
         files.read_aec("/dev/zero")
     fifo = tmp_path / "pipe.aec"
     os.mkfifo(fifo)
-    with pytest.raises(FormatError, match="is a pipe, not a regular file"):
+    with pytest.raises(FormatError, match="the pipe gave no data"):
         files.read_aec(fifo)  # no writer: must not block
     with pytest.raises(IsADirectoryError):
         files.read_aec(tmp_path)
@@ -114,7 +115,7 @@ def test_cli_info_on_a_pipe_does_not_block(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "p.aec")
     proc = _cli("info", "p.aec", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "is a pipe, not a regular file" in proc.stderr
+    assert "the pipe gave no data" in proc.stderr
 
 
 # --- streams: the API's file objects and the CLI's "-" (merged from the ux branch) -------------
@@ -178,7 +179,7 @@ def test_api_reads_paths_and_files_through_files(tmp_path: Path) -> None:
     with open("/dev/zero", "rb") as zero, pytest.raises(FormatError, match="character device"):
         aecodec.decompress(zero)
     os.mkfifo(tmp_path / "p.aec")
-    with pytest.raises(FormatError, match="is a pipe"):
+    with pytest.raises(FormatError, match="the pipe gave no data"):
         aecodec.decompress(tmp_path / "p.aec")  # no writer: must not block
     with pytest.raises(ImageError, match="is a character device"):
         aecodec.compress("/dev/zero")
@@ -348,3 +349,41 @@ def test_compressed_file_objects_are_read_to_their_end(tmp_path: Path) -> None:
         gz.write(data)
     with gzip.open(tmp_path / "a.aec.gz", "rb") as gz:
         assert read_aec_stream(gz) == data  # type: ignore[arg-type]
+
+
+def test_pipes_are_read_like_stdin(tmp_path: Path, tiny_codec) -> None:
+    """Issue 20: a named pipe with a writer, and bash's process substitution `<(cat f)`, are
+    read with the bounded reader of stdin (MAX_STREAM_BYTES), not refused."""
+    import threading
+
+    from helpers import smooth_image
+
+    data = tiny_codec.compress(smooth_image(40, 24), quality=1)
+    fifo = tmp_path / "named.aec"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(data))
+    writer.start()
+    time.sleep(0.5)  # the writer waits in open() for a reader (as `cat a.aec > pipe &` does)
+    assert files.read_aec(fifo) == data
+    writer.join(10)
+    (tmp_path / "f.aec").write_bytes(data)
+    exe = ROOT / ".venv" / "bin" / "aecodec"
+    cmd = f"{exe if exe.exists() else 'aecodec'} info <(cat f.aec)"
+    proc = subprocess.run(
+        ["bash", "-c", cmd], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"bytes:   {len(data)}" in proc.stdout
+    old = files.MAX_STREAM_BYTES
+    files.MAX_STREAM_BYTES = 16
+    try:
+        os.unlink(fifo)
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=lambda: fifo.write_bytes(data))
+        writer.start()
+        time.sleep(0.5)
+        with pytest.raises(FormatError, match="16"):
+            files.read_aec(fifo)
+    finally:
+        files.MAX_STREAM_BYTES = old
+        writer.join(10)
