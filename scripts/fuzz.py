@@ -195,7 +195,7 @@ def _edit_words(payload: bytes, rng: np.random.Generator, others: list[bytes]) -
     elif op == 1 and raw:  # a word to an extreme value
         w = 4 * int(rng.integers(max(1, len(raw) // 4)))
         raw[w : w + 4] = struct.pack("<I", int(rng.choice([0, 1, 0xFFFFFFFF, 0x80000000])))
-    elif op == 2 and raw:  # delete words from the top or the bottom of the stack
+    elif op == 2 and len(raw) >= 4:  # delete words from the top or the bottom of the stack
         k = 4 * int(rng.integers(1, len(raw) // 4 + 1))
         raw = raw[k:] if rng.integers(2) else raw[:-k]
     elif op == 3:  # insert random words
