@@ -228,7 +228,7 @@ class Codec:
     @property
     def weights_hash(self) -> bytes:
         """The 8 bytes of the weights' sha256 written into every bitstream (of the file the
-        weights were first bundled as: see :func:`aecodec.weightsfile.compact`)."""
+        weights were first bundled as: see :func:`aecodec.train.weights.compact`)."""
         return self._stream_hash
 
     def _check_quality(self, quality: float | None) -> float:

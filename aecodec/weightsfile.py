@@ -1,5 +1,7 @@
-"""Weights files: their format (read, write, hash), the bundled models' manifest, and the one
-constructor from a weights file to a ready-to-code model.
+"""Weights files: their format and reading them (verified by sha256), the bundled models'
+manifest, and the one constructor from a weights file to a ready-to-code model. Writing
+them (export, manifest entries, shared tensors, migrations) is authoring:
+:mod:`aecodec.train.weights`.
 
 Named ``weightsfile`` (not ``weights``) because ``aecodec/weights/`` is the folder of bundled
 files this module reads; it is to weights files what :mod:`aecodec.container` is to ``.aec``
@@ -25,13 +27,14 @@ JSON value holds ``format``, ``format_version``, the model ``config`` (JSON),
 
 A bundled model whose tensors all exist in other bundled files may be stored without a file
 of its own: ``"assembled": {"metadata": "<its aecodec metadata>", "tensors": {"<source>":
-["<key>", ...]}}`` in place of ``"file"`` (:func:`share_tensors`); it is rebuilt in memory,
-byte for byte, and checked against its ``sha256`` like a file. Tensors no other file holds
-(new tables) may sit in a file of their own: ``"part": {"file": "<name>.part.safetensors",
-"keys": [...]}``.
+["<key>", ...]}}`` in place of ``"file"`` (:func:`aecodec.train.weights.share_tensors`); it is
+rebuilt in memory, byte for byte, and checked against its ``sha256`` like a file. Tensors no
+other file holds (new tables) may sit in a file of their own: ``"part": {"file":
+"<name>.part.safetensors", "keys": [...]}``.
 
 A model is addressed by its name (written into every bitstream together with the first
-8 bytes of its weights' sha256, or ``stream_hash`` for weights re-written by :func:`compact`),
+8 bytes of its weights' sha256, or ``stream_hash`` for weights re-written by
+:func:`aecodec.train.weights.compact`),
 or, for development, by a path to a ``.safetensors`` file.
 """
 
@@ -45,9 +48,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aecodec.entropy import EntropyTables, tables_from_logits
+from aecodec.entropy import EntropyTables
 from aecodec.errors import ModelError
-from aecodec.files import sha256_file, write_atomic
+from aecodec.files import sha256_file
 from aecodec.model.config import ModelConfig
 
 if TYPE_CHECKING:
@@ -87,7 +90,7 @@ class LoadedWeights:
         default_quality: the quality used when the caller gives none.
         stream_hash: the 8 bytes that bitstreams of these weights carry: the first 8 bytes of
             ``sha256``, or of the file the weights were first bundled as when
-            :func:`compact` re-wrote them (the manifest's ``stream_hash``).
+            :func:`aecodec.train.weights.compact` re-wrote them (the manifest's ``stream_hash``).
     """
 
     name: str
@@ -110,22 +113,6 @@ def read_manifest(weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
     if not path.exists():
         return {"default": None, "models": {}}
     return json.loads(path.read_text())
-
-
-def add_to_manifest(
-    weights_dir: Path, name: str, entry: dict[str, Any], make_default: bool = True
-) -> None:
-    """Write (atomically) ``weights_dir``'s manifest with ``entry`` as model ``name``.
-
-    Args:
-        make_default: make ``name`` the default model (it is anyway if there is none).
-    """
-    manifest = read_manifest(weights_dir)
-    manifest.setdefault("models", {})[name] = entry
-    if make_default or not manifest.get("default"):
-        manifest["default"] = name
-    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-    write_atomic(weights_dir / MANIFEST_NAME, lambda fh: fh.write(text.encode()), force=True)
 
 
 def default_model_name(weights_dir: Path = WEIGHTS_DIR) -> str:
@@ -253,8 +240,9 @@ def _assemble(
 ) -> tuple[dict[str, str], dict[str, np.ndarray], str]:
     """``(aecodec metadata, tensors, sha256)`` of a bundled model stored as tensors of other
     bundled files (manifest ``"assembled": {"metadata": ..., "tensors": {source: [keys]}}``,
-    written by :func:`share_tensors`). The file is rebuilt byte for byte in memory and must
-    hash to the entry's sha256, so an assembled model is verified as a file on disk is."""
+    written by :func:`aecodec.train.weights.share_tensors`). The file is rebuilt byte for byte
+    in memory and must hash to the entry's sha256, so an assembled model is verified as a file
+    on disk is."""
     from safetensors.numpy import save
 
     spec = entry["assembled"]
@@ -287,68 +275,6 @@ def _assemble(
     if meta.get("format") != WEIGHTS_FORMAT:
         raise ModelError(f"model {name!r}: assembled metadata is not aecodec's")
     return meta, tensors, digest
-
-
-def share_tensors(
-    name: str, sources: list[str], weights_dir: Path = WEIGHTS_DIR, keep_own: bool = False
-) -> dict[str, Any]:
-    """Store bundled model ``name`` as tensors of the bundled files ``sources`` (each tensor
-    taken from the first source that holds an identical one) and delete its own file; the
-    manifest entry keeps the file's sha256, size and metadata, and :func:`load_weights`
-    rebuilds the same bytes. Saves the bundle a file whose tensors all exist elsewhere
-    (``aecodec-vq-base2``: the transforms of ``aecodec-vq-base``, the tables of
-    ``aecodec-vq-base3``). Returns the new manifest entry.
-
-    Args:
-        keep_own: the tensors in none of ``sources`` go to ``NAME.part.safetensors`` (the
-            manifest's ``"part"``): a model that differs from another only in its tables
-            (``aecodec-vq-base4z``) costs the size of its tables.
-
-    Raises:
-        ModelError: a tensor of ``name`` is in none of ``sources`` (without ``keep_own``), or
-            the rebuilt bytes differ from the file's.
-    """
-    manifest = read_manifest(weights_dir)
-    entry = dict(manifest["models"][name])
-    path, digest, _ = _locate(name, manifest, weights_dir)
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as fh:
-        raw_meta = (fh.metadata() or {})[METADATA_KEY]
-    _, tensors = _read_file(path)
-    own = {s: _read_file(_locate(s, manifest, weights_dir)[0])[1] for s in sources}
-    picks: dict[str, list[str]] = {s: [] for s in sources}
-    rest: list[str] = []
-    for key, value in sorted(tensors.items()):
-        for source in sources:
-            other = own[source].get(key)
-            if (
-                other is not None
-                and other.dtype == value.dtype
-                and other.shape == value.shape
-                and np.array_equal(other, value)
-            ):
-                picks[source].append(key)
-                break
-        else:
-            if not keep_own:
-                raise ModelError(f"model {name!r}: tensor {key} is in none of {sources}")
-            rest.append(key)
-    del entry["file"]
-    entry["assembled"] = {"metadata": raw_meta, "tensors": {s: k for s, k in picks.items() if k}}
-    if rest:
-        from safetensors.numpy import save_file
-
-        part = f"{name}.part.safetensors"
-        own_tensors = {k: tensors[k] for k in rest}
-        save_file(own_tensors, str(weights_dir / part), metadata={METADATA_KEY: raw_meta})
-        entry["assembled"]["part"] = {"file": part, "keys": rest}
-    manifest["models"][name] = entry
-    if _assemble(name, entry, manifest, weights_dir)[2] != digest:
-        raise ModelError(f"model {name!r}: rebuilt bytes differ")  # pragma: no cover
-    add_to_manifest(weights_dir, name, entry, make_default=False)
-    path.unlink()
-    return entry
 
 
 def tables_from_tensors(tensors: dict[str, np.ndarray], config: ModelConfig) -> EntropyTables:
@@ -417,112 +343,3 @@ def network(weights: LoadedWeights) -> VQVAE:
     for p in net.parameters():
         p.requires_grad_(False)
     return net
-
-
-# ---------------------------------------------------------------------------- write
-def learned_tables(net: VQVAE) -> EntropyTables:
-    """Integer tables quantized from a network's learned tables: its count rows (trained with
-    ``table_rows``) or one row per (quality, group, context) of its logits."""
-    config, vq = net.config, net.quantizer
-    lut = vq.level_lut().numpy()
-    if vq.count_tables:
-        freqs = tables_from_logits(-vq.row_bits().double().numpy() * np.log(2.0), config.prob_bits)
-        index = vq.table_index.numpy()
-        return EntropyTables(freqs, index, lut, config.prob_bits, config.context_scheme())
-    freqs = tables_from_logits(vq.logits.detach().numpy(), config.prob_bits)
-    dense = EntropyTables.dense(freqs, lut, config.prob_bits)
-    return EntropyTables(
-        dense.freqs, dense.table_index, lut, config.prob_bits, config.context_scheme()
-    )
-
-
-def write_weights(
-    net: VQVAE,
-    out: Path,
-    default_quality: int,
-    training: dict[str, Any] | None = None,
-    tables: EntropyTables | None = None,
-) -> str:
-    """Write ``net`` as an aecodec safetensors weights file (atomically); returns its sha256.
-
-    The file (weights format 2) holds the network parameters (float32, without the training
-    tables :data:`TRAINING_TABLES`), the integer entropy tables (``entropy.freqs uint16
-    [T, K]``, ``entropy.table_index uint16 [Q, G, C]``, ``entropy.level_lut uint8 [G, K]``)
-    and, in its metadata, the model config (JSON), the default quality and a training summary.
-
-    Args:
-        tables: fitted tables (:func:`aecodec.train.tables.fit_tables`); by default
-            :func:`learned_tables`.
-    """
-    from safetensors.numpy import save
-
-    config = net.config
-    if tables is None:
-        tables = learned_tables(net)
-    _check_tables(net, tables)
-    tensors = {
-        k: v.detach().contiguous().float().numpy()
-        for k, v in net.state_dict().items()
-        if k not in TRAINING_TABLES
-    }
-    tensors["entropy.freqs"] = tables.freqs.astype(np.uint16)
-    tensors["entropy.table_index"] = tables.table_index.astype(np.uint16)
-    tensors["entropy.level_lut"] = tables.level_lut.astype(np.uint8)
-    meta = {
-        "format": WEIGHTS_FORMAT,
-        "format_version": WEIGHTS_FORMAT_VERSION,
-        "config": config.to_json(),
-        "default_quality": str(default_quality),
-        "training": json.dumps(training or {}, sort_keys=True),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # One metadata key: safetensors keeps metadata in a hash map whose order is random, and
-    # the file (and so its sha256) must be a pure function of the weights.
-    blob = save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
-    write_atomic(out, lambda fh: fh.write(blob), force=True)
-    out.chmod(0o644)
-    return sha256_file(out)
-
-
-def _check_tables(net: VQVAE, tables: EntropyTables) -> None:
-    """Raise ValueError unless ``tables`` can code ``net``'s indices."""
-    lut = net.quantizer.level_lut().numpy()
-    if tables.shape != net.quantizer.table_shape or (tables.level_lut != lut).any():
-        raise ValueError("tables do not match the network (shape or codeword levels)")
-    if tables.scheme != net.config.context_scheme():
-        raise ValueError("tables and config disagree on the context scheme")
-
-
-def compact(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
-    """Re-write bundled model ``name`` (weights format 1: float32 training logits and dense
-    int32 tables) in format 2 (no logits, the same integer tables as uint16 rows with one row
-    per quality, group and context), keeping every float32 network parameter and every
-    integer frequency. Files coded with the old file decode to the same pixels: the manifest
-    entry keeps the old file's first 8 sha256 bytes as ``stream_hash``, the hash bitstreams
-    carry. Returns the new manifest entry.
-
-    Raises:
-        ModelError: not a bundled format-1 model, or a frequency does not fit 16 bits.
-    """
-    import torch
-
-    from aecodec.model.vqvae import VQVAE
-
-    manifest = read_manifest(weights_dir)
-    weights = load_weights(name, weights_dir)
-    entry = dict(manifest["models"][name])
-    meta, _ = _read_file(weights_dir / entry["file"])
-    if meta.get("format_version") != "1":
-        raise ModelError(f"model {name!r} is already in weights format {meta['format_version']}")
-    if int(weights.tables.freqs.max()) > np.iinfo(np.uint16).max:
-        raise ModelError(f"model {name!r}: a frequency does not fit 16 bits")
-    net = VQVAE(weights.config, learn_tables=False)
-    state = {k: torch.from_numpy(v) for k, v in weights.tensors.items() if k != _FORMAT1_LOGITS}
-    state[_FORMAT1_LOGITS] = net.quantizer.logits  # empty: not written
-    net.load_state_dict(state, strict=True)
-    training = json.loads(meta.get("training", "{}"))
-    out = weights_dir / entry["file"]
-    digest = write_weights(net, out, weights.default_quality, training, weights.tables)
-    entry.update(sha256=digest, bytes=out.stat().st_size, stream_hash=weights.stream_hash.hex())
-    add_to_manifest(weights_dir, name, entry, make_default=False)
-    return entry

@@ -320,7 +320,8 @@ def test_compacted_weights_keep_the_hash_their_files_carry(model: str) -> None:
     same floats and integers): their files carry the first bytes of the *original* file's
     sha256, which the manifest keeps as stream_hash, and new files carry it too."""
     from aecodec.codec import Codec
-    from aecodec.weightsfile import compact, read_manifest
+    from aecodec.train.weights import compact
+    from aecodec.weightsfile import read_manifest
 
     entry = read_manifest()["models"][model]
     codec = Codec(model)

@@ -703,7 +703,8 @@ def test_export_from_weights_with_rare_symbols_zeroed(data_dir, tmp_path) -> Non
     old name is refused (its files must keep decoding)."""
     from aecodec.codec import Codec
     from aecodec.train.export import ZeroOptions, export
-    from aecodec.weightsfile import load_weights, share_tensors
+    from aecodec.train.weights import share_tensors
+    from aecodec.weightsfile import load_weights
 
     run = train(_cfg(data_dir, tmp_path / "a", 3), progress=False)
     a = export(run, weights_dir=tmp_path / "w")

@@ -19,7 +19,8 @@ from aecodec.entropy import ContextScheme, EntropyTables
 from aecodec.errors import ModelError
 from aecodec.model.config import ModelConfig
 from aecodec.model.vqvae import VQVAE
-from aecodec.weightsfile import WEIGHTS_DIR, add_to_manifest, load_weights, write_weights
+from aecodec.train.weights import add_to_manifest, write_weights
+from aecodec.weightsfile import WEIGHTS_DIR, load_weights
 
 CHECKPOINT_KEYS: tuple[str, ...] = ("model", "config")
 """Keys every training checkpoint (``best.pt`` and ``checkpoint.pt``) holds."""
@@ -188,7 +189,7 @@ def _tables(
             return source.tables
         # A grown model (more channels or qualities): the source's tables for its own
         # (quality, group) prefix, the run's for the rest.
-        from aecodec.weightsfile import learned_tables
+        from aecodec.train.weights import learned_tables
 
         summary["tables"]["prefix"] = list(source.tables.shape[:2])
         return merge_prefix_tables(learned_tables(net), source.tables)
@@ -224,7 +225,7 @@ def _zero_rare(
         shared_row_counts,
         zero_rare_symbols,
     )
-    from aecodec.weightsfile import learned_tables
+    from aecodec.train.weights import learned_tables
 
     if tables is None:
         tables = learned_tables(net)

@@ -36,7 +36,7 @@ def tiny_model_file(out: Path, seed: int = 0) -> Path:
     """Write a deterministic random-initialised tiny model to ``out`` (tests use it too)."""
     from aecodec.model.config import ModelConfig
     from aecodec.model.vqvae import VQVAE
-    from aecodec.weightsfile import write_weights
+    from aecodec.train.weights import write_weights
 
     torch.manual_seed(seed)
     net = VQVAE(ModelConfig(**TINY))
