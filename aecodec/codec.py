@@ -73,7 +73,7 @@ choosing, and tiny tiles cost no more synthesis than large ones.
 """
 
 # Codecs alive in this process, and codecs rebuilt here from a pickle (kept: a worker process
-# loads each model once, however many tasks it runs). Keyed by (model, tile_size).
+# loads each model once, however many tasks it runs). Keyed by (model, tile_size, runtime).
 _live: weakref.WeakValueDictionary[tuple[str | None, int, str], Codec] = (
     weakref.WeakValueDictionary()
 )
