@@ -30,7 +30,14 @@ of its own: ``"assembled": {"metadata": "<its aecodec metadata>", "tensors": {"<
 ["<key>", ...]}}`` in place of ``"file"`` (:func:`aecodec.train.weights.share_tensors`); it is
 rebuilt in memory, byte for byte, and checked against its ``sha256`` like a file. Tensors no
 other file holds (new tables) may sit in a file of their own: ``"part": {"file":
-"<name>.part.safetensors", "keys": [...]}``.
+"<name>.part.safetensors", "keys": [...]}``, integer ones there zlib-compressed
+(``"zlib": {KEY: {"dtype", "shape"}}``, :data:`ZLIB_SUFFIX`). A fine-tuned model may store
+its float32 tensors as 8-bit differences from a bundled model's: ``"delta": {"base":
+"<source>", "keys": [...]}``; for each key the part file holds ``KEY.delta int8`` and
+``KEY.delta_scale float32`` (powers of two, one per row of axis 0, shaped to broadcast) and the
+tensor is rebuilt as ``base[KEY] + float32(KEY.delta) * KEY.delta_scale`` in float32
+(:func:`apply_delta`: exact products, one IEEE rounding per entry, so the same bytes on every
+machine; the rebuilt file is sha256-checked as any other).
 
 A model is addressed by its name (written into every bitstream together with the first
 8 bytes of its weights' sha256, or ``stream_hash`` for weights re-written by
@@ -257,12 +264,17 @@ def _assemble(
         if not part.is_file():
             raise ModelError(f"model {name!r}: {part} is missing; reinstall aecodec")
         parts.append((part.name, part, spec["part"]["keys"]))
+    read = {}
     for source, path, keys in parts:
-        _, own = _read_file(path)
+        read[source] = own = _read_file(path)[1]
         missing = [k for k in keys if k not in own]
         if missing:
             raise ModelError(f"model {name!r}: {source!r} lacks {missing[:3]}; reinstall aecodec")
         tensors.update({k: own[k] for k in keys})
+    if "part" in spec and "zlib" in spec["part"]:
+        tensors.update(_inflate(name, spec["part"]["zlib"], read[part.name]))
+    if "delta" in spec:
+        tensors.update(_rebuild_deltas(name, spec, manifest, weights_dir, read))
     blob = save(tensors, metadata={METADATA_KEY: spec["metadata"]})
     digest = hashlib.sha256(blob).hexdigest()
     if digest != entry["sha256"]:
@@ -275,6 +287,84 @@ def _assemble(
     if meta.get("format") != WEIGHTS_FORMAT:
         raise ModelError(f"model {name!r}: assembled metadata is not aecodec's")
     return meta, tensors, digest
+
+
+def apply_delta(base: np.ndarray, delta: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``base + float32(delta) * scale`` in float32: a tensor stored as an 8-bit difference
+    (manifest ``"delta"``). ``scale`` holds powers of two, so each product is exact and each
+    entry is rounded once: the same bytes on every IEEE machine (and in ONNX Runtime)."""
+    if base.dtype != np.float32 or scale.dtype != np.float32:
+        raise ValueError("a delta applies to float32 tensors with float32 scales")
+    return base + delta.astype(np.float32) * scale
+
+
+DELTA_SUFFIX = ".delta"
+DELTA_SCALE_SUFFIX = ".delta_scale"
+"""Part-file keys of a tensor stored as a difference (manifest ``"delta"``)."""
+
+
+ZLIB_SUFFIX = ".zlib"
+"""Part-file key of an integer tensor stored zlib-compressed (manifest ``"part": {"zlib":
+{KEY: {"dtype": "<numpy dtype>", "shape": [...]}}}``): frequency rows with many zeros and
+smooth counts shrink about 14x."""
+
+
+def _inflate(
+    name: str, specs: dict[str, dict[str, Any]], part: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The integer tensors of a part file stored zlib-compressed (``KEY.zlib uint8``), each
+    decompressed to exactly its recorded dtype and shape (no more bytes are inflated)."""
+    import zlib
+
+    out = {}
+    for key, spec in specs.items():
+        try:
+            dtype = np.dtype(spec["dtype"])
+            if dtype.kind not in "iu":
+                raise ValueError(f"dtype {dtype} is not an integer type")
+            shape = tuple(int(n) for n in spec["shape"])
+            size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            inflater = zlib.decompressobj()
+            raw = inflater.decompress(part[key + ZLIB_SUFFIX].tobytes(), size)
+            if len(raw) != size or not inflater.eof:
+                raise ValueError(f"{len(raw)} bytes inflated, {size} expected")
+            out[key] = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+        except (KeyError, TypeError, ValueError, zlib.error) as exc:
+            raise ModelError(
+                f"model {name!r}: compressed tensor {key} is unreadable ({exc}); reinstall aecodec"
+            ) from None
+    return out
+
+
+def _rebuild_deltas(
+    name: str,
+    spec: dict[str, Any],
+    manifest: dict[str, Any],
+    weights_dir: Path,
+    read: dict[str, dict[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
+    """The tensors of an assembled model stored as differences from ``spec["delta"]["base"]``
+    (their ``.delta`` / ``.delta_scale`` arrays are in the part file, already in ``read``)."""
+    delta = spec["delta"]
+    base_name = delta["base"]
+    if "file" not in manifest["models"].get(base_name, {}) or "part" not in spec:
+        raise ModelError(f"model {name!r}: bad delta entry (base {base_name!r}, no part file)")
+    base = read.get(base_name)
+    if base is None:
+        base = _read_file(_locate(base_name, manifest, weights_dir)[0])[1]
+    part = read[Path(spec["part"]["file"]).name]
+    out = {}
+    for key in delta["keys"]:
+        try:
+            out[key] = apply_delta(
+                base[key], part[key + DELTA_SUFFIX], part[key + DELTA_SCALE_SUFFIX]
+            )
+        except (KeyError, ValueError) as exc:
+            raise ModelError(
+                f"model {name!r}: the difference of {key} cannot be applied ({exc}); "
+                "reinstall aecodec"
+            ) from None
+    return out
 
 
 def tables_from_tensors(tensors: dict[str, np.ndarray], config: ModelConfig) -> EntropyTables:

@@ -243,6 +243,13 @@ def train(lambdas: str | None, resume: bool, no_progress: bool, **kw: Any) -> No
     show_default=True,
     help="With --zero-below: count on this many training images (256x256 centre crops).",
 )
+@click.option(
+    "--delta-from",
+    default=None,
+    help="A bundled model this run was fine-tuned from: store the networks as 8-bit "
+    "differences from its (quantized before the tables are counted; about a quarter of the "
+    "bytes of a file of its own).",
+)
 def export(
     run: Path,
     name: str | None,
@@ -257,6 +264,7 @@ def export(
     tables_from: str | None,
     zero_below: float,
     zero_images: int,
+    delta_from: str | None,
 ) -> None:
     """Export a run's best checkpoint to safetensors weights + manifest entry.
 
@@ -266,6 +274,7 @@ def export(
     A run of the CompressAI baseline (--arch factorized) is written as RUN/compressai.pt
     instead, for `aecodec bench --codecs compressai-factorized --compressai-checkpoint`.
     """
+    from aecodec.errors import ModelError
     from aecodec.train.export import FitOptions, ZeroOptions, run_summary
     from aecodec.train.export import export as do_export
     from aecodec.weightsfile import WEIGHTS_DIR
@@ -302,13 +311,24 @@ def export(
             fit=fit,
             tables_from=tables_from,
             zero=zero,
+            delta_from=delta_from,
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ModelError) as exc:
         fail(describe_error(exc))
     finally:
         for b in bars:
             b.close()
-    click.echo(f"wrote {entry['file']} ({entry['bytes']} bytes, sha256 {entry['sha256'][:16]}...)")
+    if "file" in entry:
+        sha = entry["sha256"][:16]
+        click.echo(f"wrote {entry['file']} ({entry['bytes']} bytes, sha256 {sha}...)")
+    else:
+        spec = entry["assembled"]
+        part = (weights_dir or WEIGHTS_DIR) / spec["part"]["file"]
+        click.echo(
+            f"wrote {part.name} ({part.stat().st_size} bytes: its own tensors and the "
+            f"differences from {spec['delta']['base']}; the model is {entry['bytes']} bytes "
+            f"rebuilt, sha256 {entry['sha256'][:16]}...)"
+        )
 
 
 def _context_scheme(run: Path, spatial: int | None, edges: str | None) -> Any:

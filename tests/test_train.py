@@ -703,7 +703,7 @@ def test_export_from_weights_with_rare_symbols_zeroed(data_dir, tmp_path) -> Non
     old name is refused (its files must keep decoding)."""
     from aecodec.codec import Codec
     from aecodec.train.export import ZeroOptions, export
-    from aecodec.train.weights import share_tensors
+    from aecodec.train.weights import compress_part, share_tensors
     from aecodec.weightsfile import load_weights
 
     run = train(_cfg(data_dir, tmp_path / "a", 3), progress=False)
@@ -726,9 +726,52 @@ def test_export_from_weights_with_rare_symbols_zeroed(data_dir, tmp_path) -> Non
     for q in codec.qualities:
         assert np.asarray(codec.decompress(codec.compress(img, quality=q))).shape == img.shape
     # Bundled, it costs only its tables: the rest is read from the source's file.
+    # Its integer tables are stored zlib-compressed and inflated to the same bytes.
     entry = share_tensors("aecodec-zeroed", [a_name], tmp_path / "w", keep_own=True)
-    assert entry["assembled"]["part"]["keys"] == ["entropy.freqs"]
+    part = entry["assembled"]["part"]
+    assert part["keys"] == [] and list(part["zlib"]) == ["entropy.freqs"]
     assert not (tmp_path / "w" / b["file"]).exists()
     rebuilt = load_weights("aecodec-zeroed", weights_dir=tmp_path / "w")
     assert rebuilt.sha256 == b["sha256"]
     assert np.array_equal(rebuilt.tables.freqs, new.tables.freqs)
+    size = (tmp_path / "w" / part["file"]).stat().st_size
+    assert compress_part("aecodec-zeroed", tmp_path / "w")["assembled"]["part"] == part
+    assert (tmp_path / "w" / part["file"]).stat().st_size == size
+    assert load_weights("aecodec-zeroed", weights_dir=tmp_path / "w").sha256 == b["sha256"]
+
+
+def test_export_as_differences_from_a_bundled_model(data_dir, tmp_path) -> None:
+    """`aecodec export RUN --delta-from MODEL`: a model fine-tuned from a bundled one is stored
+    as its new tables and 8-bit differences from that model's tensors (under half of its
+    bytes); it is rebuilt bit for bit (sha256-checked), within half a step of the trained
+    network, and its ONNX graph (differences applied in the graph) decodes as torch does."""
+    from aecodec.runtime import OnnxSynthesis
+    from aecodec.train.export import export, load_checkpoint
+    from aecodec.weightsfile import load_weights, network
+
+    w = tmp_path / "w"
+    a = export(train(_cfg(data_dir, tmp_path / "a", 3), progress=False), weights_dir=w)
+    a_name = a["file"].removesuffix(".safetensors")
+    run = train(_cfg(data_dir, tmp_path / "b", 4, init=str(w / a["file"])), progress=False)
+    b = export(run, name="aecodec-tuned", weights_dir=w, delta_from=a_name, make_default=False)
+    spec = b["assembled"]
+    assert spec["delta"]["base"] == a_name and "g_s.0.weight" in spec["delta"]["keys"]
+    assert (w / spec["part"]["file"]).stat().st_size < b["bytes"] / 2  # tables dominate here
+    assert not (w / "aecodec-tuned.safetensors").exists()
+    base, tuned = load_weights(a_name, w), load_weights("aecodec-tuned", w)
+    assert tuned.sha256 == b["sha256"] and b["training"]["delta_from"]["model"] == a_name
+    trained = load_checkpoint(run / "best.pt")["model"]
+    for key in spec["delta"]["keys"]:
+        want, got, old = trained[key].numpy(), tuned.tensors[key], base.tensors[key]
+        step = np.abs(want - old).max() / 127
+        assert np.abs(got - want).max() <= step * 1.0001 and not np.array_equal(got, old), key
+    onnx = pytest.importorskip("onnxruntime")
+    assert onnx is not None
+    from aecodec.train.onnxgraph import write_synthesis_graph
+
+    synthesis = OnnxSynthesis(tuned, write_synthesis_graph("aecodec-tuned", w))
+    shape = (tuned.config.num_groups, 3, 4)
+    idx = np.random.default_rng(3).integers(0, TINY_MODEL["codebook_size"], shape)
+    with torch.no_grad():
+        ref = network(tuned).decode_indices(torch.from_numpy(idx)[None], 1.0)[0].clamp(0, 1)
+    assert np.abs(synthesis(idx, 1.0) - ref.numpy()).max() < 1e-4

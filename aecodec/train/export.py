@@ -313,6 +313,7 @@ def export(
     fit: FitOptions | None = None,
     tables_from: str | Path | None = None,
     zero: ZeroOptions | None = None,
+    delta_from: str | None = None,
 ) -> dict[str, Any]:
     """Write ``weights_dir/NAME.safetensors`` from a training checkpoint (or from another
     weights file, e.g. to re-make its tables), and its manifest entry.
@@ -329,6 +330,12 @@ def export(
             whose indices are the same.
         zero: then give the symbols each row is not expected to see frequency 0, counting
             on training images (:class:`ZeroOptions`).
+        delta_from: a bundled model (with a file of its own) this one was fine-tuned from:
+            the network's float32 tensors become 8-bit differences from its
+            (:func:`aecodec.train.weights.quantize_from`, before any table is counted), and the
+            model is stored as those differences, its new tables and the tensors it shares
+            with that model (:func:`aecodec.train.weights.share_tensors`): about a quarter of
+            the bytes of a file of its own.
 
     Returns:
         The manifest entry written.
@@ -364,8 +371,16 @@ def export(
     config = ModelConfig.from_json(json.dumps(raw))
     rows = state["quantizer.row_counts"].shape[0] if "quantizer.row_counts" in state else 0
     net = VQVAE(config, table_rows=rows)
-    net.load_state_dict(state)
     summary = {"step": ckpt.get("step"), **(training or {})}
+    if delta_from is not None:
+        from aecodec.train.weights import quantize_from
+
+        arrays = {k: v.detach().float().numpy().copy() for k, v in state.items()}
+        base = load_weights(delta_from, weights_dir).tensors
+        changed = quantize_from(arrays, base)
+        state = {k: torch.from_numpy(arrays[k]) if k in changed else v for k, v in state.items()}
+        summary["delta_from"] = {"model": delta_from, "tensors": len(changed)}
+    net.load_state_dict(state)
     if "from_weights" in ckpt:
         summary["from_weights"] = ckpt["from_weights"]
     train_config = ckpt.get("train_config", {})
@@ -384,4 +399,8 @@ def export(
         "training": summary,
     }
     add_to_manifest(weights_dir, config.name, entry, make_default)
+    if delta_from is not None:
+        from aecodec.train.weights import share_tensors
+
+        entry = share_tensors(config.name, [delta_from], weights_dir, True, delta_from)
     return entry

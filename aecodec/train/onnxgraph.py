@@ -33,7 +33,13 @@ from typing import Any
 
 from aecodec.model.config import ModelConfig
 from aecodec.runtime import SHA256_KEY, graph_path
-from aecodec.weightsfile import WEIGHTS_DIR, load_weights, read_manifest
+from aecodec.weightsfile import (
+    DELTA_SCALE_SUFFIX,
+    DELTA_SUFFIX,
+    WEIGHTS_DIR,
+    load_weights,
+    read_manifest,
+)
 
 OPSET = 17
 
@@ -67,7 +73,13 @@ def tensor_files(model: str, weights_dir: Path = WEIGHTS_DIR) -> dict[str, Path]
         path = weights_dir / read_manifest(weights_dir)["models"][source]["file"]
         files.update({k: path for k in keys})
     if "part" in spec:
-        files.update({k: weights_dir / spec["part"]["file"] for k in spec["part"]["keys"]})
+        part = weights_dir / spec["part"]["file"]
+        files.update({k: part for k in spec["part"]["keys"]})
+        if "delta" in spec:  # the base tensor, and the difference and scale in the part file
+            base = weights_dir / read_manifest(weights_dir)["models"][spec["delta"]["base"]]["file"]
+            for key in spec["delta"]["keys"]:
+                files[key] = base
+                files[key + DELTA_SUFFIX] = files[key + DELTA_SCALE_SUFFIX] = part
     return files
 
 
@@ -89,20 +101,34 @@ def build_synthesis_graph(model: str, weights_dir: Path = WEIGHTS_DIR) -> Any:
     def files_shape(name: str) -> list[int]:
         return list(offsets[files[name]][name][1])
 
-    def weight(name: str) -> str:
-        if name not in files:
-            raise ValueError(f"{model}: no tensor {name} (not an aecodec synthesis)")
-        dtype, shape, offset, length = offsets[files[name]][name]
-        if dtype != "F32":
-            raise ValueError(f"{model}: {name} is {dtype}, not float32")
-        t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=shape)
+    def external(name: str, stored: str, dtype: str) -> str:
+        """An initializer ``name`` whose data is tensor ``stored`` of the bundle's files."""
+        if stored not in files:
+            raise ValueError(f"{model}: no tensor {stored} (not an aecodec synthesis)")
+        got, shape, offset, length = offsets[files[stored]][stored]
+        if got != dtype:
+            raise ValueError(f"{model}: {stored} is {got}, not {dtype}")
+        kind = {"F32": TensorProto.FLOAT, "I8": TensorProto.INT8}[dtype]
+        t = TensorProto(name=name, data_type=kind, dims=shape)
         t.data_location = TensorProto.EXTERNAL
-        where = files[name].name
+        where = files[stored].name
         for key, value in (("location", where), ("offset", offset), ("length", length)):
             entry = t.external_data.add()
             entry.key, entry.value = key, str(value)
         inits.append(t)
         return name
+
+    def weight(name: str) -> str:
+        if name + DELTA_SUFFIX not in files:
+            return external(name, name, "F32")
+        # Stored as an 8-bit difference: base + float(delta) * scale, as apply_delta computes
+        # it (exact products, one rounding), folded by ONNX Runtime at load.
+        base = external(name + ".base", name, "F32")
+        delta = external(name + DELTA_SUFFIX, name + DELTA_SUFFIX, "I8")
+        scale = external(name + DELTA_SCALE_SUFFIX, name + DELTA_SCALE_SUFFIX, "F32")
+        step = node("Cast", [delta], name + ".delta_f", to=TensorProto.FLOAT)
+        step = node("Mul", [step, scale], name + ".delta_scaled")
+        return node("Add", [base, step], name)
 
     nodes: list[Any] = []
 

@@ -20,15 +20,20 @@ from aecodec.errors import ModelError
 from aecodec.files import sha256_file, write_atomic
 from aecodec.weightsfile import (
     _FORMAT1_LOGITS,
+    DELTA_SCALE_SUFFIX,
+    DELTA_SUFFIX,
     MANIFEST_NAME,
     METADATA_KEY,
     TRAINING_TABLES,
     WEIGHTS_DIR,
     WEIGHTS_FORMAT,
     WEIGHTS_FORMAT_VERSION,
+    ZLIB_SUFFIX,
     _assemble,
+    _inflate,
     _locate,
     _read_file,
+    apply_delta,
     load_weights,
     read_manifest,
 )
@@ -53,8 +58,69 @@ def add_to_manifest(
     write_atomic(weights_dir / MANIFEST_NAME, lambda fh: fh.write(text.encode()), force=True)
 
 
+DELTA_BITS = 8
+"""Bits of a stored difference (``int8``, in ``-127..127``)."""
+
+
+def delta_quantize(value: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8-bit difference of float32 ``value`` from ``base`` (same shape):
+    ``(delta int8, scale float32)`` with one power-of-two scale per row of axis 0 (one for a
+    tensor of fewer than two axes), shaped to broadcast; :func:`aecodec.weightsfile.apply_delta`
+    rebuilds ``value`` to within half a scale step (``max |value - base| / 127`` at most).
+    """
+    diff = value.astype(np.float64) - base.astype(np.float64)
+    rows = diff.reshape(diff.shape[0], -1) if diff.ndim >= 2 else diff.reshape(1, -1)
+    peak = np.abs(rows).max(axis=1)
+    limit = 2 ** (DELTA_BITS - 1) - 1
+    exponent = np.ceil(np.log2(np.where(peak > 0, peak, 1.0) / limit))
+    scale = np.exp2(exponent).astype(np.float32)
+    shape = (-1,) + (1,) * (diff.ndim - 1) if diff.ndim >= 2 else (1,)
+    q = np.clip(np.rint(rows / scale[:, None].astype(np.float64)), -limit, limit)
+    return q.astype(np.int8).reshape(diff.shape), scale.reshape(shape)
+
+
+def _exact_delta(value: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A stored difference that rebuilds ``value`` bit for bit (a value made by
+    :func:`quantize_from`), or ``None``. The scale recomputed from the rebuilt value may be
+    twice the one it was made with (a row whose peak was 127 steps), so half is tried too."""
+    q, scale = delta_quantize(value, base)
+    for s in (scale, scale / 2):
+        q = np.rint((value.astype(np.float64) - base) / s.astype(np.float64))
+        if np.abs(q).max(initial=0) > 2 ** (DELTA_BITS - 1) - 1:
+            continue
+        q8 = q.astype(np.int8)
+        if np.array_equal(apply_delta(base, q8, s).view(np.uint32), value.view(np.uint32)):
+            return q8, s
+    return None
+
+
+def quantize_from(tensors: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> list[str]:
+    """Replace, in place, each float32 tensor of ``tensors`` that ``base`` holds with the same
+    shape but another value by its 8-bit difference rebuilt (:func:`delta_quantize`): the
+    network a fine-tuned model is then exported and stored as (``aecodec export
+    --delta-from``). Returns the keys replaced."""
+    done = []
+    for key, value in tensors.items():
+        other = base.get(key)
+        if (
+            other is None
+            or value.dtype != np.float32
+            or other.dtype != np.float32
+            or other.shape != value.shape
+            or np.array_equal(other, value)
+        ):
+            continue
+        tensors[key] = apply_delta(other, *delta_quantize(value, other))
+        done.append(key)
+    return done
+
+
 def share_tensors(
-    name: str, sources: list[str], weights_dir: Path = WEIGHTS_DIR, keep_own: bool = False
+    name: str,
+    sources: list[str],
+    weights_dir: Path = WEIGHTS_DIR,
+    keep_own: bool = False,
+    delta_from: str | None = None,
 ) -> dict[str, Any]:
     """Store bundled model ``name`` as tensors of the bundled files ``sources`` (each tensor
     taken from the first source that holds an identical one) and delete its own file; the
@@ -67,6 +133,10 @@ def share_tensors(
         keep_own: the tensors in none of ``sources`` go to ``NAME.part.safetensors`` (the
             manifest's ``"part"``): a model that differs from another only in its tables
             (``aecodec-vq-base4z``) costs the size of its tables.
+        delta_from: a bundled model with a file of its own: each float32 tensor found in no
+            source whose value is an 8-bit difference from this model's (as
+            :func:`quantize_from` made it) is stored as that difference in the part file
+            (the manifest's ``"delta"``): a fine-tuned model costs a quarter of its bytes.
 
     Raises:
         ModelError: a tensor of ``name`` is in none of ``sources`` (without ``keep_own``), or
@@ -83,6 +153,8 @@ def share_tensors(
     own = {s: _read_file(_locate(s, manifest, weights_dir)[0])[1] for s in sources}
     picks: dict[str, list[str]] = {s: [] for s in sources}
     rest: list[str] = []
+    deltas: dict[str, np.ndarray] = {}
+    base = _read_file(_locate(delta_from, manifest, weights_dir)[0])[1] if delta_from else {}
     for key, value in sorted(tensors.items()):
         for source in sources:
             other = own[source].get(key)
@@ -95,23 +167,82 @@ def share_tensors(
                 picks[source].append(key)
                 break
         else:
+            other = base.get(key)
+            exact = None
+            if other is not None and other.shape == value.shape and value.dtype == np.float32:
+                exact = _exact_delta(value, other)
+            if exact is not None:
+                deltas[key + DELTA_SUFFIX], deltas[key + DELTA_SCALE_SUFFIX] = exact
+                continue
             if not keep_own:
                 raise ModelError(f"model {name!r}: tensor {key} is in none of {sources}")
             rest.append(key)
     del entry["file"]
     entry["assembled"] = {"metadata": raw_meta, "tensors": {s: k for s, k in picks.items() if k}}
-    if rest:
-        from safetensors.numpy import save_file
-
-        part = f"{name}.part.safetensors"
+    if rest or deltas:
         own_tensors = {k: tensors[k] for k in rest}
-        save_file(own_tensors, str(weights_dir / part), metadata={METADATA_KEY: raw_meta})
-        entry["assembled"]["part"] = {"file": part, "keys": rest}
+        entry["assembled"]["part"] = _write_part(name, raw_meta, own_tensors, deltas, weights_dir)
+    if deltas:
+        keys = sorted(k[: -len(DELTA_SUFFIX)] for k in deltas if k.endswith(DELTA_SUFFIX))
+        entry["assembled"]["delta"] = {"base": delta_from, "keys": keys}
     manifest["models"][name] = entry
     if _assemble(name, entry, manifest, weights_dir)[2] != digest:
         raise ModelError(f"model {name!r}: rebuilt bytes differ")  # pragma: no cover
     add_to_manifest(weights_dir, name, entry, make_default=False)
     path.unlink()
+    return entry
+
+
+def _write_part(
+    name: str,
+    raw_meta: str,
+    own: dict[str, np.ndarray],
+    extra: dict[str, np.ndarray],
+    weights_dir: Path,
+) -> dict[str, Any]:
+    """Write ``NAME.part.safetensors``: the tensors ``own`` (integer ones zlib-compressed,
+    :data:`aecodec.weightsfile.ZLIB_SUFFIX`) and ``extra`` as they are; returns the manifest's
+    ``"part"`` spec."""
+    import zlib
+
+    from safetensors.numpy import save_file
+
+    part = f"{name}.part.safetensors"
+    stored, packed = dict(extra), {}
+    for key, value in own.items():
+        if value.dtype.kind in "iu":
+            blob = zlib.compress(np.ascontiguousarray(value).tobytes(), 9)
+            stored[key + ZLIB_SUFFIX] = np.frombuffer(blob, dtype=np.uint8)
+            packed[key] = {"dtype": value.dtype.str, "shape": list(value.shape)}
+        else:
+            stored[key] = value
+    save_file(stored, str(weights_dir / part), metadata={METADATA_KEY: raw_meta})
+    (weights_dir / part).chmod(0o644)
+    spec: dict[str, Any] = {"file": part, "keys": sorted(set(own) - set(packed))}
+    if packed:
+        spec["zlib"] = packed
+    return spec
+
+
+def compress_part(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    """Re-write the part file of assembled bundled model ``name`` with its integer tensors
+    zlib-compressed (the model's bytes, and so its sha256, are unchanged: checked). Returns
+    the new manifest entry."""
+    manifest = read_manifest(weights_dir)
+    entry = json.loads(json.dumps(manifest["models"][name]))
+    spec = entry.get("assembled", {})
+    if "part" not in spec:
+        raise ModelError(f"model {name!r} has no part file")
+    _, digest = _assemble(name, entry, manifest, weights_dir)[1:]
+    _, stored = _read_file(weights_dir / spec["part"]["file"])
+    own = {k: stored.pop(k) for k in spec["part"]["keys"]}
+    own.update(_inflate(name, spec["part"].get("zlib", {}), stored))
+    stored = {k: v for k, v in stored.items() if not k.endswith(ZLIB_SUFFIX)}
+    spec["part"] = _write_part(name, spec["metadata"], own, stored, weights_dir)
+    manifest["models"][name] = entry
+    if _assemble(name, entry, manifest, weights_dir)[2] != digest:
+        raise ModelError(f"model {name!r}: rebuilt bytes differ")  # pragma: no cover
+    add_to_manifest(weights_dir, name, entry, make_default=False)
     return entry
 
 
