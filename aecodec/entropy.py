@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -247,9 +248,18 @@ class EntropyTables:
         return [categorical(r, perfect=False) for r in rows]
 
     def models(self, q: int) -> list[list[Any]]:
-        """``[G][C]`` constriction models of quality index q."""
-        row_models = self._row_models
-        return [[row_models[t] for t in group] for group in self.table_index[q].tolist()]
+        """``[G][C]`` constriction models of quality index q (made once per q: 10 ms for the
+        default model, paid per tile otherwise)."""
+        cache = self._models_of
+        if q not in cache:
+            row_models = self._row_models
+            cache[q] = [[row_models[t] for t in group] for group in self.table_index[q].tolist()]
+        return cache[q]
+
+    @cached_property
+    def _models_of(self) -> dict[int, list[list[Any]]]:
+        """Quality index -> its ``[G][C]`` models (:meth:`models`)."""
+        return {}
 
     def between(self, q: int, weight: int, scale: int) -> EntropyTables:
         """The tables of a fine quality between quality indices ``q`` and ``q + 1``.
@@ -280,6 +290,7 @@ class EntropyTables:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_row_models", None)  # constriction models are rebuilt on demand
+        state.pop("_models_of", None)
         state.pop("row_lengths", None)
         return state
 
@@ -364,57 +375,101 @@ def decode_indices(
     Raises:
         FormatError: the payload is malformed or does not decode to exactly this many indices.
     """
+    return decode_tiles([data], tables, q, height, width)[0]
+
+
+def decode_tiles(
+    payloads: list[bytes], tables: EntropyTables, q: int, height: int, width: int
+) -> np.ndarray:
+    """Decode tiles of the same size together: ``int64 [T, G, height, width]``, tile t being
+    ``decode_indices(payloads[t], ...)``.
+
+    Group by group, the contexts come from the groups already decoded (the values
+    :meth:`ContextScheme.contexts` gives the encoder, computed incrementally: the previous
+    group's levels in a zero-bordered buffer, the 3x3 maximum as two separable ones, activity
+    buckets by table lookup) for all the tiles at once, so a group costs a few dozen numpy
+    operations whatever the number of tiles, plus one ``decode`` per coding run of each tile.
+    Many small tiles then cost little more than one tile of their total area.
+
+    Raises:
+        FormatError: a payload is malformed or does not decode to exactly this many indices.
+    """
     import constriction
 
-    if len(data) % 4:
-        raise FormatError(f"tile payload length {len(data)} is not a multiple of 4")
+    for data in payloads:
+        if len(data) % 4:
+            raise FormatError(f"tile payload length {len(data)} is not a multiple of 4")
+    n_tiles, area = len(payloads), height * width
     _, g_count, _, _ = tables.shape
     scheme = tables.scheme
-    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
     models = tables.models(q)
-    out = np.zeros((g_count, height, width), dtype=np.int64)
-    levels = np.zeros_like(out)
-    activity = np.zeros(height * width, dtype=np.int64)
-    anchors = anchor_mask(height, width).reshape(-1) if scheme.spatial else None
-    first = range(scheme.base_contexts)
+    level_lut = tables.level_lut.astype(np.int64)
+    out = np.zeros((g_count, n_tiles, area), dtype=np.int64)
+    # Activity count -> bucket, for every count a tile can reach (0..G-1).
+    edges = np.asarray(scheme.activity_edges, dtype=np.int64)
+    bucket_of = np.searchsorted(edges, np.arange(g_count + 1), side="right")
+    activity = np.zeros((n_tiles, area), dtype=np.int64)
+    prev = np.zeros((n_tiles, height + 2, width + 2), dtype=np.int64)  # group g-1's levels
+    own = np.zeros_like(prev)  # group g's anchor levels (spatial contexts)
+    if scheme.spatial:
+        anchors = anchor_mask(height, width).reshape(-1)
+        passes = [np.flatnonzero(anchors), np.flatnonzero(~anchors)]
+    else:
+        passes = [np.arange(area)]
     try:
-        coder = constriction.stream.stack.AnsCoder(words)
+        coders = [
+            constriction.stream.stack.AnsCoder(np.frombuffer(d, dtype="<u4").astype(np.uint32))
+            for d in payloads
+        ]
         for g in range(g_count):
-            if g == 0:
-                chan = np.zeros(height * width, dtype=np.int64)
-            else:
-                chan = contexts_from_levels(levels[g - 1 : g + 1], scheme.num_levels)[1]
-                chan = chan.reshape(-1)
-            base = scheme.base(chan, activity)
-            flat = np.zeros(height * width, dtype=np.int64)
-            if anchors is None:
-                _decode_runs(coder, models[g], flat, base, first)
-            else:
-                _decode_runs(coder, models[g], flat, np.where(anchors, base, -1), first)
-                lv = tables.level_lut[g][flat].reshape(height, width)
-                second_ctx = scheme.second(base.reshape(height, width), lv).reshape(-1)
-                second = np.where(anchors, -1, second_ctx)
-                _decode_runs(coder, models[g], flat, second, range(first.stop, len(models[g])))
-            out[g] = flat.reshape(height, width)
-            levels[g] = tables.level_lut[g][out[g]]
-            activity += (levels[g] > 0).reshape(-1)
-        empty = coder.is_empty()
+            base = bucket_of[activity]
+            if g > 0:
+                rows = np.maximum(np.maximum(prev[:, :, :-2], prev[:, :, 1:-1]), prev[:, :, 2:])
+                chan = np.maximum(np.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+                base += chan.reshape(n_tiles, area) * scheme.buckets
+            flat = out[g]
+            _decode_positions(coders, models[g], flat, base[:, passes[0]], passes[0])
+            if scheme.spatial:
+                own[:, 1:-1, 1:-1] = level_lut[g][flat].reshape(n_tiles, height, width)
+                near = own[:, :-2, 1:-1] + own[:, 2:, 1:-1] + own[:, 1:-1, :-2] + own[:, 1:-1, 2:]
+                s = np.minimum(near.reshape(n_tiles, area)[:, passes[1]], scheme.spatial - 1)
+                ctx = scheme.base_contexts + base[:, passes[1]] * scheme.spatial + s
+                _decode_positions(coders, models[g], flat, ctx, passes[1])
+            lv = level_lut[g][flat]
+            prev[:, 1:-1, 1:-1] = lv.reshape(n_tiles, height, width)
+            activity += lv > 0
+        empty = all(coder.is_empty() for coder in coders)
     except FormatError:
         raise
     except Exception as exc:  # constriction raises ValueError/AssertionError on bad input
         raise FormatError(f"tile payload does not decode: {exc}") from exc
     if not empty:
         raise FormatError("tile payload has data left over after decoding: the file is corrupt")
-    return out
+    return out.reshape(g_count, n_tiles, height, width).transpose(1, 0, 2, 3)
 
 
-def _decode_runs(
-    coder: Any, models: list[Any], flat: np.ndarray, ctx: np.ndarray, contexts: range
+def _decode_positions(
+    coders: list[Any], models: list[Any], flat: np.ndarray, ctx: np.ndarray, positions: np.ndarray
 ) -> None:
-    """Decode, for each context c in ``contexts``, the positions where ``ctx == c`` (raster
-    order) into ``flat`` (both ``[h*w]``)."""
-    for c, where in _runs(ctx, contexts):
-        flat[where] = coder.decode(models[c], where.size)
+    """Decode, for each tile t, the symbols at ``positions`` (raster order) whose contexts are
+    ``ctx[t]`` into ``flat[t]`` (``flat [T, h*w]``, ``ctx [T, n]``): context by context
+    ascending, raster order within a context, one ``decode`` per run."""
+    n_tiles, n = ctx.shape
+    if n == 0:
+        return
+    order = np.argsort(ctx, axis=1, kind="stable")
+    ranked = np.take_along_axis(ctx, order, axis=1).reshape(-1)
+    new_run = np.ones(ranked.size, dtype=bool)
+    new_run[1:] = ranked[1:] != ranked[:-1]
+    new_run[::n] = True  # each tile starts a run
+    starts = np.flatnonzero(new_run)
+    bounds = [*starts.tolist(), ranked.size]
+    decoded = [
+        coders[start // n].decode(models[c], end - start)
+        for c, start, end in zip(ranked[starts].tolist(), bounds[:-1], bounds[1:], strict=True)
+    ]
+    cols = positions[order]
+    flat[np.arange(n_tiles)[:, None], cols] = np.concatenate(decoded).reshape(n_tiles, n)
 
 
 def _runs(ctx: np.ndarray, contexts: range) -> list[tuple[int, np.ndarray]]:
@@ -425,5 +480,6 @@ def _runs(ctx: np.ndarray, contexts: range) -> list[tuple[int, np.ndarray]]:
     if pos.size == 0:
         return []
     order = pos[np.argsort(ctx[pos], kind="stable")]
-    values, counts = np.unique(ctx[order], return_counts=True)
-    return list(zip(values.tolist(), np.split(order, np.cumsum(counts)[:-1]), strict=True))
+    ranked = ctx[order]
+    bounds = [0, *(np.flatnonzero(ranked[1:] != ranked[:-1]) + 1).tolist(), ranked.size]
+    return [(int(ranked[a]), order[a:b]) for a, b in pairwise(bounds)]

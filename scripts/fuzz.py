@@ -393,21 +393,21 @@ class _Probe:
         self.tiles = -1
         self.decoded = 0
         self.calls = 0
-        unpack, decode = container.unpack, codec_module.decode_indices
+        unpack, decode = container.unpack, codec_module.decode_tiles
 
         def counting_unpack(*args: Any, **kwargs: Any) -> Any:
             bs = unpack(*args, **kwargs)
             self.tiles = bs.header.num_tiles
             return bs
 
-        def counting_decode(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            out = decode(*args, **kwargs)
-            self.decoded += 1
+        def counting_decode(payloads: list[bytes], *args: Any, **kwargs: Any) -> Any:
+            self.calls += len(payloads)  # tiles whose decoding started (a batch at a time)
+            out = decode(payloads, *args, **kwargs)
+            self.decoded += len(payloads)
             return out
 
         container.unpack = counting_unpack  # type: ignore[assignment]
-        codec_module.decode_indices = counting_decode  # type: ignore[assignment]
+        codec_module.decode_tiles = counting_decode  # type: ignore[assignment]
 
     def reset(self) -> None:
         self.tiles, self.decoded, self.calls = -1, 0, 0

@@ -11,6 +11,7 @@ from aecodec.entropy import (
     EntropyTables,
     contexts_from_levels,
     decode_indices,
+    decode_tiles,
     encode_indices,
     mix_rows,
     tables_from_logits,
@@ -61,6 +62,22 @@ def test_round_trip(shape: tuple[int, int]) -> None:
     data = encode_indices(idx, t, 1)
     assert len(data) % 4 == 0
     np.testing.assert_array_equal(decode_indices(data, t, 1, *shape), idx)
+
+
+@pytest.mark.parametrize(("spatial", "edges", "shape"), [(0, (), (3, 5)), (4, (1, 2, 4), (2, 3))])
+def test_tiles_decoded_together_as_each_alone(spatial, edges, shape) -> None:
+    """decode_tiles (the codec decodes same-size tiles in batches) gives each tile's
+    decode_indices; a bad payload anywhere in the batch is a FormatError."""
+    t = _tables(spatial=spatial, edges=edges)
+    tiles = [_sample(t, 1, *shape, seed=s) for s in range(5)]
+    payloads = [encode_indices(idx, t, 1) for idx in tiles]
+    together = decode_tiles(payloads, t, 1, *shape)
+    assert together.shape == (5, t.shape[1], *shape)
+    for idx, got, data in zip(tiles, together, payloads, strict=True):
+        np.testing.assert_array_equal(got, idx)
+        np.testing.assert_array_equal(decode_indices(data, t, 1, *shape), idx)
+    with pytest.raises(FormatError):
+        decode_tiles([*payloads[:2], payloads[2] + b"\0\0\0\1", *payloads[3:]], t, 1, *shape)
 
 
 def test_real_size_close_to_ideal_code_length() -> None:
