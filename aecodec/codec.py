@@ -176,7 +176,7 @@ class Codec:
         self._net: Any = None
         self._net_lock = threading.Lock()
         self._synthesis: Any = None  # the ONNX decoder, made on the first decode
-        self._synthesis_ready = False
+        self._synthesis_ready = 0  # the process it was made in (0: not made yet)
         self.name = weights.name
         self.config = weights.config
         self.sha256 = weights.sha256
@@ -218,11 +218,12 @@ class Codec:
 
     def _onnx_synthesis(self) -> Any:
         """The ONNX Runtime decoder (:func:`aecodec.runtime.load_synthesis`), or ``None`` for
-        torch; made once, on first use (an encoder never pays for it)."""
+        torch; made on first use (an encoder never pays for it), and again in a forked child
+        (a DataLoader worker): an ONNX Runtime session does not survive a fork."""
         with self._net_lock:
-            if not self._synthesis_ready:
+            if self._synthesis_ready != os.getpid():
                 self._synthesis = _runtime.load_synthesis(self._weights, self.runtime)
-                self._synthesis_ready = True
+                self._synthesis_ready = os.getpid()
             return self._synthesis
 
     @property

@@ -423,7 +423,7 @@ def _compress_parallel(inputs: Sequence[Path], job: _Job, *, threads: int | None
             fields = {"bytes": r.bytes, "bpp": r.bpp, "quality": r.quality, "seconds": r.seconds}
             if job.targets:
                 fields.update(target_met=r.target_met, trials=r.trials)
-            if job.with_psnr:
+            if job.with_psnr or r.psnr is not None:  # asked for, or a --target-psnr measured it
                 fields["psnr"] = r.psnr
             emit(r.src, r.dst, fields, as_json=job.as_json, to_stderr=False)
     return failures
