@@ -198,7 +198,7 @@ def _cli_command(src: Path, dst: Path, command: str = "compress") -> list[str]:
     exe = ROOT / ".venv" / "bin" / "aecodec"
     if exe.exists():
         return [str(exe), command, str(src), "-o", str(dst), "--force"]
-    return [sys.executable, "-m", "cli.main", command, str(src), "-o", str(dst), "--force"]
+    return [sys.executable, "-m", "aecodec.cli.main", command, str(src), "-o", str(dst), "--force"]
 
 
 def _run(cmd: list[str]) -> None:

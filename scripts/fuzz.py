@@ -479,7 +479,7 @@ def _run_cli(data: bytes, max_pixels: int) -> None:
 
     import click
 
-    from cli.main import main as cli_main
+    from aecodec.cli.main import main as cli_main
 
     folder = Path(tempfile.mkdtemp(prefix="aecodec-fuzz-"))
     src, dst = folder / "in.aec", folder / "out.png"

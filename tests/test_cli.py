@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from PIL import Image
 
 import aecodec
-from cli.main import main
+from aecodec.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 48, 40
@@ -586,7 +586,8 @@ def _subprocess(*args: object) -> subprocess.CompletedProcess[str]:
 
 
 def test_import_is_cheap() -> None:
-    proc = _subprocess("-c", "import sys, cli.main; assert 'torch' not in sys.modules, 'torch'")
+    code = "import sys, aecodec.cli.main; assert 'torch' not in sys.modules, 'torch'"
+    proc = _subprocess("-c", code)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -828,8 +829,8 @@ def test_target_and_psnr_keep_pixel_limits_and_warn_once(tmp_path: Path) -> None
 def test_train_options_come_from_train_config(monkeypatch: pytest.MonkeyPatch) -> None:
     import dataclasses
 
+    from aecodec.cli import train as train_cli
     from aecodec.train import loop
-    from cli import train as train_cli
 
     fields = {f.name for f in dataclasses.fields(loop.TrainConfig)}
     assert fields == set(train_cli.TRAIN_OPTIONS) | set(train_cli.NOT_OPTIONS)
@@ -866,7 +867,7 @@ def test_train_options_come_from_train_config(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_bench_runs_from_the_checkout_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cli import bench
+    from aecodec.cli import bench
 
     result = run("bench", "--help")
     assert result.exit_code == 0, result.output
@@ -879,7 +880,8 @@ def test_bench_runs_from_the_checkout_only(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_library_does_not_import_the_cli() -> None:
     code = (
-        "import sys, aecodec, aecodec.train; assert 'cli' not in sys.modules, sorted(sys.modules)"
+        "import sys, aecodec, aecodec.train; "
+        "assert not {'cli', 'aecodec.cli'} & set(sys.modules), sorted(sys.modules)"
     )
     proc = _subprocess("-c", code)
     assert proc.returncode == 0, proc.stderr
@@ -928,7 +930,7 @@ def test_warnings_as_lines_reports_a_warning_issued_inside_it(
 ) -> None:
     import warnings
 
-    from cli.common import warnings_as_lines
+    from aecodec.cli.common import warnings_as_lines
 
     with warnings_as_lines(Path("x.png")):
         warnings.warn("from elsewhere", RuntimeWarning, stacklevel=1)

@@ -291,7 +291,7 @@ _SIGTERM_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys, time
     from PIL import Image
-    from cli.main import main
+    from aecodec.cli.main import main
 
     def slow_save(self, fp, *args, **kwargs):
         fp.write(b"\\x89PNG partial")

@@ -213,7 +213,7 @@ def test_single_frame_images_do_not_warn(tmp_path: Path) -> None:
 def test_cli_prints_warnings_as_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from cli.main import main
+    from aecodec.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     Path("g.png").write_bytes(_png(6, 4, 16, 0, _rows(np.full((4, 6), 4000, ">u2"))))

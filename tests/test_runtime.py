@@ -80,7 +80,7 @@ def test_command_line_decoding_never_imports_torch(tmp_path: Path) -> None:
     (tmp_path / "in.aec").write_bytes(data)
     script = (
         "import sys\n"
-        "from cli.main import main\n"
+        "from aecodec.cli.main import main\n"
         "try:\n"
         f"    main(['decompress', {str(tmp_path / 'in.aec')!r}, '-o', "
         f"{str(tmp_path / 'out.png')!r}, '--threads', '1'], standalone_mode=False)\n"

@@ -3,12 +3,12 @@
 =====================  =====================================================
 module                 commands
 =====================  =====================================================
-:mod:`cli.compress`    ``compress``
-:mod:`cli.decompress`  ``decompress``
-:mod:`cli.info`        ``info``
-:mod:`cli.models`      ``models``, ``demo``
-:mod:`cli.train`       ``train``, ``export``, ``onnx``
-:mod:`cli.bench`       ``bench``, ``compare`` (from a source checkout)
+:mod:`aecodec.cli.compress`    ``compress``
+:mod:`aecodec.cli.decompress`  ``decompress``
+:mod:`aecodec.cli.info`        ``info``
+:mod:`aecodec.cli.models`      ``models``, ``demo``
+:mod:`aecodec.cli.train`       ``train``, ``export``, ``onnx``
+:mod:`aecodec.cli.bench`       ``bench``, ``compare`` (from a source checkout)
 =====================  =====================================================
 
 A thin layer over the public API of :mod:`aecodec`. Importing it is cheap: torch is only
@@ -21,8 +21,8 @@ from __future__ import annotations
 import click
 
 import aecodec
-from cli import bench, compress, decompress, info, models, train
-from cli.common import PROG, VERBOSE_HELP
+from aecodec.cli import bench, compress, decompress, info, models, train
+from aecodec.cli.common import PROG, VERBOSE_HELP
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

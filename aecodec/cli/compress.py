@@ -16,7 +16,7 @@ import aecodec
 import aecodec.weightsfile
 from aecodec import container, files
 from aecodec import output as outputs
-from cli.common import (
+from aecodec.cli.common import (
     INPUT_PATH,
     STDIO,
     FileError,

@@ -14,8 +14,7 @@ from PIL import Image
 import aecodec
 from aecodec import container, files
 from aecodec import output as outputs
-from aecodec.errors import AecodecError
-from cli.common import (
+from aecodec.cli.common import (
     INPUT_PATH,
     STDIO,
     FileError,
@@ -41,6 +40,7 @@ from cli.common import (
     verbose_option,
     write_atomic,
 )
+from aecodec.errors import AecodecError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import click
 from PIL import Image
 
 import aecodec
-from cli.common import (
+from aecodec.cli.common import (
     FILE_ERRORS,
     check_model_and_quality,
     describe_error,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from cli.common import fail
+from aecodec.cli.common import fail
 
-CHECKOUT = Path(__file__).resolve().parent.parent
+CHECKOUT = Path(__file__).resolve().parents[2]  # aecodec/cli/bench.py -> the checkout
 
 
 def _checkout_command(name: str, module: str, summary: str) -> click.Command:

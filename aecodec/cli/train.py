@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from cli.common import describe_error, fail
+from aecodec.cli.common import describe_error, fail
 
 #: TrainConfig field -> its option: ``help``, and where the default spelling does not fit, the
 #: option's ``flag`` (default ``--field-name``) and click ``type``. Defaults come from TrainConfig.

@@ -12,7 +12,7 @@ import click
 
 import aecodec
 from aecodec import files
-from cli.common import (
+from aecodec.cli.common import (
     FILE_ERRORS,
     INPUT_PATH,
     describe_error,
