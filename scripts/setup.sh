@@ -8,7 +8,7 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "[setup] creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import aecodec, cli, torch, torchvision, compressai, constriction, pytest, distributed, importlinter, onnxruntime, onnx" 2>/dev/null; then
+if ! .venv/bin/python -c "import aecodec.cli, torch, torchvision, compressai, constriction, pytest, distributed, importlinter, onnxruntime, onnx" 2>/dev/null; then
   echo "[setup] installing aecodec and its dependencies (torch from the local wheel, ~2 min)"
   .venv/bin/pip install --quiet --disable-pip-version-check \
     -c scripts/constraints.txt "torch==2.14.1" "torchvision==0.29.1" -e ".[dev]"
