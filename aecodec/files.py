@@ -239,20 +239,32 @@ def sha256_file(path: StrPath) -> str:
 
 
 def _read_up_to(fh: IO[bytes], n: int, chunk_size: int = 1 << 20) -> bytes:
-    """Up to ``n`` bytes, fewer only at the end of the stream (short reads are retried)."""
-    chunks: list[bytes] = []
-    got = 0
+    """Up to ``n`` bytes, fewer only at the end of the stream (short reads are retried).
+
+    A first read that returns everything (a regular file read in one call) is returned as it
+    is; otherwise the chunks go into one growing buffer (about 1.1x the data at the peak, not
+    the 2x of chunks plus their join)."""
+    first = fh.read(min(n, chunk_size))
+    if first is None:  # a non-blocking stream with nothing to read yet
+        raise BlockingIOError(errno.EAGAIN, "non-blocking stream has no data ready")
+    if not isinstance(first, (bytes, bytearray)):
+        raise TypeError("the file object must be opened in binary mode ('rb')")
+    if len(first) >= n or not first:
+        return bytes(first)
+    buf: io.BytesIO | None = None  # grows in place; getvalue() hands its bytes over uncopied
+    got = len(first)
     while got < n:
         chunk = fh.read(min(n - got, chunk_size))
-        if chunk is None:  # a non-blocking stream with nothing to read yet
+        if chunk is None:
             raise BlockingIOError(errno.EAGAIN, "non-blocking stream has no data ready")
-        if not isinstance(chunk, (bytes, bytearray)):
-            raise TypeError("the file object must be opened in binary mode ('rb')")
         if not chunk:
             break
-        chunks.append(bytes(chunk))
-        got += len(chunk)
-    return b"".join(chunks)
+        if buf is None:
+            buf = io.BytesIO()
+            buf.write(first)
+            first = b""
+        got += buf.write(chunk)
+    return bytes(first) if buf is None else buf.getvalue()  # a file read in one call: as is
 
 
 def read_stream(
@@ -303,8 +315,12 @@ def read_aec_stream(fh: IO[bytes]) -> bytes:
         OSError: reading fails.
     """
     check_stream(fh, FormatError)
+    start = fh.tell() if _regular_remaining(fh) is not None else None
     head = _read_up_to(fh, container.PREFIX_SIZE)
     container.check_prefix(head)
+    if start is not None:  # a regular file: read it whole in one buffer (no join, no copy)
+        fh.seek(start)
+        return read_stream(fh)
     return head + read_stream(fh)
 
 

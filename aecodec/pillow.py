@@ -18,7 +18,6 @@ in Pillow's other plugins.
 
 from __future__ import annotations
 
-from io import BytesIO
 from typing import IO, Any
 
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -49,7 +48,8 @@ class AecImageFile(ImageFile.ImageFile):
             raise SyntaxError("no file to read")
         try:
             # header first, never past a regular file's size (aecodec.files: one home)
-            bs = self._bitstream = container.unpack(files.read_aec_stream(self.fp))
+            bs = container.unpack(files.read_aec_stream(self.fp))
+            self._bitstream: container.Bitstream | None = bs
         except ValueError as exc:  # FormatError: the magic matched, so it is a broken .aec
             # Pillow callers catch OSError; SyntaxError would be swallowed into "cannot
             # identify image file", losing the reason.
@@ -71,15 +71,19 @@ class AecImageFile(ImageFile.ImageFile):
             import aecodec
 
             try:
+                assert self._bitstream is not None
                 decoded = aecodec.decompress(self._bitstream)  # parsed once, in _open
             except aecodec.AecodecError as exc:  # what Pillow callers catch, with the reason
                 raise OSError(f"cannot decode .aec file: {exc}") from exc
             if self.fp is not None and self._exclusive_fp:
                 self.fp.close()
-            self.fp = BytesIO(decoded.tobytes())
-            self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, self.mode)]
+            self.fp = None
+            # The decoded image's own pixel buffer becomes this image's: no raw copy of it.
+            self.im = decoded.im
+            self.tile = []
+            self._bitstream = None  # the compressed data is not needed any more
             self._decoded = True
-        return super().load()
+        return Image.Image.load(self)
 
 
 def quality_from_pillow(quality: object, levels: int) -> float:

@@ -14,12 +14,13 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import ROOT, smooth_image
 from PIL import Image
 
-from aecodec import FormatError, files
+from aecodec import FormatError, container, files
 
 _LIMIT_AS = 1 << 30  # 1 GiB of address space: an unbounded read fails fast, not the machine
 
@@ -387,3 +388,38 @@ def test_pipes_are_read_like_stdin(tmp_path: Path, tiny_codec) -> None:
     finally:
         files.MAX_STREAM_BYTES = old
         writer.join(10)
+
+
+def test_streams_and_files_are_read_into_one_buffer(tmp_path: Path) -> None:
+    """Reading a pipe-like stream peaks at about the data's size (one growing buffer, not the
+    chunks plus their join), and an .aec file is read in one piece (not head + rest)."""
+    import tracemalloc
+
+    class Pipe(io.RawIOBase):  # 64 KB per read, no size known: read as stdin is
+        def __init__(self, n: int) -> None:
+            self.left = n
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: Any) -> int:
+            k = min(len(b), self.left, 65536)
+            b[:k] = b"\1" * k
+            self.left -= k
+            return k
+
+    n = 20_000_000
+    path = tmp_path / "big.aec"
+    path.write_bytes(container.MAGIC + b"\2" + bytes(n))  # read before it is parsed
+    tracemalloc.start()
+    try:
+        data = files.read_stream(io.BufferedReader(Pipe(n)), limit=2 * n)
+        assert len(data) == n
+        del data
+        stream_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        assert len(files.read_aec(path)) == n + 5
+        file_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert stream_peak < 1.3 * n and file_peak < 1.3 * n, (stream_peak / n, file_peak / n)
