@@ -177,6 +177,8 @@ class Codec:
         self._net_lock = threading.Lock()
         self._synthesis: Any = None  # the ONNX decoder, made on the first decode
         self._synthesis_ready = 0  # the process it was made in (0: not made yet)
+        self._analysis: Any = None  # the ONNX encoder, made on the first encode
+        self._analysis_ready = 0
         self.name = weights.name
         self.config = weights.config
         self.sha256 = weights.sha256
@@ -215,6 +217,20 @@ class Codec:
     def decodes_with(self) -> str:
         """``"onnx"`` or ``"torch"``: what this codec's decoder runs its networks on."""
         return "torch" if self._onnx_synthesis() is None else "onnx"
+
+    @property
+    def encodes_with(self) -> str:
+        """``"onnx"`` or ``"torch"``: what this codec's encoder runs its analysis on."""
+        return "torch" if self._onnx_analysis() is None else "onnx"
+
+    def _onnx_analysis(self) -> Any:
+        """The ONNX Runtime encoder (:func:`aecodec.runtime.load_analysis`), or ``None`` for
+        torch; made on first use, and again in a forked child."""
+        with self._net_lock:
+            if self._analysis_ready != os.getpid():
+                self._analysis = _runtime.load_analysis(self._weights, self.runtime)
+                self._analysis_ready = os.getpid()
+            return self._analysis
 
     def _onnx_synthesis(self) -> Any:
         """The ONNX Runtime decoder (:func:`aecodec.runtime.load_synthesis`), or ``None`` for
@@ -362,8 +378,6 @@ class Codec:
         Returns:
             ``int64 [G, ceil(h/16), ceil(w/16)]``.
         """
-        import torch
-
         q = self._check_quality(quality)
         x, y, w, h = rect
         s = self.config.downsampling
@@ -371,31 +385,35 @@ class Codec:
         x1 = min(rgb.shape[1], x + w + MARGIN)
         y1 = min(rgb.shape[0], y + h + MARGIN)
         region = imageio.pad_to_multiple(rgb[y0:y1, x0:x1], s)
-        t = torch.tensor(region).permute(2, 0, 1)[None].float() / 255.0
-        with torch.inference_mode():
-            lat = self.net.analyse(t, self._gain_index(q))
-            ly, lx = (y - y0) // s, (x - x0) // s
-            lat = lat[:, :, ly : ly + -(-h // s), lx : lx + -(-w // s)]
-            lut = torch.from_numpy(self.tables.level_lut)
-            idx = self.net.quantize(lat, self._code_lengths(q), lut)
-        return idx[0].numpy()
-
-    def _code_lengths(self, quality: float) -> Any:
-        """``float32 [G, C, K]`` code lengths of the tables of ``quality`` (cached; thread-safe:
-        a race only computes the same tensor twice)."""
+        ly, lx = (y - y0) // s, (x - x0) // s
+        keep = (slice(ly, ly + -(-h // s)), slice(lx, lx + -(-w // s)))
+        bits, mean_bits = self._code_lengths(q)
+        analysis = self._onnx_analysis()
+        if analysis is not None:  # no torch
+            lat = analysis.analyse(region, self._gain_index(q))[:, keep[0], keep[1]]
+            return analysis.assign(lat, bits, mean_bits)  # type: ignore[no-any-return]
         import torch
 
+        t = torch.tensor(region).permute(2, 0, 1)[None].float() / 255.0
+        with torch.inference_mode():
+            lat = self.net.analyse(t, self._gain_index(q))[:, :, keep[0], keep[1]]
+            lut = torch.from_numpy(self.tables.level_lut)
+            idx = self.net.quantize(lat, torch.from_numpy(bits), lut)
+        return idx[0].numpy()  # type: ignore[no-any-return]
+
+    def _code_lengths(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
+        """``float32 [G, C, K]`` code lengths of the tables of ``quality`` and their average
+        over the contexts ``[G, K]`` (cached; thread-safe: a race only computes them twice)."""
         tables, q = self.tables_at(quality)
         if tables is not self.tables:  # a fine quality: kept with its tables
             entry = self._fine_entry(container.quality_steps(quality))
             if entry[1] is None:
-                entry[1] = torch.from_numpy(tables.code_lengths(q).astype(np.float32))
-            return entry[1]
+                entry[1] = _with_mean(tables.code_lengths(q))
+            return entry[1]  # type: ignore[no-any-return]
         bits = self._bits.get(q)
         if bits is None:
-            bits = torch.from_numpy(self.tables.code_lengths(q).astype(np.float32))
-            self._bits[q] = bits
-        return bits
+            bits = self._bits[q] = _with_mean(self.tables.code_lengths(q))
+        return bits  # type: ignore[no-any-return]
 
     def _encode_tile(self, rgb: np.ndarray, rect: tuple[int, int, int, int], q: float) -> bytes:
         return encode_indices(self.encode_tile_indices(rgb, rect, q), *self.tables_at(q))
@@ -517,6 +535,12 @@ def max_tiles(width: int, height: int) -> int:
     """
     by_area = -(-width * height // MEAN_TILE_AREA) + -(-width // 64) + -(-height // 64)
     return min(MAX_TILES, max(MIN_TILE_ALLOWANCE, by_area))
+
+
+def _with_mean(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Code lengths ``[G, C, K]`` as float32 and their float32 mean over the contexts."""
+    bits = lengths.astype(np.float32)
+    return bits, bits.mean(axis=1, dtype=np.float32)
 
 
 def _tile_batches(rects: list[tuple[int, int, int, int]], s: int) -> list[list[int]]:

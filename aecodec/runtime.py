@@ -1,12 +1,21 @@
-"""Decoding without torch: the synthesis transform under ONNX Runtime.
+"""Coding without torch: the transforms under ONNX Runtime, the rest in numpy.
 
-A bundled model may come with ``<name>.synthesis.onnx`` in the weights folder
-(``aecodec onnx``, :mod:`aecodec.train.onnxgraph`): the graph of ``refine(g_s(y))`` whose
-weights are external data pointing into the model's own ``.safetensors`` file(s), so it adds
-a few kilobytes to the bundle. With it, and ``onnxruntime`` installed, a
-:class:`aecodec.codec.Codec` decodes without importing torch: codeword lookup and inverse gains
-in numpy, the networks in ONNX Runtime. The decoded *indices* never depend on this (they are
-integers); the pixels agree with the torch path to +-1 (both are float32 convolutions).
+A bundled model may come with ``<name>.synthesis.onnx`` and ``<name>.analysis.onnx`` in the
+weights folder (``aecodec onnx``, :mod:`aecodec.train.onnxgraph`): the graphs of
+``refine(g_s(y))`` and ``g_a(x)`` whose weights are external data pointing into the model's own
+``.safetensors`` file(s), so they add a few kilobytes to the bundle. With them, and
+``onnxruntime`` installed, a :class:`aecodec.codec.Codec` decodes and encodes without importing
+torch:
+
+* decoding (:class:`OnnxSynthesis`): codeword lookup and inverse gains in numpy, the networks
+  in ONNX Runtime. The decoded *indices* never depend on this (they are integers); the pixels
+  agree with the torch path to +-1 (both are float32 convolutions);
+* encoding (:class:`OnnxAnalysis`): the analysis in ONNX Runtime, the gain and the
+  entropy-constrained assignment of 1-D codebooks in numpy, the same arithmetic as the torch
+  quantizer's (:data:`aecodec.model.config.SCALAR_WINDOW` candidates,
+  :data:`~aecodec.model.config.SCALAR_PASSES` passes). The latents agree with torch's to float32
+  rounding (torch computes the linear block path in float64), so an index can differ only where
+  two candidates' costs all but tie.
 
 Threads: :func:`set_threads` sets the intra-op threads of both runtimes (torch's only once it
 is imported).
@@ -25,6 +34,8 @@ from aecodec.weightsfile import WEIGHTS_DIR, LoadedWeights
 
 GRAPH_SUFFIX = ".synthesis.onnx"
 """The graph of bundled model NAME is ``NAME.synthesis.onnx`` in the weights folder."""
+ANALYSIS_SUFFIX = ".analysis.onnx"
+"""Its analysis graph: ``NAME.analysis.onnx``."""
 
 RUNTIMES = ("auto", "onnx", "torch")
 """``auto``: ONNX Runtime where the model has a graph and ``onnxruntime`` imports, else torch."""
@@ -56,6 +67,11 @@ def graph_path(model: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
     return weights_dir / f"{model}{GRAPH_SUFFIX}"
 
 
+def analysis_graph_path(model: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
+    """Where bundled model ``model``'s analysis graph lives (it may not exist)."""
+    return weights_dir / f"{model}{ANALYSIS_SUFFIX}"
+
+
 def onnxruntime_available() -> bool:
     """True when ``onnxruntime`` can be imported."""
     try:
@@ -77,35 +93,16 @@ class OnnxSynthesis:
     """
 
     def __init__(self, weights: LoadedWeights, graph: Path) -> None:
-        import onnxruntime as ort
-
         codebook = weights.tensors["quantizer.codebook"]  # [G, K, d]
         self._codebook = np.ascontiguousarray(codebook, dtype=np.float32)
         self._log_inv_gain = np.asarray(weights.tensors["log_inv_gain"], dtype=np.float32)
-        options = ort.SessionOptions()
-        if _threads:
-            options.intra_op_num_threads = _threads
-            options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(graph), options, providers=["CPUExecutionProvider"]
-        )
-        built = self._session.get_modelmeta().custom_metadata_map.get(SHA256_KEY)
-        if built != weights.sha256:
-            raise ValueError(
-                f"{graph.name} was built from other weights ({str(built)[:12]}, these are "
-                f"{weights.sha256[:12]}); rebuild it with `aecodec onnx {weights.name}`"
-            )
+        self._session = _session(weights, graph)
         self._lock = threading.Lock()
 
     def inverse_gain(self, q: float) -> np.ndarray:
         """``float32 [M]`` inverse gains at fine quality index ``q`` (``0..Q-1``), interpolated
         in the log domain between two levels as :meth:`VQVAE.coding_gains` does."""
-        a = int(np.floor(q))
-        f = np.float32(q - a)
-        log = self._log_inv_gain
-        if f == 0:
-            return np.exp(log[a])
-        return np.exp((np.float32(1.0) - f) * log[a] + f * log[a + 1])
+        return _gain(self._log_inv_gain, q)
 
     def __call__(self, idx: np.ndarray, q: float) -> np.ndarray:
         """``int [G, h, w]`` indices at fine quality index ``q`` -> ``float32 [3, 16h, 16w]``
@@ -119,6 +116,114 @@ class OnnxSynthesis:
         with self._lock:  # one run at a time: the session's threads are the budget
             (x_hat,) = self._session.run(None, {"y": np.ascontiguousarray(y, np.float32)})
         return np.clip(x_hat[0], 0.0, 1.0)
+
+
+class OnnxAnalysis:
+    """A model's encoder side without torch: pixels -> indices (1-D codebooks).
+
+    Args:
+        weights: the model's verified weights (codebooks, gains, tables' codeword levels).
+        graph: its analysis graph (:func:`analysis_graph_path`).
+
+    Raises:
+        ValueError: the graph was built from other weights, or the model's codebooks are not
+            one-dimensional and near their lattice (the torch quantizer's exact window search).
+    """
+
+    def __init__(self, weights: LoadedWeights, graph: Path) -> None:
+        from aecodec.model.config import SCALAR_PASSES, SCALAR_WINDOW
+
+        codebook = np.asarray(weights.tensors["quantizer.codebook"], dtype=np.float32)
+        _, k, d = codebook.shape
+        lattice = np.arange(k, dtype=np.float32) - k // 2
+        if d != 1 or not np.abs(codebook[:, :, 0] - lattice).max() < SCALAR_WINDOW - 1:
+            raise ValueError(f"model {weights.name!r}: no numpy assignment for its codebooks")
+        self._codebook = np.ascontiguousarray(codebook[:, :, 0])  # [G, K]
+        self._log_gain = np.asarray(weights.tensors["log_gain"], dtype=np.float32)
+        self._rate_weight = np.float32(weights.config.rate_weight)
+        self._tables = weights.tables  # its contexts (codeword levels, scheme) at any quality
+        self._window, self._passes = SCALAR_WINDOW, SCALAR_PASSES
+        self._session = _session(weights, graph)
+        self._lock = threading.Lock()
+
+    def analyse(self, region: np.ndarray, q: float) -> np.ndarray:
+        """``uint8 [H, W, 3]`` (H, W multiples of 16) -> ``float32 [M, H/16, W/16]``, the
+        latent times the gain of fine quality index ``q`` (:meth:`VQVAE.analyse`)."""
+        x = np.ascontiguousarray(region.transpose(2, 0, 1)[None], dtype=np.float32)
+        x /= np.float32(255.0)
+        with self._lock:
+            (y,) = self._session.run(None, {"x": x})
+        return y[0] * _gain(self._log_gain, q)[:, None, None]  # type: ignore[no-any-return]
+
+    def assign(self, y: np.ndarray, bits: np.ndarray, mean_bits: np.ndarray) -> np.ndarray:
+        """Entropy-constrained assignment of a gained latent ``float32 [G, h, w]`` with code
+        lengths ``float32 [G, C, K]`` (and their context average ``[G, K]``): the torch
+        quantizer's window search (:meth:`ProductVQ.assign`). Returns ``int64 [G, h, w]``."""
+        g, k = self._codebook.shape
+        offsets = np.arange(-self._window, self._window + 1)
+        centre = np.clip(np.clip(np.round(y), -k, k).astype(np.int64) + k // 2, 0, k - 1)
+        cand = np.clip(centre[..., None] + offsets, 0, k - 1)  # [G, h, w, n]
+        rows = np.arange(g)[:, None, None, None]
+        dist = y[..., None] - self._codebook[rows, cand]
+        dist *= dist
+        beta = self._rate_weight
+
+        def pick(lengths: np.ndarray) -> np.ndarray:
+            best = np.argmin(dist + beta * lengths, axis=-1)[..., None]
+            return np.take_along_axis(cand, best, axis=-1)[..., 0]  # type: ignore[no-any-return]
+
+        idx = pick(mean_bits[rows, cand])
+        for _ in range(self._passes - 1):
+            ctx = self._tables.contexts(idx)
+            idx = pick(bits[rows, ctx[..., None], cand])
+        return idx
+
+
+def _gain(log: np.ndarray, q: float) -> np.ndarray:
+    """``float32 [M]`` gains ``exp(log[q])`` at fine quality index ``q``, interpolated in the
+    log domain between two levels as :meth:`VQVAE.coding_gains` does."""
+    a = int(np.floor(q))
+    f = np.float32(q - a)
+    if f == 0:
+        return np.exp(log[a])  # type: ignore[no-any-return]
+    return np.exp((np.float32(1.0) - f) * log[a] + f * log[a + 1])  # type: ignore[no-any-return]
+
+
+def _session(weights: LoadedWeights, graph: Path) -> Any:
+    """An ONNX Runtime session of ``graph`` (threads as :func:`set_threads` chose).
+
+    Raises:
+        ValueError: the graph was built from other weights.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if _threads:
+        options.intra_op_num_threads = _threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    built = session.get_modelmeta().custom_metadata_map.get(SHA256_KEY)
+    if built != weights.sha256:
+        raise ValueError(
+            f"{graph.name} was built from other weights ({str(built)[:12]}, these are "
+            f"{weights.sha256[:12]}); rebuild it with `aecodec onnx {weights.name}`"
+        )
+    return session
+
+
+def load_analysis(weights: LoadedWeights, runtime: str, weights_dir: Path = WEIGHTS_DIR) -> Any:
+    """The ONNX encoder (:class:`OnnxAnalysis`) of ``weights`` for ``runtime``, or ``None``
+    where the torch path is to be used (``"torch"``; no analysis graph, no ``onnxruntime``,
+    a stale graph or codebooks the numpy assignment does not handle)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    graph = analysis_graph_path(weights.name, weights_dir)
+    if runtime == "torch" or not graph.is_file() or not onnxruntime_available():
+        return None
+    try:
+        return OnnxAnalysis(weights, graph)
+    except ValueError:
+        return None
 
 
 def load_synthesis(weights: LoadedWeights, runtime: str, weights_dir: Path = WEIGHTS_DIR) -> Any:

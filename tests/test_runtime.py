@@ -21,6 +21,9 @@ from aecodec.weightsfile import WEIGHTS_DIR, load_weights, read_manifest
 
 PHOTO = ROOT / "aecodec" / "data" / "kodim23-384x256.png"
 SHIPPED = sorted(name for name in read_manifest()["models"] if runtime.graph_path(name).is_file())
+ENCODERS = sorted(
+    name for name in read_manifest()["models"] if runtime.analysis_graph_path(name).is_file()
+)
 
 
 def test_the_default_model_ships_a_graph_and_decodes_with_onnx_runtime() -> None:
@@ -72,16 +75,32 @@ def test_a_graph_of_other_weights_or_a_missing_graph(tmp_path: Path) -> None:
         Codec(name, runtime="tensorflow")
 
 
-def test_command_line_decoding_never_imports_torch(tmp_path: Path) -> None:
-    """`aecodec decompress` (with --threads) of a default-model file runs without torch."""
+@pytest.mark.parametrize("model", ENCODERS)
+def test_onnx_encoder_gives_the_torch_encoders_indices(model: str) -> None:
+    """Same image, both encoders: the analysis agrees to float32 rounding and the numpy
+    assignment is the torch quantizer's, so the indices are the same (bar exact ties: at most
+    1e-4 of them may differ) at levels and between them."""
+    img = np.asarray(Image.open(PHOTO).convert("RGB"))[:128, :192]
+    torch_codec, onnx_codec = Codec(model, runtime="torch"), Codec(model)
+    assert onnx_codec.encodes_with == "onnx" and torch_codec.encodes_with == "torch"
+    top = torch_codec.qualities[-1]
+    for quality in (1, top, round((1 + top) / 2 + 0.37, 2)):
+        a = torch_codec.encode_tile_indices(img, (0, 0, 192, 128), quality)
+        b = onnx_codec.encode_tile_indices(img, (0, 0, 192, 128), quality)
+        assert a.shape == b.shape and (a != b).mean() <= 1e-4, (model, quality)
+
+
+def test_command_line_never_imports_torch(tmp_path: Path) -> None:
+    """`aecodec compress` and `aecodec decompress` (with --threads) of the default model run
+    without torch, and their file is the torch encoder's."""
     src = tmp_path / "in.png"
     Image.fromarray(smooth_image(64, 48, seed=3)).save(src)
-    data = Codec().compress(src, quality=2)
-    (tmp_path / "in.aec").write_bytes(data)
     script = (
         "import sys\n"
         "from aecodec.cli.main import main\n"
         "try:\n"
+        f"    main(['compress', {str(src)!r}, '-o', {str(tmp_path / 'in.aec')!r}, '-q', '2',"
+        " '--threads', '1'], standalone_mode=False)\n"
         f"    main(['decompress', {str(tmp_path / 'in.aec')!r}, '-o', "
         f"{str(tmp_path / 'out.png')!r}, '--threads', '1'], standalone_mode=False)\n"
         "finally:\n"
@@ -91,6 +110,8 @@ def test_command_line_decoding_never_imports_torch(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
+    data = (tmp_path / "in.aec").read_bytes()
+    assert data == Codec(runtime="torch").compress(src, quality=2)
     out = np.asarray(Image.open(tmp_path / "out.png"), dtype=np.int16)
     ref = np.asarray(Codec(runtime="torch").decompress(data), dtype=np.int16)
     assert np.abs(out - ref).max() <= 1

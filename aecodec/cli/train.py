@@ -380,23 +380,25 @@ def _export_baseline(run: Path) -> bool:
     help="The bundle's folder (default: the bundled aecodec/weights).",
 )
 def onnx(models: tuple[str, ...], weights_dir: Path | None) -> None:
-    """Write the ONNX Runtime synthesis graph of bundled MODELS (default: all that have a
-    synthesis of their own layout) beside their weights: NAME.synthesis.onnx, a few KB whose
-    tensors point into the .safetensors files. With it, decoding never imports torch."""
+    """Write the ONNX Runtime graphs of bundled MODELS (default: all whose transforms have
+    the layout of their own) beside their weights: NAME.synthesis.onnx and NAME.analysis.onnx,
+    a few KB each whose tensors point into the .safetensors files. With them, decoding and
+    encoding (1-D codebooks) never import torch."""
     from aecodec.errors import ModelError
-    from aecodec.train.onnxgraph import write_synthesis_graph
+    from aecodec.train.onnxgraph import write_analysis_graph, write_synthesis_graph
     from aecodec.weightsfile import WEIGHTS_DIR, read_manifest
 
     folder = weights_dir or WEIGHTS_DIR
     names = list(models) or sorted(read_manifest(folder)["models"])
     for name in names:
-        try:
-            path = write_synthesis_graph(name, folder)
-        except ImportError as exc:
-            fail(f"{exc}; install it with: pip install 'onnx>=1.17,<1.18'")
-        except (KeyError, ModelError, ValueError) as exc:
-            if models:
-                fail(f"{name}: {describe_error(exc)}")
-            click.echo(f"skipped {name}: {describe_error(exc)}")
-            continue
-        click.echo(f"wrote {path.name} ({path.stat().st_size} bytes)")
+        for write in (write_synthesis_graph, write_analysis_graph):
+            try:
+                path = write(name, folder)
+            except ImportError as exc:
+                fail(f"{exc}; install it with: pip install 'onnx>=1.17,<1.18'")
+            except (KeyError, ModelError, ValueError) as exc:
+                if models:
+                    fail(f"{name}: {describe_error(exc)}")
+                click.echo(f"skipped {name}: {describe_error(exc)}")
+                break
+            click.echo(f"wrote {path.name} ({path.stat().st_size} bytes)")

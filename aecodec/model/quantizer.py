@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aecodec.entropy import ContextScheme
+from aecodec.model.config import SCALAR_PASSES, SCALAR_WINDOW
 
 
 def _contexts_torch(levels: torch.Tensor, scheme: ContextScheme) -> torch.Tensor:
@@ -441,14 +442,6 @@ ROW_PSEUDO_COUNT = 0.05
 # Count-table updates between recomputations of the context-averaged code lengths.
 MEAN_BITS_EVERY = 50
 
-# Half-width of the candidate window of the one-dimensional fast path.
-SCALAR_WINDOW = 4
-
-# Passes of the 1-D assignment. With many contexts the first pass (context-averaged code
-# lengths) is a poor guess of the contexts; a third pass lowered the RD cost at every quality
-# of aecodec-vq-base2 by 0.3-0.7 % on the 16 validation images (a fourth: 0.05 % more). The
-# 2-D path keeps two passes (its only bundled model, aecodec-vq-small, has 4 contexts).
-SCALAR_PASSES = 3
 
 
 def _gather_ctx_bits(table: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
