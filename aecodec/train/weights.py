@@ -82,16 +82,28 @@ def delta_quantize(value: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.
 def _exact_delta(value: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """A stored difference that rebuilds ``value`` bit for bit (a value made by
     :func:`quantize_from`), or ``None``. The scale recomputed from the rebuilt value may be
-    twice the one it was made with (a row whose peak was 127 steps), so half is tried too."""
-    q, scale = delta_quantize(value, base)
-    for s in (scale, scale / 2):
-        q = np.rint((value.astype(np.float64) - base) / s.astype(np.float64))
-        if np.abs(q).max(initial=0) > 2 ** (DELTA_BITS - 1) - 1:
-            continue
-        q8 = q.astype(np.int8)
-        if np.array_equal(apply_delta(base, q8, s).view(np.uint32), value.view(np.uint32)):
-            return q8, s
-    return None
+    twice the one it was made with (a row whose peak was 127 steps), so each row that does not
+    rebuild with the first guess tries half of it."""
+    limit = 2 ** (DELTA_BITS - 1) - 1
+    _, scale = delta_quantize(value, base)
+    rows = value.shape[0] if value.ndim >= 2 else 1
+    want = value.view(np.uint32).reshape(rows, -1)
+    out_q = np.zeros((rows, want.shape[1]), dtype=np.int8)
+    out_s = scale.reshape(-1).copy() if value.ndim >= 2 else np.repeat(scale, 1)
+    diff = (value.astype(np.float64) - base).reshape(rows, -1)
+    flat_base = base.reshape(rows, -1)
+    for r in range(rows):
+        for s in (out_s[r], out_s[r] / 2):
+            q = np.rint(diff[r] / np.float64(s))
+            if np.abs(q).max(initial=0) > limit:
+                continue
+            rebuilt = apply_delta(flat_base[r], q.astype(np.int8), np.float32(s))
+            if np.array_equal(rebuilt.view(np.uint32), want[r]):
+                out_q[r], out_s[r] = q.astype(np.int8), s
+                break
+        else:
+            return None
+    return out_q.reshape(value.shape), out_s.astype(np.float32).reshape(scale.shape)
 
 
 def quantize_from(tensors: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> list[str]:
