@@ -97,7 +97,7 @@ def _exact_delta(value: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.nd
             q = np.rint(diff[r] / np.float64(s))
             if np.abs(q).max(initial=0) > limit:
                 continue
-            rebuilt = apply_delta(flat_base[r], q.astype(np.int8), np.float32(s))
+            rebuilt = apply_delta(flat_base[r], q.astype(np.int8), np.asarray(s, dtype=np.float32))
             if np.array_equal(rebuilt.view(np.uint32), want[r]):
                 out_q[r], out_s[r] = q.astype(np.int8), s
                 break
