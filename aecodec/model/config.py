@@ -38,6 +38,7 @@ SCALAR_WINDOW = 4
 # 2-D path keeps two passes (its only bundled model, aecodec-vq-small, has 4 contexts).
 SCALAR_PASSES = 3
 
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Hyper-parameters of a :class:`~aecodec.model.vqvae.VQVAE`.

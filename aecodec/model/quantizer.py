@@ -443,7 +443,6 @@ ROW_PSEUDO_COUNT = 0.05
 MEAN_BITS_EVERY = 50
 
 
-
 def _gather_ctx_bits(table: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
     """``table [B, G, C, K]``, ``ctx long [B, G, h, w]`` -> ``[B, G, h, w, K]``."""
     b, g, h, w = ctx.shape

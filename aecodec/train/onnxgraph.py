@@ -216,9 +216,7 @@ def build_synthesis_graph(model: str, weights_dir: Path = WEIGHTS_DIR) -> Any:
         r = h
         for i in range(3):
             wr, br = g.weight(f"refine.body.{2 * i}.weight"), g.weight(f"refine.body.{2 * i}.bias")
-            r = g.node(
-                "Conv", [r, wr, br], f"refine{i}", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
-            )
+            r = g.node("Conv", [r, wr, br], f"refine{i}", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
             if i < 2:
                 r = g.node("LeakyRelu", [r], f"refine_act{i}", alpha=0.1)
         h = g.node("Add", [h, r], "refined")
