@@ -440,16 +440,8 @@ class Codec:
                 tile size, tile count); the message says what is wrong.
             ModelError: the file was made by another model or other weights.
         """
-        rgb, bs = self.decompress_array(data, max_pixels=max_pixels, warn_pixels=warn_pixels)
-        h = bs.header
-        alpha = None
-        if h.mode in container.ALPHA_MODES:
-            if bs.alpha is None:
-                raise FormatError(f"mode {h.mode} but the file has no alpha plane")
-            alpha = _inflate_alpha(bs.alpha, h.width, h.height)
-        elif bs.alpha is not None:
-            raise FormatError(f"mode {h.mode} has no alpha, but the file carries an alpha plane")
-        return imageio.to_pil(rgb, h.mode, alpha, icc=bs.icc, exif=bs.exif)
+        rgb, bs, alpha = self._decode(data, max_pixels, warn_pixels)
+        return imageio.to_pil(rgb, bs.header.mode, alpha, icc=bs.icc, exif=bs.exif)
 
     def decompress_array(
         self,
@@ -465,6 +457,18 @@ class Codec:
         ``H*W/256`` bytes per group, one tile of :data:`MAX_TILE_SIDE` for the entropy decoder,
         one window of :data:`SYNTHESIS_WINDOW` for the networks), never by the file's tile size.
         """
+        rgb, bs, _ = self._decode(data, max_pixels, warn_pixels)
+        return rgb, bs
+
+    def _decode(
+        self,
+        data: bytes | container.Bitstream,
+        max_pixels: int | None,
+        warn_pixels: int | None,
+    ) -> tuple[np.ndarray, container.Bitstream, np.ndarray | None]:
+        """``(colour uint8 [H, W, 3], bitstream, alpha uint8 [H, W] or None)``: every cheap
+        check (model, quality, tiling, pixels, the alpha plane inflated) before the colour
+        planes' decoding, so a file that cannot decode is refused in milliseconds."""
         bs = data if isinstance(data, container.Bitstream) else container.unpack(data, max_pixels)
         h = bs.header
         self.check_model(h)
@@ -475,6 +479,18 @@ class Codec:
             )
         check_tiling(h)
         container.check_pixels(h.width, h.height, max_pixels=max_pixels, warn_pixels=warn_pixels)
+        alpha = None
+        if h.mode in container.ALPHA_MODES:
+            if bs.alpha is None:
+                raise FormatError(f"mode {h.mode} but the file has no alpha plane")
+            alpha = _inflate_alpha(bs.alpha, h.width, h.height)
+        elif bs.alpha is not None:
+            raise FormatError(f"mode {h.mode} has no alpha, but the file carries an alpha plane")
+        return self._decode_colour(bs), bs, alpha
+
+    def _decode_colour(self, bs: container.Bitstream) -> np.ndarray:
+        """The colour planes ``uint8 [H, W, 3]`` of a checked bitstream."""
+        h = bs.header
         s = self.config.downsampling
         # 1. Entropy-decode every tile's indices (integers only) into one latent grid.
         dtype = np.uint8 if self.config.codebook_size <= 256 else np.int16
@@ -500,7 +516,7 @@ class Codec:
             tile = np.round(x_hat[:, oy : oy + th, ox : ox + w] * np.float32(255.0))
             out[y : y + th, x : x + w] = tile.astype(np.uint8).transpose(1, 2, 0)
             del x_hat, tile
-        return out, bs
+        return out
 
     def _synthesize(self, idx: np.ndarray, q: float) -> np.ndarray:
         """``int [G, h, w]`` indices at fine quality index ``q`` -> ``float32 [3, 16h, 16w]``
