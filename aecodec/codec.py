@@ -391,7 +391,7 @@ class Codec:
         analysis = self._onnx_analysis()
         if analysis is not None:  # no torch
             lat = analysis.analyse(region, self._gain_index(q))[:, keep[0], keep[1]]
-            return analysis.assign(lat, bits, mean_bits)  # type: ignore[no-any-return]
+            return analysis.assign(lat, bits, mean_bits)
         import torch
 
         t = torch.tensor(region).permute(2, 0, 1)[None].float() / 255.0
@@ -399,7 +399,7 @@ class Codec:
             lat = self.net.analyse(t, self._gain_index(q))[:, :, keep[0], keep[1]]
             lut = torch.from_numpy(self.tables.level_lut)
             idx = self.net.quantize(lat, torch.from_numpy(bits), lut)
-        return idx[0].numpy()  # type: ignore[no-any-return]
+        return idx[0].numpy()
 
     def _code_lengths(self, quality: float) -> tuple[np.ndarray, np.ndarray]:
         """``float32 [G, C, K]`` code lengths of the tables of ``quality`` and their average
@@ -409,11 +409,11 @@ class Codec:
             entry = self._fine_entry(container.quality_steps(quality))
             if entry[1] is None:
                 entry[1] = _with_mean(tables.code_lengths(q))
-            return entry[1]  # type: ignore[no-any-return]
+            return entry[1]
         bits = self._bits.get(q)
         if bits is None:
             bits = self._bits[q] = _with_mean(self.tables.code_lengths(q))
-        return bits  # type: ignore[no-any-return]
+        return bits
 
     def _encode_tile(self, rgb: np.ndarray, rect: tuple[int, int, int, int], q: float) -> bytes:
         return encode_indices(self.encode_tile_indices(rgb, rect, q), *self.tables_at(q))
@@ -523,12 +523,12 @@ class Codec:
         in ``[0, 1]``, on ONNX Runtime or torch (:attr:`decodes_with`)."""
         synthesis = self._onnx_synthesis()
         if synthesis is not None:
-            return synthesis(idx, q)  # type: ignore[no-any-return]
+            return synthesis(idx, q)
         import torch
 
         window = torch.from_numpy(idx[None].astype(np.int64))
         with torch.inference_mode():
-            return self.net.decode_indices(window, q)[0].numpy()  # type: ignore[no-any-return]
+            return self.net.decode_indices(window, q)[0].numpy()
 
     def check_model(self, header: container.Header) -> None:
         """Raise :class:`ModelError` unless the file was made by this model's weights."""

@@ -153,7 +153,7 @@ class OnnxAnalysis:
         x /= np.float32(255.0)
         with self._lock:
             (y,) = self._session.run(None, {"x": x})
-        return y[0] * _gain(self._log_gain, q)[:, None, None]  # type: ignore[no-any-return]
+        return y[0] * _gain(self._log_gain, q)[:, None, None]
 
     def assign(self, y: np.ndarray, bits: np.ndarray, mean_bits: np.ndarray) -> np.ndarray:
         """Entropy-constrained assignment of a gained latent ``float32 [G, h, w]`` with code
@@ -170,7 +170,7 @@ class OnnxAnalysis:
 
         def pick(lengths: np.ndarray) -> np.ndarray:
             best = np.argmin(dist + beta * lengths, axis=-1)[..., None]
-            return np.take_along_axis(cand, best, axis=-1)[..., 0]  # type: ignore[no-any-return]
+            return np.take_along_axis(cand, best, axis=-1)[..., 0]
 
         idx = pick(mean_bits[rows, cand])
         for _ in range(self._passes - 1):
@@ -185,8 +185,8 @@ def _gain(log: np.ndarray, q: float) -> np.ndarray:
     a = int(np.floor(q))
     f = np.float32(q - a)
     if f == 0:
-        return np.exp(log[a])  # type: ignore[no-any-return]
-    return np.exp((np.float32(1.0) - f) * log[a] + f * log[a + 1])  # type: ignore[no-any-return]
+        return np.exp(log[a])
+    return np.exp((np.float32(1.0) - f) * log[a] + f * log[a + 1])
 
 
 def _session(weights: LoadedWeights, graph: Path) -> Any:

@@ -166,7 +166,7 @@ def plot_rd(
             if not x:
                 continue
             label = f"{curve.label} (published)" if curve.published else curve.label
-            (line,) = ax.plot(x, y, label=label, **curve_style(curve))  # type: ignore[arg-type]
+            (line,) = ax.plot(x, y, label=label, **curve_style(curve))
             handles.setdefault(label, line)
         ax.set_xlabel("bits per pixel (whole file)")
         ax.set_ylabel(ylabel)

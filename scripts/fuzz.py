@@ -406,8 +406,8 @@ class _Probe:
             self.decoded += len(payloads)
             return out
 
-        container.unpack = counting_unpack  # type: ignore[assignment]
-        codec_module.decode_tiles = counting_decode  # type: ignore[assignment]
+        container.unpack = counting_unpack
+        codec_module.decode_tiles = counting_decode
 
     def reset(self) -> None:
         self.tiles, self.decoded, self.calls = -1, 0, 0

@@ -146,8 +146,8 @@ def decode_tile(
             for j in range(width):
                 a = 0
                 if g > 0:
-                    near = (level(g - 1, i + di, j + dj) for di in (-1, 0, 1) for dj in (-1, 0, 1))
-                    a = min(num_levels - 1, max(near))
+                    around = [level(g - 1, i + y, j + x) for y in (-1, 0, 1) for x in (-1, 0, 1)]
+                    a = min(num_levels - 1, max(around))
                 b = sum(1 for e in activity_edges if e <= active[i][j])
                 base[i][j] = a * buckets + b
         # Anchors (every position when S = 0) with their base contexts, then the others.

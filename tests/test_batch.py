@@ -191,7 +191,7 @@ def test_batch_searches_a_rate_target_per_file(tmp_path: Path, tiny_codec) -> No
         r = results[p.name]
         want = compress_to_target(tiny_codec, p, target_size=400)
         assert (r.status, r.quality, r.bytes) == ("done", want.quality, want.bytes)
-        assert (r.target_met, r.trials) == (want.met, want.trials)
+        assert (r.target_met, r.trials) == (want.met, want.trials) and r.bytes is not None
         assert r.psnr is not None and r.bytes <= 400
         assert (tmp_path / "out" / f"{p.stem}.aec").read_bytes() == want.data
     with pytest.raises(ValueError, match="not both"):

@@ -382,13 +382,13 @@ def test_invalid_quality_lists_valid_values(tmp_path: Path) -> None:
     _make_png(tmp_path / "a.png")
     valid = aecodec.qualities()
     for bad in (0, 0.5, max(valid) + 1, max(valid) + 0.01):
-        result = run("compress", "-q", bad, "a.png")
+        result = run("compress", "-q", str(bad), "a.png")
         assert result.exit_code == 2
         assert ", ".join(str(q) for q in valid) in result.stderr
         assert f"up to two decimals between 1 and {max(valid)}" in result.stderr
         assert not (tmp_path / "a.aec").exists()
-    for bad, message in (("4.555", "give at most two decimals"), ("nan", "finite")):
-        result = run("compress", "-q", bad, "a.png")
+    for text, message in (("4.555", "give at most two decimals"), ("nan", "finite")):
+        result = run("compress", "-q", text, "a.png")
         assert result.exit_code == 2 and message in result.stderr
 
 

@@ -746,7 +746,7 @@ def test_invalid_max_pixels(bad: object) -> None:
 
 def test_module_imports_only_stdlib() -> None:
     tree = ast.parse(Path(container.__file__).read_text(encoding="utf-8"))
-    modules = set()
+    modules: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules.update(a.name.split(".")[0] for a in node.names)

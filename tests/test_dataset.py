@@ -33,7 +33,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_items_are_the_decoded_images(folder: Path) -> None:
     data = AecDataset(folder)
     assert len(data) == 3 and [p.name for p in data.files] == ["0.aec", "1.aec", "2.aec"]
-    for path, item in zip(data.files, data, strict=True):
+    for path, item in zip(data.files, (data[i] for i in range(len(data))), strict=True):
         want = np.asarray(aecodec.decompress(path).convert("RGB"), dtype=np.float32) / 255
         assert item.dtype == torch.float32 and item.shape == (3, *want.shape[:2])
         assert torch.equal(item, torch.from_numpy(want.transpose(2, 0, 1).copy()))

@@ -65,11 +65,14 @@ def test_round_trip(shape: tuple[int, int]) -> None:
 
 
 @pytest.mark.parametrize(("spatial", "edges", "shape"), [(0, (), (3, 5)), (4, (1, 2, 4), (2, 3))])
-def test_tiles_decoded_together_as_each_alone(spatial, edges, shape) -> None:
+def test_tiles_decoded_together_as_each_alone(
+    spatial: int, edges: tuple[int, ...], shape: tuple[int, int]
+) -> None:
     """decode_tiles (the codec decodes same-size tiles in batches) gives each tile's
     decode_indices; a bad payload anywhere in the batch is a FormatError."""
     t = _tables(spatial=spatial, edges=edges)
-    tiles = [_sample(t, 1, *shape, seed=s) for s in range(5)]
+    h, w = shape
+    tiles = [_sample(t, 1, h, w, seed=s) for s in range(5)]
     payloads = [encode_indices(idx, t, 1) for idx in tiles]
     together = decode_tiles(payloads, t, 1, *shape)
     assert together.shape == (5, t.shape[1], *shape)

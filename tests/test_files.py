@@ -272,7 +272,7 @@ def test_no_overwrite_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     real_link, real_replace = os.link, os.replace
 
     def racing(real):
-        def publish(src: object, target: object, *a: object, **k: object) -> None:
+        def publish(src: Any, target: Any, *a: Any, **k: Any) -> None:
             Path(os.fspath(target)).write_bytes(b"theirs")  # another process wins the race
             real(src, target, *a, **k)
 

@@ -8,6 +8,7 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,9 +56,12 @@ def test_pixel_limit_refuses_before_decoding(
     assert path.stat().st_size < 10_000
     decoded: list[str] = []
     real_load = ImageFile.ImageFile.load
-    monkeypatch.setattr(
-        ImageFile.ImageFile, "load", lambda self: decoded.append(self.mode) or real_load(self)
-    )
+
+    def load(self: Any) -> Any:
+        decoded.append(self.mode)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
     with pytest.raises(ImageError, match=r"3000 x height 2000 = 6000000 pixels exceeds the limit"):
         imageio.load(path, max_pixels=5_000_000)
     assert decoded == []

@@ -117,7 +117,8 @@ def test_windowed_synthesis_matches_whole_image_synthesis(tiny_codec) -> None:
     for (x, y, w, th), payload in zip(
         tiles(h.width, h.height, h.tile_width, h.tile_height), bs.tiles, strict=True
     ):
-        idx = decode_indices(payload, tiny_codec.tables, h.quality - 1, -(-th // s), -(-w // s))
+        level = int(h.quality) - 1
+        idx = decode_indices(payload, tiny_codec.tables, level, -(-th // s), -(-w // s))
         grid[:, y // s : y // s + idx.shape[1], x // s : x // s + idx.shape[2]] = idx
     with torch.inference_mode():
         whole = tiny_codec.net.decode_indices(torch.from_numpy(grid[None]), h.quality - 1)

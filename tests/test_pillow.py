@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,7 +38,12 @@ def test_open_reads_only_the_header_until_load(
 ) -> None:
     calls: list[int] = []
     real = aecodec.decompress
-    monkeypatch.setattr(aecodec, "decompress", lambda data: calls.append(1) or real(data))
+
+    def counting(data: Any) -> Any:
+        calls.append(1)
+        return real(data)
+
+    monkeypatch.setattr(aecodec, "decompress", counting)
     with Image.open(aec_file) as img:
         assert img.size == (70, 45)
         assert calls == []

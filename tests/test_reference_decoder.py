@@ -191,7 +191,7 @@ def test_reference_decoder_agrees_with_aecodec_on_damaged_payloads() -> None:
     assert len(decoded) == 2 and not decoded[1].any()  # the good payload and the empty one
 
 
-def test_reference_decoder_decodes_the_default_model(default_codec) -> None:  # type: ignore[no-untyped-def]
+def test_reference_decoder_decodes_the_default_model(default_codec) -> None:
     """A 64x48 photo (the bundled sample, downscaled) coded with the bundled default model."""
     from PIL import Image
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,8 +30,8 @@ def data_dir(tmp_path_factory) -> Path:
     return d
 
 
-def _cfg(data_dir: Path, run: Path, steps: int, **kw) -> TrainConfig:
-    base = dict(
+def _cfg(data_dir: Path, run: Path, steps: int, **kw: Any) -> TrainConfig:
+    base: dict[str, Any] = dict(
         data=str(data_dir),
         run=str(run),
         steps=steps,
@@ -234,7 +235,8 @@ def test_pca_init_starts_from_a_block_transform_coder(data_dir) -> None:
     with torch.no_grad():
         y = net.g_a(x)
         rec = net.g_s(y)
-        v = net.g_s.linear.proj.weight[:, :, 0, 0]  # [768, M]
+        g_s: Any = net.g_s
+        v = g_s.linear.proj.weight[:, :, 0, 0]  # [768, M]
         torch.testing.assert_close(v.T @ v, torch.eye(12), atol=1e-4, rtol=0)
         # The projection on the first M-1 components only: strictly worse.
         y_short = y.clone()

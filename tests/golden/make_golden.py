@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-TINY = dict(
+TINY: dict[str, Any] = dict(
     name="aecodec-test-tiny",
     channels=8,
     latent_channels=8,
@@ -104,7 +104,8 @@ def tile_index_hashes(codec: Any, data: bytes) -> list[str]:
     for (_, _, w, th), payload in zip(
         imageio.tiles(h.width, h.height, h.tile_width, h.tile_height), bs.tiles, strict=True
     ):
-        idx = decode_indices(payload, *codec.tables_at(h.quality), -(-th // 16), -(-w // 16))
+        tables, q = codec.tables_at(h.quality)
+        idx = decode_indices(payload, tables, q, -(-th // 16), -(-w // 16))
         out.append(hashlib.sha256(idx.astype("<i8").tobytes()).hexdigest())
     return out
 
