@@ -188,7 +188,7 @@ def _jpeg2000() -> BenchCodec:
     )
 
 
-#: AVIF quality sweep (libavif quality 0..100), as in ../shared/anchors/kodak/measured-avif*.
+#: AVIF quality sweep (libavif quality 0..100).
 AVIF_QUALITIES = tuple(range(20, 91, 10))
 
 

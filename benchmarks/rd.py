@@ -50,7 +50,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Where a run writes unless told: a folder of the current directory, never the committed
 #: ``benchmarks/results`` (which changes only with an explicit ``--out benchmarks/results``).
 DEFAULT_OUT = Path("rd-results")
-DEFAULT_ANCHORS = REPO_ROOT.parent / "shared" / "anchors" / "kodak"
+#: CompressAI's published Kodak results, kept in the repository (benchmarks/anchors/README.md).
+DEFAULT_ANCHORS = REPO_ROOT / "benchmarks" / "anchors" / "kodak"
 #: Published curves drawn with ``--overlay-anchors`` (file stems in the anchors directory).
 DEFAULT_ANCHOR_FILES = (
     "jpeg",
