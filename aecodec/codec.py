@@ -80,10 +80,10 @@ choosing, and tiny tiles cost no more synthesis than large ones.
 
 # Codecs alive in this process, and codecs rebuilt here from a pickle (kept: a worker process
 # loads each model once, however many tasks it runs). Keyed by (model, tile_size, runtime).
-_live: weakref.WeakValueDictionary[tuple[str | None, int, str], Codec] = (
+_alive_codecs: weakref.WeakValueDictionary[tuple[str | None, int, str], Codec] = (
     weakref.WeakValueDictionary()
 )
-_shipped: dict[tuple[str | None, int, str], Codec] = {}
+_unpickled_codecs: dict[tuple[str | None, int, str], Codec] = {}
 _registry_lock = threading.RLock()
 _fork_hook_installed = False
 
@@ -114,7 +114,7 @@ def _restore(model: str | None, tile_size: int, sha256: str, rt: str = "auto") -
     """Unpickle a :class:`Codec`: reuse one of this process's codecs, else load it once."""
     key = (model, tile_size, rt)
     with _registry_lock:
-        codec = _live.get(key) or _shipped.get(key)
+        codec = _alive_codecs.get(key) or _unpickled_codecs.get(key)
         if codec is None or codec.sha256 != sha256:
             codec = Codec(model, tile_size, runtime=rt)
             if codec.sha256 != sha256:
@@ -122,7 +122,7 @@ def _restore(model: str | None, tile_size: int, sha256: str, rt: str = "auto") -
                     f"model {codec.name!r} here has other weights (sha256 {codec.sha256[:12]}) "
                     f"than the pickled codec ({sha256[:12]}); install the same aecodec everywhere"
                 )
-            _shipped[key] = codec
+            _unpickled_codecs[key] = codec
         return codec
 
 
@@ -194,7 +194,7 @@ class Codec:
         if runtime == "onnx":  # asked for explicitly: fail now if it cannot be had
             self._onnx_synthesis()
         with _registry_lock:
-            _live.setdefault((model, tile_size, runtime), self)
+            _alive_codecs.setdefault((model, tile_size, runtime), self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (self._model_arg, self.tile_size, self.sha256, self.runtime))

@@ -8,8 +8,9 @@ file or already decoded, so a bitstream decodes to the same indices on every mac
   codes it, at :data:`CODER_PRECISION` bits (its probability is the coder's leak, ``2**-24``),
   and the mass it would have taken goes to likely symbols (an unused channel then costs
   almost nothing, where a floor of 1 costs about 0.0057 bits per symbol for K = 256).
-* ``table_index``: ``int [Q, G, C]``, the row of ``freqs`` that codes group g at quality q
-  under context c (models of the first weights format have one row per (q, g, c)).
+* ``table_index``: ``int [Q, G, C]``, the row of ``freqs`` that codes group g at level index
+  q (0-based: quality 1 is 0) under context c (models of the first weights format have one
+  row per (q, g, c)).
 * ``level_lut``: ``int [G, K]``, the level (``0..L-1``) of each codeword.
 
 A fine quality between two levels codes with rows mixed from the two levels' rows by integer
@@ -145,7 +146,7 @@ class ContextScheme:
         edges = np.asarray(self.activity_edges, dtype=np.int64)
         return chan * self.buckets + np.searchsorted(edges, activity, side="right")
 
-    def second(self, base: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    def non_anchor_contexts(self, base: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """Contexts of non-anchor positions from their base contexts and the levels of their
         own group (``[..., h, w]``)."""
         s = np.minimum(spatial_sum(levels), self.spatial - 1)
@@ -156,7 +157,8 @@ class ContextScheme:
         base = self.base(contexts_from_levels(levels, self.num_levels), activity_counts(levels))
         if self.spatial == 0:
             return base
-        return np.where(anchor_mask(*levels.shape[-2:]), base, self.second(base, levels))
+        anchors = anchor_mask(*levels.shape[-2:])
+        return np.where(anchors, base, self.non_anchor_contexts(base, levels))
 
 
 @dataclass(frozen=True)
@@ -209,9 +211,9 @@ class EntropyTables:
         q, g, c = self.table_index.shape
         return q, g, c, self.freqs.shape[1]
 
-    def rows(self, q: int) -> np.ndarray:
-        """``int [G, C, K]`` frequencies at quality index q."""
-        return self.freqs[self.table_index[q]]
+    def rows(self, level: int) -> np.ndarray:
+        """``int [G, C, K]`` frequencies at level index ``level`` (0-based)."""
+        return self.freqs[self.table_index[level]]
 
     @cached_property
     def row_lengths(self) -> np.ndarray:
@@ -222,19 +224,21 @@ class EntropyTables:
             lengths = self.prob_bits - np.log2(freqs)
         return np.where(freqs > 0, lengths, float(CODER_PRECISION))
 
-    def code_lengths(self, q: int) -> np.ndarray:
-        """``float64 [G, C, K]``: ideal code length in bits of each index at quality index q."""
-        return self.row_lengths[self.table_index[q]]
+    def code_lengths(self, level: int) -> np.ndarray:
+        """``float64 [G, C, K]``: ideal code length in bits of each index at level index
+        ``level`` (0-based)."""
+        return self.row_lengths[self.table_index[level]]
 
     def contexts(self, idx: np.ndarray) -> np.ndarray:
         """``int [G, h, w]`` indices -> ``int64 [G, h, w]`` contexts."""
         levels = np.take_along_axis(self.level_lut, idx.reshape(idx.shape[0], -1), axis=1)
         return self.scheme.contexts(levels.reshape(idx.shape))
 
-    def ideal_bits(self, idx: np.ndarray, q: int) -> float:
-        """Information content in bits of ``idx [G, h, w]`` under the tables (ideal size)."""
+    def ideal_bits(self, idx: np.ndarray, level: int) -> float:
+        """Information content in bits of ``idx [G, h, w]`` under the tables of level index
+        ``level`` (ideal size)."""
         ctx = self.contexts(idx)
-        lengths = self.code_lengths(q)
+        lengths = self.code_lengths(level)
         g = np.arange(idx.shape[0])[:, None, None]
         return float(lengths[g, ctx, idx].sum())
 
@@ -247,40 +251,44 @@ class EntropyTables:
         rows = self.freqs.astype(np.float64) / float(2**self.prob_bits)
         return [categorical(r, perfect=False) for r in rows]
 
-    def models(self, q: int) -> list[list[Any]]:
-        """``[G][C]`` constriction models of quality index q (made once per q: 10 ms for the
-        default model, paid per tile otherwise)."""
+    def models(self, level: int) -> list[list[Any]]:
+        """``[G][C]`` constriction models of level index ``level`` (made once per level: 10 ms
+        for the default model, paid per tile otherwise)."""
         cache = self._models_of
-        if q not in cache:
+        if level not in cache:
             row_models = self._row_models
-            cache[q] = [[row_models[t] for t in group] for group in self.table_index[q].tolist()]
-        return cache[q]
+            index = self.table_index[level].tolist()
+            cache[level] = [[row_models[t] for t in group] for group in index]
+        return cache[level]
 
     @cached_property
     def _models_of(self) -> dict[int, list[list[Any]]]:
         """Quality index -> its ``[G][C]`` models (:meth:`models`)."""
         return {}
 
-    def between(self, q: int, weight: int, scale: int) -> EntropyTables:
-        """The tables of a fine quality between quality indices ``q`` and ``q + 1``.
+    def between(self, level: int, weight: int, scale: int) -> EntropyTables:
+        """The tables of a fine quality between level indices ``level`` and ``level + 1``.
 
-        Each (group, context) is coded with :func:`mix_rows` of its rows at q and q + 1, with
-        ``weight / scale`` on q + 1. Rows are mixed once per distinct pair of rows (14k pairs
-        of 256 symbols for the default model: milliseconds).
+        Each (group, context) is coded with :func:`mix_rows` of its rows at ``level`` and
+        ``level + 1``, with ``weight / scale`` on ``level + 1``. Rows are mixed once per
+        distinct pair of rows (14k pairs of 256 symbols for the default model: milliseconds).
 
         Args:
-            q: the lower quality index, ``0..Q-2``.
-            weight: ``1..scale-1``, the share of quality index q + 1.
+            level: the lower level index, ``0..Q-2``.
+            weight: ``1..scale-1``, the share of level index ``level + 1``.
             scale: the denominator of ``weight`` (``aecodec.container.QUALITY_STEPS``).
 
         Returns:
             Tables with one quality (index 0) and the same contexts and level_lut.
         """
         num_q = self.table_index.shape[0]
-        if not 0 <= q < num_q - 1 or not 0 < weight < scale:
-            raise ValueError(f"no quality between indices {q} and {q + 1} at {weight}/{scale}")
+        if not 0 <= level < num_q - 1 or not 0 < weight < scale:
+            raise ValueError(
+                f"no quality between level indices {level} and {level + 1} at {weight}/{scale}"
+            )
         _, g, c = self.table_index.shape
-        pairs = np.stack([self.table_index[q].reshape(-1), self.table_index[q + 1].reshape(-1)])
+        low, high = self.table_index[level], self.table_index[level + 1]
+        pairs = np.stack([low.reshape(-1), high.reshape(-1)])
         unique, inverse = np.unique(pairs, axis=1, return_inverse=True)
         rows = mix_rows(self.freqs[unique[0]], self.freqs[unique[1]], weight, scale, self.prob_bits)
         rows = rows.astype(np.int32)  # entries <= 2**16: half the memory of int64
@@ -344,8 +352,10 @@ def tables_from_logits(logits: np.ndarray, prob_bits: int) -> np.ndarray:
     return f.astype(np.int32)
 
 
-def encode_indices(idx: np.ndarray, tables: EntropyTables, q: int) -> bytes:
-    """ANS-encode ``idx`` (``int [G, h, w]``) with the tables of quality index ``q``.
+def encode_indices(idx: np.ndarray, tables: EntropyTables, level: int) -> bytes:
+    """ANS-encode ``idx`` (``int [G, h, w]``) with the tables of level index ``level``
+    (0-based: quality 1 is level 0; a fine quality codes with :meth:`EntropyTables.between`'s
+    one-level tables, level 0).
 
     Returns:
         The compressed words as little-endian bytes (a multiple of 4 bytes).
@@ -358,7 +368,7 @@ def encode_indices(idx: np.ndarray, tables: EntropyTables, q: int) -> bytes:
     if idx.min() < 0 or idx.max() >= k:
         raise ValueError(f"indices must be in 0..{k - 1}")
     ctx = tables.contexts(idx)
-    models = tables.models(q)
+    models = tables.models(level)
     coder = constriction.stream.stack.AnsCoder()
     for g in reversed(range(g_count)):
         flat_idx = idx[g].reshape(-1)
@@ -368,18 +378,18 @@ def encode_indices(idx: np.ndarray, tables: EntropyTables, q: int) -> bytes:
 
 
 def decode_indices(
-    data: bytes, tables: EntropyTables, q: int, height: int, width: int
+    data: bytes, tables: EntropyTables, level: int, height: int, width: int
 ) -> np.ndarray:
     """Inverse of :func:`encode_indices`: returns ``int64 [G, height, width]``.
 
     Raises:
         FormatError: the payload is malformed or does not decode to exactly this many indices.
     """
-    return decode_tiles([data], tables, q, height, width)[0]
+    return decode_tiles([data], tables, level, height, width)[0]
 
 
 def decode_tiles(
-    payloads: list[bytes], tables: EntropyTables, q: int, height: int, width: int
+    payloads: list[bytes], tables: EntropyTables, level: int, height: int, width: int
 ) -> np.ndarray:
     """Decode tiles of the same size together: ``int64 [T, G, height, width]``, tile t being
     ``decode_indices(payloads[t], ...)``.
@@ -402,7 +412,7 @@ def decode_tiles(
     n_tiles, area = len(payloads), height * width
     _, g_count, _, _ = tables.shape
     scheme = tables.scheme
-    models = tables.models(q)
+    models = tables.models(level)
     level_lut = tables.level_lut.astype(np.int64)
     out = np.zeros((g_count, n_tiles, area), dtype=np.int64)
     # Activity count -> bucket, for every count a tile can reach (0..G-1).
