@@ -251,7 +251,7 @@ class Codec:
     @property
     def weights_hash(self) -> bytes:
         """The 8 bytes of the weights' sha256 written into every bitstream (of the file the
-        weights were first bundled as: see :func:`aecodec.train.weights.compact`)."""
+        weights were first bundled as, for models re-written in weights format 2)."""
         return self._stream_hash
 
     def _check_quality(self, quality: float | None) -> float:

@@ -12,11 +12,11 @@ JSON value holds ``format``, ``format_version``, the model ``config`` (JSON),
 ``default_quality`` and a ``training`` summary. Its tensors are the network parameters
 (float32) and the integer entropy tables:
 
-* format 2 (written): shared rows ``entropy.freqs uint16 [T, K]``, the row of each
-  (quality, group, context) ``entropy.table_index uint16 [Q, G, C]`` and the codeword levels
-  ``entropy.level_lut uint8 [G, K]``; no training logits;
-* format 1 (read only): dense tables ``entropy.freqs int32 [Q, G, C, K]``, no
-  ``table_index``, and the float32 training logits ``quantizer.logits``.
+* format 2: shared rows ``entropy.freqs uint16 [T, K]``, the row of each (quality, group,
+  context) ``entropy.table_index uint16 [Q, G, C]`` and the codeword levels
+  ``entropy.level_lut uint8 [G, K]``; no training logits. (Format 1, dense int32 tables and
+  the training logits, is no longer read: every bundled model was re-written in format 2 on
+  2026-11-25, keeping its bitstreams' hash as the manifest's ``stream_hash``.)
 
 ``aecodec/weights/manifest.json``::
 
@@ -41,7 +41,7 @@ machine; the rebuilt file is sha256-checked as any other).
 
 A model is addressed by its name (written into every bitstream together with the first
 8 bytes of its weights' sha256, or ``stream_hash`` for weights re-written by
-:func:`aecodec.train.weights.compact`),
+the migration to weights format 2),
 or, for development, by a path to a ``.safetensors`` file.
 """
 
@@ -66,10 +66,10 @@ if TYPE_CHECKING:
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_FORMAT = "aecodec-weights"
-# "1": dense int32 tables ``entropy.freqs [Q, G, C, K]`` and float32 training logits;
-# "2": shared uint16 rows ``entropy.freqs [T, K]`` + ``entropy.table_index [Q, G, C]``, no logits.
+# "2": shared uint16 rows ``entropy.freqs [T, K]`` + ``entropy.table_index [Q, G, C]``, no logits
+# ("1", dense tables and training logits, is no longer read).
 WEIGHTS_FORMAT_VERSION = "2"
-READABLE_FORMAT_VERSIONS = ("1", "2")
+READABLE_FORMAT_VERSIONS = ("2",)
 METADATA_KEY = "aecodec"
 
 TRAINING_TABLES: tuple[str, ...] = (
@@ -79,10 +79,6 @@ TRAINING_TABLES: tuple[str, ...] = (
 )
 """State-dict keys of the training-time tables (logits or count tables); weights files hold
 integer tables instead."""
-
-_FORMAT1_LOGITS = "quantizer.logits"
-"""The training logits format 1 files carry; a coding-only model leaves them empty."""
-
 
 @dataclass(frozen=True)
 class LoadedWeights:
@@ -97,7 +93,7 @@ class LoadedWeights:
         default_quality: the quality used when the caller gives none.
         stream_hash: the 8 bytes that bitstreams of these weights carry: the first 8 bytes of
             ``sha256``, or of the file the weights were first bundled as when
-            :func:`aecodec.train.weights.compact` re-wrote them (the manifest's ``stream_hash``).
+            they were re-written in weights format 2 (the manifest's ``stream_hash``).
     """
 
     name: str
@@ -368,12 +364,9 @@ def _rebuild_deltas(
 
 
 def tables_from_tensors(tensors: dict[str, np.ndarray], config: ModelConfig) -> EntropyTables:
-    """Pop the ``entropy.*`` arrays of a weights file out of ``tensors`` as tables (either
-    weights format version)."""
+    """Pop the ``entropy.*`` arrays of a weights file out of ``tensors`` as tables."""
     freqs = tensors.pop("entropy.freqs").astype(np.int64)
     lut = tensors.pop("entropy.level_lut").astype(np.int64)
-    if "entropy.table_index" not in tensors:
-        return EntropyTables.dense(freqs, lut, config.prob_bits)
     index = tensors.pop("entropy.table_index").astype(np.int64)
     return EntropyTables(freqs, index, lut, config.prob_bits, config.context_scheme())
 
@@ -420,9 +413,9 @@ def network(weights: LoadedWeights) -> VQVAE:
     from aecodec.model.vqvae import VQVAE
 
     net = VQVAE(weights.config, learn_tables=False)  # codes with the integer tables
-    state = {k: torch.from_numpy(v) for k, v in weights.tensors.items() if k != _FORMAT1_LOGITS}
+    state = {k: torch.from_numpy(v) for k, v in weights.tensors.items()}
     missing, unexpected = net.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if k != _FORMAT1_LOGITS]:
+    if unexpected or set(missing) - set(TRAINING_TABLES):  # it codes with the integer tables
         raise ModelError(
             f"weights of {weights.name!r} do not match its config "
             f"(missing {missing}, unexpected {unexpected})"

@@ -32,8 +32,22 @@ def _load_make_golden() -> ModuleType:
 
 make_golden = _load_make_golden()
 
-#: The small model config of the tests (the one tests/golden/tiny.safetensors was made with).
+#: The small model config of the tests (the one tests/golden/tiny.safetensors was made with):
+#: the shipped path in miniature (1-D codebooks, checkerboard and activity contexts, linear path,
+#: post-filter).
 TINY: dict[str, Any] = dict(make_golden.TINY)
+
+#: The same model in its plainest form (2-D codebooks, channel contexts only, no linear path or
+#: post-filter): the 2-D quantizer path (aecodec-vq-small's), and the starting point of the
+#: training tests that grow, widen or re-context a model.
+TINY_PLAIN: dict[str, Any] = {
+    **TINY,
+    "group_dim": 2,
+    "spatial_contexts": 0,
+    "activity_edges": (),
+    "linear_path": False,
+    "refine_channels": 0,
+}
 
 
 def smooth_image(width: int, height: int, channels: int = 3, seed: int = 0) -> np.ndarray:

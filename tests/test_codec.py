@@ -320,7 +320,6 @@ def test_compacted_weights_keep_the_hash_their_files_carry(model: str) -> None:
     same floats and integers): their files carry the first bytes of the *original* file's
     sha256, which the manifest keeps as stream_hash, and new files carry it too."""
     from aecodec.codec import Codec
-    from aecodec.train.weights import compact
     from aecodec.weightsfile import read_manifest
 
     entry = read_manifest()["models"][model]
@@ -331,5 +330,3 @@ def test_compacted_weights_keep_the_hash_their_files_carry(model: str) -> None:
     assert container.read_header(
         codec.compress(smooth_image(32, 32, seed=1), quality=2)
     ).weights_hash == (codec.weights_hash)
-    with pytest.raises(ModelError, match="already in weights format 2"):
-        compact(model)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from helpers import TINY
+from helpers import TINY_PLAIN
 
 from aecodec.model.config import ModelConfig
 from aecodec.model.vqvae import VQVAE
 
-CFG = ModelConfig(**TINY)
+CFG = ModelConfig(**TINY_PLAIN)  # the 2-D path; the 1-D one has tests of its own below
 
 
 def _net() -> VQVAE:

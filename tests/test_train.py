@@ -13,13 +13,18 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, TINY, smooth_image
+from helpers import ROOT, TINY_PLAIN, smooth_image
 from PIL import Image
 
 from aecodec.train.loop import TrainConfig, rd_loss, train
 
 # The tests' tiny config under a name of its own, as a run's JSON-like ``model`` option.
-TINY_MODEL = {**TINY, "name": "aecodec-train-test", "lambdas": list(TINY["lambdas"])}
+TINY_MODEL = {
+    **TINY_PLAIN,
+    "activity_edges": list(TINY_PLAIN["activity_edges"]),
+    "name": "aecodec-train-test",
+    "lambdas": list(TINY_PLAIN["lambdas"]),
+}
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 The reading side, the format and the manifest's layout are :mod:`aecodec.weightsfile`'s (the
 runtime needs only that); this module writes files and manifest entries: a trained network
 with its integer tables (:func:`write_weights`), a manifest entry (:func:`add_to_manifest`), a
-bundled model stored as tensors of others (:func:`share_tensors`) and the format-1 migration
-(:func:`compact`).
+bundled model stored as tensors of others or as differences from one (:func:`share_tensors`,
+:func:`compress_part`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from aecodec.entropy import EntropyTables, tables_from_logits
 from aecodec.errors import ModelError
 from aecodec.files import sha256_file, write_atomic
 from aecodec.weightsfile import (
-    _FORMAT1_LOGITS,
     DELTA_SCALE_SUFFIX,
     DELTA_SUFFIX,
     MANIFEST_NAME,
@@ -34,7 +33,6 @@ from aecodec.weightsfile import (
     _locate,
     _read_file,
     apply_delta,
-    load_weights,
     read_manifest,
 )
 
@@ -329,38 +327,3 @@ def _check_tables(net: VQVAE, tables: EntropyTables) -> None:
         raise ValueError("tables do not match the network (shape or codeword levels)")
     if tables.scheme != net.config.context_scheme():
         raise ValueError("tables and config disagree on the context scheme")
-
-
-def compact(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict[str, Any]:
-    """Re-write bundled model ``name`` (weights format 1: float32 training logits and dense
-    int32 tables) in format 2 (no logits, the same integer tables as uint16 rows with one row
-    per quality, group and context), keeping every float32 network parameter and every
-    integer frequency. Files coded with the old file decode to the same pixels: the manifest
-    entry keeps the old file's first 8 sha256 bytes as ``stream_hash``, the hash bitstreams
-    carry. Returns the new manifest entry.
-
-    Raises:
-        ModelError: not a bundled format-1 model, or a frequency does not fit 16 bits.
-    """
-    import torch
-
-    from aecodec.model.vqvae import VQVAE
-
-    manifest = read_manifest(weights_dir)
-    weights = load_weights(name, weights_dir)
-    entry = dict(manifest["models"][name])
-    meta, _ = _read_file(weights_dir / entry["file"])
-    if meta.get("format_version") != "1":
-        raise ModelError(f"model {name!r} is already in weights format {meta['format_version']}")
-    if int(weights.tables.freqs.max()) > np.iinfo(np.uint16).max:
-        raise ModelError(f"model {name!r}: a frequency does not fit 16 bits")
-    net = VQVAE(weights.config, learn_tables=False)
-    state = {k: torch.from_numpy(v) for k, v in weights.tensors.items() if k != _FORMAT1_LOGITS}
-    state[_FORMAT1_LOGITS] = net.quantizer.logits  # empty: not written
-    net.load_state_dict(state, strict=True)
-    training = json.loads(meta.get("training", "{}"))
-    out = weights_dir / entry["file"]
-    digest = write_weights(net, out, weights.default_quality, training, weights.tables)
-    entry.update(sha256=digest, bytes=out.stat().st_size, stream_hash=weights.stream_hash.hex())
-    add_to_manifest(weights_dir, name, entry, make_default=False)
-    return entry

@@ -23,9 +23,15 @@ TINY: dict[str, Any] = dict(
     name="aecodec-test-tiny",
     channels=8,
     latent_channels=8,
-    group_dim=2,
+    # The shipped path in miniature: 1-D codebooks (the window search and the numpy encoder),
+    # checkerboard and activity contexts, the linear block path and the post-filter.
+    group_dim=1,
     codebook_size=16,
     num_contexts=2,
+    spatial_contexts=2,
+    activity_edges=(1, 3),
+    linear_path=True,
+    refine_channels=4,
     lambdas=(0.01, 0.05),
 )
 FINE_QUALITIES = (1.37,)
