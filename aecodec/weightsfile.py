@@ -80,6 +80,7 @@ TRAINING_TABLES: tuple[str, ...] = (
 """State-dict keys of the training-time tables (logits or count tables); weights files hold
 integer tables instead."""
 
+
 @dataclass(frozen=True)
 class LoadedWeights:
     """A verified weights file.
