@@ -1024,3 +1024,24 @@ def test_target_psnr_json_reports_the_psnr_reached(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["psnr"] >= 30 or record["target_met"] is False
+
+
+def test_parallel_decompress_writes_what_the_serial_path_writes(tmp_path: Path) -> None:
+    """`aecodec decompress -j 2`: each file decoded in a worker process, the same images as
+    one by one; an output that exists is reported and the rest of the batch is decoded."""
+    for i in range(3):
+        _make_png(tmp_path / f"{i}.png", "RGBA" if i == 1 else "RGB", seed=i)
+    assert run("compress", "0.png", "1.png", "2.png", "-o", "aec/", "-q", 2).exit_code == 0
+    names = [f"aec/{i}.aec" for i in range(3)]
+    assert run("decompress", *names, "-o", "ser/").exit_code == 0
+    (tmp_path / "par").mkdir()
+    (tmp_path / "par" / "2.aec.png").write_bytes(b"precious")
+    result = run("decompress", *names, "-o", "par/", "-j", 2, "--threads", 1, "--json")
+    assert result.exit_code == 1
+    assert sorted(r["input"] for r in map(json.loads, result.stdout.splitlines())) == names[:2]
+    assert "2.aec.png" in result.stderr and "--force" in result.stderr
+    for i in range(2):
+        ser = Image.open(tmp_path / "ser" / f"{i}.aec.png")
+        par = Image.open(tmp_path / "par" / f"{i}.aec.png")
+        assert par.mode == ser.mode and np.array_equal(np.asarray(par), np.asarray(ser))
+    assert (tmp_path / "par" / "2.aec.png").read_bytes() == b"precious"

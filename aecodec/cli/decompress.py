@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from aecodec.cli.common import (
     INPUT_PATH,
     STDIO,
     FileError,
+    FileSkipped,
     check_destination,
     check_not_written,
     destination,
@@ -32,11 +34,13 @@ from aecodec.cli.common import (
     pixel_options,
     quiet_option,
     recursive_option,
+    report,
     resolve_output,
     run_batch,
     set_quiet,
     set_threads,
     skip_existing_option,
+    strip_path_prefix,
     verbose_option,
     write_atomic,
 )
@@ -102,6 +106,14 @@ class _Job:
     default=None,
     help="Inference threads (ONNX Runtime, or torch where the model has no ONNX graph).",
 )
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Files decoded in parallel, in separate processes.",
+)
 @pixel_options
 @force_option
 @skip_existing_option
@@ -118,6 +130,7 @@ def decompress(
     reference: Path | None,
     as_json: bool,
     threads: int | None,
+    jobs: int,
     max_pixels: int | None,
     warn_pixels: int | None,
     force: bool,
@@ -161,9 +174,67 @@ def decompress(
         output_is_dir=output_is_dir,
     )
     set_threads(threads)
+    if jobs > 1 and len(inputs) > 1 and not to_stdout:
+        if _decompress_parallel(inputs, job, threads=threads, jobs=jobs):
+            ctx.exit(1)
+        return
     process = lambda src: _decompress_one(src, job)  # noqa: E731
     if run_batch(inputs, process, verbose=job.verbose or as_json, label="decompressing"):
         ctx.exit(1)
+
+
+def _decompress_parallel(
+    inputs: Sequence[Path], job: _Job, *, threads: int | None, jobs: int
+) -> int:
+    """``-j N``: decode the files in N spawned processes
+    (:func:`aecodec.batch.decompress_files`; each worker loads the models its files name);
+    returns the failures."""
+    from aecodec import batch
+
+    todo, failures = [], 0
+    for src in inputs:
+        try:
+            dst = _checked_destination(src, job)
+            outputs.image_format(dst, job.output_quality)
+            check_destination(src, dst, job.force, job.skip_existing)
+            check_not_written(dst, job.written)
+        except FileSkipped as exc:
+            report(exc.path, exc.message, "skipped")
+            continue
+        except (FileError, AecodecError) as exc:
+            report(getattr(exc, "path", src), getattr(exc, "message", str(exc)))
+            failures += 1
+            continue
+        job.written.add(output_key(dst))
+        todo.append((src, dst))
+
+    def write(dst: Path, data: bytes) -> None:
+        try:
+            write_atomic(dst, lambda fh: fh.write(data), force=job.force)
+        except FileError as exc:
+            raise OSError(exc.message) from None
+
+    results = batch.decompress_files(
+        todo,
+        output_quality=job.output_quality,
+        max_pixels=job.max_pixels,
+        warn_pixels=job.warn_pixels,
+        workers=jobs,
+        threads=threads or 1,
+        skip_existing=False,
+        write=write,
+    )
+    for r in results:
+        for message in r.warnings:
+            report(r.src, strip_path_prefix(message, r.src), "warning")
+        if r.status == "failed":
+            report(r.src, strip_path_prefix(r.error or "failed", r.src))
+            failures += 1
+            continue
+        if job.verbose or job.as_json:
+            fields = {"bytes": r.bytes, "bpp": r.bpp, "quality": r.quality, "seconds": r.seconds}
+            emit(r.src, r.dst, fields, as_json=job.as_json, to_stderr=False)
+    return failures
 
 
 def _decompress_one(src: Path, job: _Job) -> None:
