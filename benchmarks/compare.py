@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -163,7 +164,7 @@ def render(
     panels: list[tuple[list[str], np.ndarray]] = [([title, "original"], original)]
     for r in results:
         bpp = 8 * len(r.data) / (original.shape[0] * original.shape[1])
-        ssim = "n/a" if math.isnan(r.ms_ssim) else f"{r.ms_ssim:.4f}"
+        ssim = "n/a" if math.isnan(r.ms_ssim) else f"{r.ms_ssim:.3f}"
         panels.append(
             (
                 [f"{r.label} ({r.setting})", f"{len(r.data):,} B  {bpp:.3f} bpp"],
@@ -182,9 +183,23 @@ def render(
         px = GAP + (i % cols) * (w + GAP)
         py = GAP + (i // cols) * (h + LABEL_HEIGHT + GAP)
         for j, line in enumerate(lines):
-            draw.text((px, py + 2 + 17 * j), line, fill="black", font=font)
+            draw.text((px, py + 2 + 17 * j), _fit(draw, line, font, w), fill="black", font=font)
         sheet.paste(Image.fromarray(rgb[y : y + h, x : x + w]), (px, py + LABEL_HEIGHT))
     return sheet
+
+
+def _fit(draw: Any, text: str, font: Any, width: int) -> str:
+    """``text``, shortened in the middle with an ellipsis until it fits ``width`` pixels (a
+    long file name must not run into the next panel's label)."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    keep = len(text)
+    while keep > 1:
+        keep -= 1
+        short = text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2 :]
+        if draw.textlength(short, font=font) <= width:
+            return short
+    return "…"
 
 
 def write_html(folder: Path, name: str, original: np.ndarray, results: Sequence[Coded]) -> Path:

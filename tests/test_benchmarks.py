@@ -447,3 +447,19 @@ def test_plot_colours_are_fixed_per_codec_family_and_published_curves_lighter():
     assert aec["linewidth"] > max(style(n)["linewidth"] for n in ("WebP", "JPEG XL", "AVIF 4:4:4"))
     colours = {to_rgb(style(n)["color"]) for n in ("aecodec", "JPEG", "WebP", "JPEG 2000", "AVIF")}
     assert len(colours) == 5
+
+
+def test_compare_labels_fit_their_panel():
+    """A long file name is shortened in the middle so that it never runs into the next
+    panel's label (the committed picture had that)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from benchmarks.compare import _fit
+
+    draw = ImageDraw.Draw(Image.new("RGB", (10, 10)))
+    font = ImageFont.load_default(size=13)
+    text = "a-very-long-photo-file-name-from-a-camera-roll.png @ 6,144 B"
+    short = _fit(draw, text, font, 192)
+    assert draw.textlength(short, font=font) <= 192 < draw.textlength(text, font=font)
+    assert short.startswith("a-very") and short.endswith("6,144 B") and "…" in short
+    assert _fit(draw, "aecodec (q 5)", font, 192) == "aecodec (q 5)"
