@@ -160,22 +160,30 @@ class OnnxAnalysis:
         lengths ``float32 [G, C, K]`` (and their context average ``[G, K]``): the torch
         quantizer's window search (:meth:`ProductVQ.assign`). Returns ``int64 [G, h, w]``."""
         g, k = self._codebook.shape
+        c = bits.shape[1]
         offsets = np.arange(-self._window, self._window + 1)
         centre = np.clip(np.clip(np.round(y), -k, k).astype(np.int64) + k // 2, 0, k - 1)
         cand = np.clip(centre[..., None] + offsets, 0, k - 1)  # [G, h, w, n]
-        rows = np.arange(g)[:, None, None, None]
-        dist = y[..., None] - self._codebook[rows, cand]
+        # Gathers through flat indices (np.take on a 1-D array: twice as fast as fancy
+        # indexing with broadcast row indices); the same values.
+        flat = cand + (np.arange(g) * k)[:, None, None, None]  # group g's codeword k: g*K + k
+        dist = y[..., None] - np.take(self._codebook.reshape(-1), flat)
         dist *= dist
         beta = self._rate_weight
 
         def pick(lengths: np.ndarray) -> np.ndarray:
-            best = np.argmin(dist + beta * lengths, axis=-1)[..., None]
+            cost = lengths
+            cost *= beta
+            cost += dist
+            best = np.argmin(cost, axis=-1)[..., None]
             return np.take_along_axis(cand, best, axis=-1)[..., 0]
 
-        idx = pick(mean_bits[rows, cand])
+        idx = pick(np.take(mean_bits.reshape(-1), flat))
+        base = cand + (np.arange(g) * (c * k))[:, None, None, None]  # g*C*K + k
+        table = bits.reshape(-1)
         for _ in range(self._passes - 1):
             ctx = self._tables.contexts(idx)
-            idx = pick(bits[rows, ctx[..., None], cand])
+            idx = pick(np.take(table, base + (ctx * k)[..., None]))
         return idx
 
 
