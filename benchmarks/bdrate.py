@@ -12,10 +12,10 @@ Negative BD-rate = the test codec needs fewer bits than the anchor at equal qual
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["BDResult", "bd_psnr", "bd_rate"]
 
@@ -37,9 +37,7 @@ class BDResult:
     high: float
 
 
-def _clean(
-    rate: Sequence[float], dist: Sequence[float], label: str
-) -> tuple[np.ndarray, np.ndarray]:
+def _clean(rate: ArrayLike, dist: ArrayLike, label: str) -> tuple[np.ndarray, np.ndarray]:
     r = np.asarray(rate, dtype=np.float64).ravel()
     d = np.asarray(dist, dtype=np.float64).ravel()
     if r.shape != d.shape:
@@ -75,10 +73,10 @@ def _overlap(a: np.ndarray, b: np.ndarray, what: str) -> tuple[float, float]:
 
 
 def bd_rate(
-    anchor_rate: Sequence[float],
-    anchor_psnr: Sequence[float],
-    test_rate: Sequence[float],
-    test_psnr: Sequence[float],
+    anchor_rate: ArrayLike,
+    anchor_psnr: ArrayLike,
+    test_rate: ArrayLike,
+    test_psnr: ArrayLike,
 ) -> BDResult:
     """Bjontegaard delta rate of ``test`` against ``anchor``, in percent.
 
@@ -104,10 +102,10 @@ def bd_rate(
 
 
 def bd_psnr(
-    anchor_rate: Sequence[float],
-    anchor_psnr: Sequence[float],
-    test_rate: Sequence[float],
-    test_psnr: Sequence[float],
+    anchor_rate: ArrayLike,
+    anchor_psnr: ArrayLike,
+    test_rate: ArrayLike,
+    test_psnr: ArrayLike,
 ) -> BDResult:
     """Bjontegaard delta PSNR of ``test`` against ``anchor``, in dB (positive = better).
 

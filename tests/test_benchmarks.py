@@ -395,10 +395,12 @@ def test_largest_fitting_finds_the_highest_setting_under_the_size():
     def encode(q: float) -> bytes:
         return b"x" * int(100 + 10 * q)
 
-    q, data = largest_fitting(encode, 1, 95, True, 555)
-    assert (q, len(data)) == (45, 550)
+    found = largest_fitting(encode, 1, 95, True, 555)
+    assert found is not None and (found[0], len(found[1])) == (45, 550)
     assert largest_fitting(encode, 1, 95, True, 50) is None
-    ratio, data = largest_fitting(lambda r: b"x" * int(10_000 / r), 400.0, 2.0, False, 1000)
+    found = largest_fitting(lambda r: b"x" * int(10_000 / r), 400.0, 2.0, False, 1000)
+    assert found is not None
+    ratio, data = found
     assert len(data) <= 1000 and ratio == pytest.approx(10.0, rel=0.01)
 
 
