@@ -301,6 +301,48 @@ class ZeroOptions:
     progress: Callable[[int], None] | None = None
 
 
+def _config_and_state(
+    ckpt: dict[str, Any],
+    checkpoint: str | Path,
+    name: str | None,
+    contexts: ContextScheme | None,
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """The exported model's config (renamed to ``name``, with the context scheme ``contexts``)
+    and its state dict (a run trained with channel contexts only starts each new context from
+    its channel context's logits)."""
+    raw = json.loads(ModelConfig.from_json(ckpt["config"]).to_json())
+    state = dict(ckpt["model"])
+    if name:
+        raw["name"] = name
+    old = ModelConfig.from_json(json.dumps(raw)).context_scheme()
+    if contexts is not None and contexts != old:
+        from aecodec.train.tables import expand_logits
+
+        if "quantizer.logits" not in state:
+            raise ValueError(
+                f"{checkpoint}: a run trained with count tables codes with its own contexts "
+                f"({old}); export it without --spatial-contexts/--activity-edges"
+            )
+
+        state["quantizer.logits"] = expand_logits(state["quantizer.logits"], old, contexts)
+        raw["spatial_contexts"] = contexts.spatial
+        raw["activity_edges"] = list(contexts.activity_edges)
+    return ModelConfig.from_json(json.dumps(raw)), state
+
+
+def _as_differences(
+    state: dict[str, torch.Tensor], base: str, weights_dir: Path, summary: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """``state`` with each float32 tensor that bundled model ``base`` also holds replaced by
+    its 8-bit difference from it, rebuilt (:func:`aecodec.train.weights.quantize_from`)."""
+    from aecodec.train.weights import quantize_from
+
+    arrays = {k: v.detach().float().numpy().copy() for k, v in state.items()}
+    changed = quantize_from(arrays, load_weights(base, weights_dir).tensors)
+    summary["delta_from"] = {"model": base, "tensors": len(changed)}
+    return {k: torch.from_numpy(arrays[k]) if k in changed else v for k, v in state.items()}
+
+
 def export(
     checkpoint: str | Path,
     name: str | None = None,
@@ -351,35 +393,12 @@ def export(
             )
     else:
         ckpt = load_checkpoint(checkpoint)
-    raw = json.loads(ModelConfig.from_json(ckpt["config"]).to_json())
-    state = dict(ckpt["model"])
-    if name:
-        raw["name"] = name
-    old = ModelConfig.from_json(json.dumps(raw)).context_scheme()
-    if contexts is not None and contexts != old:
-        from aecodec.train.tables import expand_logits
-
-        if "quantizer.logits" not in state:
-            raise ValueError(
-                f"{checkpoint}: a run trained with count tables codes with its own contexts "
-                f"({old}); export it without --spatial-contexts/--activity-edges"
-            )
-
-        state["quantizer.logits"] = expand_logits(state["quantizer.logits"], old, contexts)
-        raw["spatial_contexts"] = contexts.spatial
-        raw["activity_edges"] = list(contexts.activity_edges)
-    config = ModelConfig.from_json(json.dumps(raw))
+    config, state = _config_and_state(ckpt, checkpoint, name, contexts)
     rows = state["quantizer.row_counts"].shape[0] if "quantizer.row_counts" in state else 0
     net = VQVAE(config, table_rows=rows)
     summary = {"step": ckpt.get("step"), **(training or {})}
     if delta_from is not None:
-        from aecodec.train.weights import quantize_from
-
-        arrays = {k: v.detach().float().numpy().copy() for k, v in state.items()}
-        base = load_weights(delta_from, weights_dir).tensors
-        changed = quantize_from(arrays, base)
-        state = {k: torch.from_numpy(arrays[k]) if k in changed else v for k, v in state.items()}
-        summary["delta_from"] = {"model": delta_from, "tensors": len(changed)}
+        state = _as_differences(state, delta_from, weights_dir, summary)
     net.load_state_dict(state)
     if "from_weights" in ckpt:
         summary["from_weights"] = ckpt["from_weights"]
