@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
@@ -215,6 +215,63 @@ def write_atomic(dst: Path, write: Callable[[IO[bytes]], object], *, force: bool
         raise FileError(dst, EXISTS_MESSAGE) from None
     except (OSError, ValueError) as exc:
         raise FileError(dst, f"cannot write: {describe_error(exc)}") from None
+
+
+def plan_batch(
+    inputs: Sequence[Path],
+    destination_of: Callable[[Path], Path],
+    *,
+    force: bool,
+    skip_existing: bool,
+    written: set[str],
+) -> tuple[list[tuple[Path, Path]], int]:
+    """``-j N``: the ``(input, output)`` pairs that pass the per-file checks before any worker
+    starts (``destination_of`` raises :class:`FileError` for checks of its own), and how many
+    did not; each one left out is reported (skipped or failed)."""
+    todo, failures = [], 0
+    for src in inputs:
+        try:
+            dst = destination_of(src)
+            check_destination(src, dst, force, skip_existing)
+            check_not_written(dst, written)
+        except FileSkipped as exc:
+            report(exc.path, exc.message, "skipped")
+            continue
+        except FileError as exc:
+            report(exc.path, exc.message)
+            failures += 1
+            continue
+        written.add(output_key(dst))
+        todo.append((src, dst))
+    return todo, failures
+
+
+def batch_writer(force: bool) -> Callable[[Path, bytes], None]:
+    """The ``write`` of :mod:`aecodec.batch` for the command line: atomic, never over an
+    existing file without ``--force``, failures as the one-line ``OSError`` a result carries."""
+
+    def write(dst: Path, data: bytes) -> None:
+        try:
+            write_atomic(dst, lambda fh: fh.write(data), force=force)
+        except FileError as exc:
+            raise OSError(exc.message) from None
+
+    return write
+
+
+def report_batch(results: Iterable[Any], done: Callable[[Any], None]) -> int:
+    """Report the results of :mod:`aecodec.batch` as they come (their warnings, one line per
+    failure) and call ``done`` with each file coded; returns the failures."""
+    failures = 0
+    for r in results:
+        for message in r.warnings:
+            report(r.src, strip_path_prefix(message, r.src), "warning")
+        if r.status == "failed":
+            report(r.src, strip_path_prefix(r.error or "failed", r.src))
+            failures += 1
+        else:
+            done(r)
+    return failures
 
 
 def destination(

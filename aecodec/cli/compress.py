@@ -21,6 +21,7 @@ from aecodec.cli.common import (
     STDIO,
     FileError,
     FileSkipped,
+    batch_writer,
     check_destination,
     check_model_and_quality,
     check_not_written,
@@ -35,16 +36,17 @@ from aecodec.cli.common import (
     output_as_last_argument,
     output_key,
     pixel_options,
+    plan_batch,
     quality_option,
     quiet_option,
     recursive_option,
     report,
+    report_batch,
     resolve_output,
     run_batch,
     set_quiet,
     set_threads,
     skip_existing_option,
-    strip_path_prefix,
     verbose_option,
     write_atomic,
 )
@@ -388,14 +390,20 @@ def _compress_parallel(inputs: Sequence[Path], job: _Job, *, threads: int | None
     """``-j N``: code the files in N spawned processes (aecodec.batch); returns the failures."""
     from aecodec import batch
 
-    todo, failures = _plan(inputs, job)
+    def destination_of(src: Path) -> Path:
+        dst = destination(
+            src, job.out, job.output_is_dir, outputs.compressed_name, job.relative.get(src)
+        )
+        _check_input(src)
+        return dst
 
-    def write(dst: Path, data: bytes) -> None:
-        try:
-            write_atomic(dst, lambda fh: fh.write(data), force=job.force)
-        except FileError as exc:
-            raise OSError(exc.message) from None
-
+    todo, failures = plan_batch(
+        inputs,
+        destination_of,
+        force=job.force,
+        skip_existing=job.skip_existing,
+        written=job.written,
+    )
     results = batch.compress_files(
         todo,
         codec=aecodec.get_codec(job.model),
@@ -408,15 +416,10 @@ def _compress_parallel(inputs: Sequence[Path], job: _Job, *, threads: int | None
         workers=jobs,
         threads=threads or 1,
         skip_existing=False,
-        write=write,
+        write=batch_writer(job.force),
     )
-    for r in results:
-        for message in r.warnings:
-            report(r.src, strip_path_prefix(message, r.src), "warning")
-        if r.status == "failed":
-            report(r.src, strip_path_prefix(r.error or "failed", r.src))
-            failures += 1
-            continue
+
+    def done(r: batch.FileResult) -> None:
         if r.target_met is False:
             _report_unmet(r.src, job, r.quality)
         if job.verbose or job.as_json:
@@ -426,28 +429,5 @@ def _compress_parallel(inputs: Sequence[Path], job: _Job, *, threads: int | None
             if job.with_psnr or r.psnr is not None:  # asked for, or a --target-psnr measured it
                 fields["psnr"] = r.psnr
             emit(r.src, r.dst, fields, as_json=job.as_json, to_stderr=False)
-    return failures
 
-
-def _plan(inputs: Sequence[Path], job: _Job) -> tuple[list[tuple[Path, Path]], int]:
-    """The (input, output) pairs that pass the checks, and the number that did not (reported)."""
-    todo = []
-    failures = 0
-    for src in inputs:
-        try:
-            dst = destination(
-                src, job.out, job.output_is_dir, outputs.compressed_name, job.relative.get(src)
-            )
-            _check_input(src)
-            check_destination(src, dst, job.force, job.skip_existing)
-            check_not_written(dst, job.written)
-        except FileSkipped as exc:
-            report(exc.path, exc.message, "skipped")
-            continue
-        except FileError as exc:
-            report(exc.path, exc.message)
-            failures += 1
-            continue
-        job.written.add(output_key(dst))
-        todo.append((src, dst))
-    return todo, failures
+    return failures + report_batch(results, done)

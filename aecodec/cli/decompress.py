@@ -19,7 +19,7 @@ from aecodec.cli.common import (
     INPUT_PATH,
     STDIO,
     FileError,
-    FileSkipped,
+    batch_writer,
     check_destination,
     check_not_written,
     destination,
@@ -32,15 +32,15 @@ from aecodec.cli.common import (
     output_as_last_argument,
     output_key,
     pixel_options,
+    plan_batch,
     quiet_option,
     recursive_option,
-    report,
+    report_batch,
     resolve_output,
     run_batch,
     set_quiet,
     set_threads,
     skip_existing_option,
-    strip_path_prefix,
     verbose_option,
     write_atomic,
 )
@@ -191,29 +191,21 @@ def _decompress_parallel(
     returns the failures."""
     from aecodec import batch
 
-    todo, failures = [], 0
-    for src in inputs:
+    def destination_of(src: Path) -> Path:
+        dst = _checked_destination(src, job)
         try:
-            dst = _checked_destination(src, job)
             outputs.image_format(dst, job.output_quality)
-            check_destination(src, dst, job.force, job.skip_existing)
-            check_not_written(dst, job.written)
-        except FileSkipped as exc:
-            report(exc.path, exc.message, "skipped")
-            continue
-        except (FileError, AecodecError) as exc:
-            report(getattr(exc, "path", src), getattr(exc, "message", str(exc)))
-            failures += 1
-            continue
-        job.written.add(output_key(dst))
-        todo.append((src, dst))
+        except AecodecError as exc:
+            raise FileError(dst, str(exc)) from None
+        return dst
 
-    def write(dst: Path, data: bytes) -> None:
-        try:
-            write_atomic(dst, lambda fh: fh.write(data), force=job.force)
-        except FileError as exc:
-            raise OSError(exc.message) from None
-
+    todo, failures = plan_batch(
+        inputs,
+        destination_of,
+        force=job.force,
+        skip_existing=job.skip_existing,
+        written=job.written,
+    )
     results = batch.decompress_files(
         todo,
         output_quality=job.output_quality,
@@ -222,19 +214,15 @@ def _decompress_parallel(
         workers=jobs,
         threads=threads or 1,
         skip_existing=False,
-        write=write,
+        write=batch_writer(job.force),
     )
-    for r in results:
-        for message in r.warnings:
-            report(r.src, strip_path_prefix(message, r.src), "warning")
-        if r.status == "failed":
-            report(r.src, strip_path_prefix(r.error or "failed", r.src))
-            failures += 1
-            continue
+
+    def done(r: batch.FileResult) -> None:
         if job.verbose or job.as_json:
             fields = {"bytes": r.bytes, "bpp": r.bpp, "quality": r.quality, "seconds": r.seconds}
             emit(r.src, r.dst, fields, as_json=job.as_json, to_stderr=False)
-    return failures
+
+    return failures + report_batch(results, done)
 
 
 def _decompress_one(src: Path, job: _Job) -> None:
