@@ -437,6 +437,20 @@ model_option = click.option(
     "--model", metavar="NAME", default=None, help="Model to use (see `aecodec models`)."
 )
 force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Inference threads per process (ONNX Runtime, or torch where a model has no graph).",
+)
+jobs_option = click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Files coded in parallel, in separate processes.",
+)
 quiet_option = click.option(
     "--quiet", is_flag=True, help="Errors only: no warnings, skipped lines or progress bar."
 )

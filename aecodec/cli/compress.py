@@ -32,6 +32,7 @@ from aecodec.cli.common import (
     force_option,
     handle_interrupt,
     is_verbose,
+    jobs_option,
     model_option,
     output_as_last_argument,
     output_key,
@@ -47,6 +48,7 @@ from aecodec.cli.common import (
     set_quiet,
     set_threads,
     skip_existing_option,
+    threads_option,
     verbose_option,
     write_atomic,
 )
@@ -134,20 +136,8 @@ def _default_quality_text() -> str:
     is_flag=True,
     help="Print one JSON object per file (input, output, bytes, bpp, quality, seconds).",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Inference threads per process (torch; ONNX Runtime when decoding).",
-)
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Files coded in parallel, in separate processes.",
-)
+@threads_option
+@jobs_option
 @pixel_options
 @force_option
 @skip_existing_option

@@ -29,6 +29,7 @@ from aecodec.cli.common import (
     force_option,
     handle_interrupt,
     is_verbose,
+    jobs_option,
     output_as_last_argument,
     output_key,
     pixel_options,
@@ -41,6 +42,7 @@ from aecodec.cli.common import (
     set_quiet,
     set_threads,
     skip_existing_option,
+    threads_option,
     verbose_option,
     write_atomic,
 )
@@ -100,20 +102,8 @@ class _Job:
     is_flag=True,
     help="Print one JSON object per file (bytes, bpp, quality, size, mode, time, PSNR).",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Inference threads (ONNX Runtime, or torch where the model has no ONNX graph).",
-)
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Files decoded in parallel, in separate processes.",
-)
+@threads_option
+@jobs_option
 @pixel_options
 @force_option
 @skip_existing_option
