@@ -14,6 +14,7 @@ model's integer tables), never on floating-point results.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import threading
@@ -86,11 +87,25 @@ _alive_codecs: weakref.WeakValueDictionary[tuple[str | None, int, str], Codec] =
 _unpickled_codecs: dict[tuple[str | None, int, str], Codec] = {}
 _registry_lock = threading.RLock()
 _fork_hook_installed = False
+# Every codec of this process, so that a forked child can make their locks and sessions anew.
+_every_codec: weakref.WeakSet[Codec] = weakref.WeakSet()
 
 
-def _torch_single_thread() -> None:
-    """In a forked child: torch's OpenMP pool does not survive fork(); run single-threaded
-    (nothing to do where torch was never imported)."""
+def _never_destroy(session: Any) -> None:
+    """Keep an ONNX Runtime session a forked child inherited alive for good, past the
+    interpreter's finalization: its destructor joins the session's intra-op threads, which did
+    not survive the fork, and would wait forever (at the latest when the child exits)."""
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(session))
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child: locks a parent thread may have held are made anew, every codec makes
+    its ONNX Runtime sessions again on first use, and torch (whose OpenMP pool does not survive
+    fork()) runs single-threaded."""
+    global _registry_lock
+    _registry_lock = threading.RLock()
+    for codec in list(_every_codec):
+        codec._drop_inherited_state()
     if "torch" in sys.modules:
         import torch
 
@@ -100,13 +115,15 @@ def _torch_single_thread() -> None:
 def _install_fork_hook() -> None:
     """Make forked workers (Linux's default ``multiprocessing`` start method) safe.
 
-    A forked child inherits the parent's OpenMP thread pool in a broken state, and its first
-    multi-threaded torch operation hangs forever. After a fork the child therefore runs torch
-    with one thread (results are identical: the arithmetic does not depend on the thread count).
+    A forked child inherits the parent's threads' state but not the threads: OpenMP's pool is
+    broken (the first multi-threaded torch operation hangs forever), ONNX Runtime sessions
+    cannot run or even be destroyed, and a lock another thread held stays held. After a fork
+    the child therefore starts these afresh (:func:`_after_fork_in_child`); torch runs with one
+    thread (results are identical: the arithmetic does not depend on the thread count).
     """
     global _fork_hook_installed
     if not _fork_hook_installed and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_torch_single_thread)
+        os.register_at_fork(after_in_child=_after_fork_in_child)
         _fork_hook_installed = True
 
 
@@ -133,7 +150,9 @@ class Codec:
     weights on the first task and reuses them for the next ones. Worker processes may be
     spawned (``multiprocessing.get_context("spawn")``, :mod:`aecodec.batch`) or forked (Linux's
     default): forked children run torch single-threaded, since its thread pool does not survive
-    ``fork()``.
+    ``fork()``, and make their own ONNX Runtime sessions. A child of a bare ``os.fork()`` must
+    end with ``os._exit()``, as ``multiprocessing``'s and DataLoader's workers do: ONNX
+    Runtime's exit handlers wait for the parent's threads.
 
     Args:
         model: bundled model name, path to a ``.safetensors`` weights file, or ``None`` for
@@ -195,6 +214,7 @@ class Codec:
             self._onnx_synthesis()
         with _registry_lock:
             _alive_codecs.setdefault((model, tile_size, runtime), self)
+            _every_codec.add(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (self._model_arg, self.tile_size, self.sha256, self.runtime))
@@ -228,6 +248,8 @@ class Codec:
         torch; made on first use, and again in a forked child."""
         with self._net_lock:
             if self._analysis_ready != os.getpid():
+                if self._analysis is not None:  # a child forked without the hook: keep it
+                    _never_destroy(self._analysis)
                 self._analysis = _runtime.load_analysis(self._weights, self.runtime)
                 self._analysis_ready = os.getpid()
             return self._analysis
@@ -238,9 +260,22 @@ class Codec:
         (a DataLoader worker): an ONNX Runtime session does not survive a fork."""
         with self._net_lock:
             if self._synthesis_ready != os.getpid():
+                if self._synthesis is not None:  # a child forked without the hook: keep it
+                    _never_destroy(self._synthesis)
                 self._synthesis = _runtime.load_synthesis(self._weights, self.runtime)
                 self._synthesis_ready = os.getpid()
             return self._synthesis
+
+    def _drop_inherited_state(self) -> None:
+        """In a forked child (:func:`_after_fork_in_child`): new locks; the parent's ONNX
+        Runtime sessions set aside (never destroyed here), to be made again on first use."""
+        self._net_lock = threading.Lock()
+        self._fine_lock = threading.Lock()
+        for session in (self._synthesis, self._analysis):
+            if session is not None:
+                _never_destroy(session)
+        self._synthesis = self._analysis = None
+        self._synthesis_ready = self._analysis_ready = 0
 
     @property
     def qualities(self) -> list[int]:

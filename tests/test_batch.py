@@ -46,6 +46,52 @@ def test_forked_pool_does_not_hang(tmp_path: Path, tiny_model: str) -> None:
     assert proc.stdout.strip() == "ok"
 
 
+_FORK_SESSIONS_SCRIPT = """
+import multiprocessing as mp, threading
+import aecodec
+from PIL import Image
+codec = aecodec.Codec()  # ships ONNX graphs: the parent's sessions exist before the fork
+photo = Image.open(sys.argv[1]).convert("RGB").crop((0, 0, 96, 64))
+data = codec.compress(photo, quality=2)
+want = codec.decompress(data).tobytes()
+held, release = threading.Event(), threading.Event()
+def hold():
+    with codec._net_lock:  # another thread of the parent holds the codec's lock at the fork
+        held.set()
+        release.wait()
+holder = threading.Thread(target=hold)
+holder.start()
+held.wait()
+def work(i):
+    if i % 2:
+        return codec.compress(photo, quality=2) == data
+    return codec.decompress(data).tobytes() == want
+with mp.get_context("fork").Pool(2) as pool:
+    release.set()
+    assert all(pool.map(work, range(6)))
+holder.join()
+print("ok")
+""".replace("import multiprocessing", "import sys, multiprocessing")
+
+
+def test_forked_workers_make_their_own_sessions_and_locks(tmp_path: Path) -> None:
+    """Forked after the parent encoded and decoded with ONNX Runtime, and while a parent thread
+    held the codec's lock: the workers code the same bytes, and neither hangs (CI once timed
+    out on this)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
+    photo = ROOT / "aecodec" / "data" / "kodim23-384x256.png"
+    proc = subprocess.run(
+        [sys.executable, "-c", _FORK_SESSIONS_SCRIPT, str(photo)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
 def test_unpickling_reuses_the_loaded_codec(tiny_codec) -> None:
     import pickle
 
