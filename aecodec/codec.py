@@ -653,7 +653,7 @@ def check_tiling(header: container.Header) -> None:
         )
 
 
-def _inflate_alpha(payload: bytes, width: int, height: int) -> np.ndarray:
+def _inflate_alpha(payload: container.Payload, width: int, height: int) -> np.ndarray:
     """zlib-inflate the alpha plane, never producing more than ``width*height`` bytes."""
     size = width * height
     d = zlib.decompressobj()

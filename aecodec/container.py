@@ -135,6 +135,9 @@ MIN_FILE_SIZE: int = _PREFIX.size + 1 + _FIXED.size + 4 + _CRC_SIZE
 a version-2 file is one byte longer)."""
 
 BytesLike = bytes | bytearray | memoryview
+# A payload of a Bitstream: bytes, or a read-only view into the one buffer of a parsed file
+# (:func:`unpack` does not copy the payloads out of it).
+Payload = bytes | memoryview
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -165,6 +168,14 @@ def _as_bytes(value: Any, field: str) -> bytes:
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     raise TypeError(f"{field} must be bytes, got {type(value).__name__}")
+
+
+def _as_payload(value: Any, field: str) -> Payload:
+    """A payload as given where nobody can change it (``bytes``, a read-only byte
+    ``memoryview``: no copy); anything writable is copied to ``bytes``."""
+    if isinstance(value, memoryview) and value.readonly and value.format == "B" and value.ndim == 1:
+        return value
+    return _as_bytes(value, field)
 
 
 # Larger magnitudes are refused before any arithmetic (1e308 * 100 overflows to infinity);
@@ -332,7 +343,9 @@ class Bitstream:
 
     Construction validates the payloads against the header and raises ``ValueError``
     if they disagree (``TypeError`` on a wrong type). ``tiles`` may be given as any
-    sequence of bytes-like objects; it is stored as a tuple of ``bytes``.
+    sequence of bytes-like objects; it is stored as a tuple of payloads: ``bytes``, or
+    read-only ``memoryview`` slices of the parsed file (:func:`unpack`: the file's bytes are
+    held once). ``icc`` and ``exif`` are always ``bytes``.
 
     Attributes:
         header: The image header.
@@ -344,8 +357,8 @@ class Bitstream:
     """
 
     header: Header
-    tiles: tuple[bytes, ...]
-    alpha: bytes | None = None
+    tiles: tuple[Payload, ...]
+    alpha: Payload | None = None
     icc: bytes | None = None
     exif: bytes | None = None
 
@@ -369,14 +382,14 @@ class Bitstream:
                 f"{self.header.tile_width}x{self.header.tile_height} tiles = "
                 f"{cols}x{rows}) needs {expected}"
             )
-        tiles = tuple(_as_bytes(t, f"tiles[{i}]") for i, t in enumerate(tiles))
+        tiles = tuple(_as_payload(t, f"tiles[{i}]") for i, t in enumerate(tiles))
         for i, tile in enumerate(tiles):
             _check_payload_size(len(tile), f"tiles[{i}]")
         object.__setattr__(self, "tiles", tiles)
         for field in ("alpha", "icc", "exif"):
             value = getattr(self, field)
             if value is not None:
-                value = _as_bytes(value, field)
+                value = _as_payload(value, field) if field == "alpha" else _as_bytes(value, field)
                 _check_payload_size(len(value), field)
                 object.__setattr__(self, field, value)
         wants_alpha = self.header.mode in ALPHA_MODES
@@ -434,7 +447,7 @@ def pack(bs: Bitstream) -> bytes:
     whole, hundredths = divmod(h.quality_steps, QUALITY_STEPS)
     version = h.format_version
     quality_fields = (whole,) if version == 1 else (whole, hundredths)
-    parts: list[bytes] = [
+    parts: list[Payload] = [
         _PREFIX.pack(MAGIC, version, flags, len(name)),
         name,
         (_FIXED if version == 1 else _FIXED_V2).pack(
@@ -760,16 +773,20 @@ def unpack(data: BytesLike, max_pixels: int | None = None) -> Bitstream:
         ValueError: ``max_pixels`` (or :data:`MAX_PIXELS`) is not a positive int.
     """
     data, layout = _parse(data, max_pixels)
-    payloads: list[bytes] = []
+    # The payloads are read-only views of one immutable buffer, never copies: the file is held
+    # once (a caller's writable buffer is copied first, so that changing it changes nothing).
+    whole = memoryview(data if isinstance(data, bytes) else bytes(data)).toreadonly()
+    payloads: list[memoryview] = []
     pos = layout.offset
     for length in layout.lengths:
-        payloads.append(bytes(data[pos : pos + length]))
+        payloads.append(whole[pos : pos + length])
         pos += length
     n = layout.header.num_tiles
     tiles, extras = tuple(payloads[:n]), iter(payloads[n:])
     alpha = next(extras) if layout.flags & FLAG_ALPHA else None
-    icc = next(extras) if layout.flags & FLAG_ICC else None
-    exif = next(extras) if layout.flags & FLAG_EXIF else None
+    icc, exif = (
+        bytes(next(extras)) if layout.flags & flag else None for flag in (FLAG_ICC, FLAG_EXIF)
+    )
     try:
         return Bitstream(layout.header, tiles, alpha, icc, exif)
     except ValueError as exc:  # defensive: _parse already enforced every rule

@@ -39,6 +39,7 @@ and constriction's fixed-point quantization of it is integer-exact Rust code).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
@@ -378,7 +379,7 @@ def encode_indices(idx: np.ndarray, tables: EntropyTables, level: int) -> bytes:
 
 
 def decode_indices(
-    data: bytes, tables: EntropyTables, level: int, height: int, width: int
+    data: bytes | memoryview, tables: EntropyTables, level: int, height: int, width: int
 ) -> np.ndarray:
     """Inverse of :func:`encode_indices`: returns ``int64 [G, height, width]``.
 
@@ -389,7 +390,11 @@ def decode_indices(
 
 
 def decode_tiles(
-    payloads: list[bytes], tables: EntropyTables, level: int, height: int, width: int
+    payloads: Sequence[bytes | memoryview],
+    tables: EntropyTables,
+    level: int,
+    height: int,
+    width: int,
 ) -> np.ndarray:
     """Decode tiles of the same size together: ``int64 [T, G, height, width]``, tile t being
     ``decode_indices(payloads[t], ...)``.

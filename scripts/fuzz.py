@@ -53,7 +53,7 @@ import tempfile
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -400,7 +400,9 @@ class _Probe:
             self.tiles = bs.header.num_tiles
             return bs
 
-        def counting_decode(payloads: list[bytes], *args: Any, **kwargs: Any) -> Any:
+        def counting_decode(
+            payloads: Sequence[bytes | memoryview], *args: Any, **kwargs: Any
+        ) -> Any:
             self.calls += len(payloads)  # tiles whose decoding started (a batch at a time)
             out = decode(payloads, *args, **kwargs)
             self.decoded += len(payloads)

@@ -174,8 +174,11 @@ def test_unpack_accepts_bytes_like(wrap: type) -> None:
     data = pack(bs)
     result = unpack(wrap(data))
     assert result == bs
-    assert all(type(t) is bytes for t in result.tiles)
-    assert type(result.alpha) is bytes
+    # read-only views of one immutable copy of the data (never of the caller's buffer)
+    for payload in (*result.tiles, result.alpha):
+        assert isinstance(payload, memoryview) and payload.readonly
+        assert type(payload.obj) is bytes and (payload.obj is data) == (wrap is bytes)
+    assert type(result.icc) is bytes and type(result.exif) is bytes
 
 
 def test_unpack_accepts_non_byte_memoryview() -> None:
@@ -621,6 +624,28 @@ def test_extreme_fields_do_not_allocate() -> None:
         finally:
             tracemalloc.stop()
         assert peak < 256 * 1024, (data.hex(), peak)
+
+
+def test_unpack_holds_the_file_once() -> None:
+    """The payloads of an unpacked file are read-only views of its bytes, not copies (Pillow's
+    open() held a large file twice); a writable buffer is copied, so changing it later
+    changes nothing."""
+    n = 8_000_000
+    data = pack(make_bitstream(mode="LA", width=1, height=1, tiles=[bytes(n)], alpha=b"a"))
+    tracemalloc.start()
+    try:
+        bs = unpack(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.05 * n, peak
+    assert isinstance(bs.tiles[0], memoryview) and bs.tiles[0].readonly
+    assert bs.tiles[0].obj is data and bs.tiles[0] == bytes(n) and bs.alpha == b"a"
+    hash(bs)
+    writable = bytearray(data)
+    copied = unpack(writable)
+    writable[len(writable) // 2] = 1
+    assert copied == bs and pack(copied) == data
 
 
 def test_every_truncation_raises() -> None:

@@ -52,6 +52,25 @@ def test_open_reads_only_the_header_until_load(
     assert calls == [1]
 
 
+def test_open_holds_a_large_file_once(aec_file: Path, tmp_path: Path) -> None:
+    """Image.open() of an 8 MB file allocates about the file once (the payloads stay views
+    of the bytes read, not copies)."""
+    import tracemalloc
+
+    bs = container.unpack(aec_file.read_bytes())
+    n = 8_000_000
+    big = tmp_path / "big.aec"
+    big.write_bytes(container.pack(dataclasses.replace(bs, tiles=(bytes(n),))))
+    tracemalloc.start()
+    try:
+        with Image.open(big) as img:
+            assert img.size == (70, 45)
+            peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.2 * n, peak / n
+
+
 def test_save_encodes_with_options(tmp_path: Path) -> None:
     img = Image.fromarray(smooth_image(64, 48))
     img.save(tmp_path / "a.aec", aec_quality=1)  # aecodec's own levels

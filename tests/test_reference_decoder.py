@@ -53,7 +53,7 @@ def _tile_payloads(data: bytes, down: int = 16) -> list[tuple[bytes, int, int, i
     whole, hundredths = divmod(h.quality_steps, container.QUALITY_STEPS)
     rects = imageio.tiles(h.width, h.height, h.tile_width, h.tile_height)
     return [
-        (p, whole - 1, -(-th // down), -(-tw // down), hundredths)
+        (bytes(p), whole - 1, -(-th // down), -(-tw // down), hundredths)
         for (_, _, tw, th), p in zip(rects, bs.tiles, strict=True)
     ]
 
