@@ -20,21 +20,21 @@ The file returned was always encoded and checked, so a met size target is never 
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from aecodec import container, imageio
+from aecodec import imageio
 from aecodec.metrics import psnr_rgb
+from aecodec.options import EncodeOptions, Quality
 
 if TYPE_CHECKING:
     from aecodec.codec import Codec
     from aecodec.output import Metadata
 
-__all__ = ["RateResult", "compress_to_target", "parse_size", "search"]
+__all__ = ["RateResult", "compress_to_target", "compress_with", "parse_size", "reach", "search"]
 
 _SUFFIXES = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2}
 
@@ -228,51 +228,58 @@ def compress_to_target(
         The chosen file and what it reached.
 
     Raises:
-        ValueError: not exactly one target, or a target that is not positive.
+        ValueError: not exactly one target, or a target that is not positive (the rules of
+            :class:`aecodec.options.EncodeOptions`).
         ImageError: the image cannot be read or is over the pixel limit.
     """
-    given = [t for t in (target_bpp, target_size, target_psnr) if t is not None]
-    if len(given) != 1:
-        raise ValueError("give exactly one of target_bpp, target_size and target_psnr")
-    target = given[0]
-    value = math.nan
-    if isinstance(target, numbers.Real) and not isinstance(target, bool):
-        try:
-            value = float(target)
-        except OverflowError:  # an int beyond float's range
-            value = math.inf
-    if not (math.isfinite(value) and value > 0):
-        shown = repr(target) if len(repr(target)) <= 40 else repr(target)[:37] + "..."
-        raise ValueError(f"a rate target must be a positive finite number, got {shown}")
-    pic = imageio.load(image, max_pixels=max_pixels, warn_pixels=warn_pixels)
+    options = EncodeOptions.build(
+        target_bpp=target_bpp,
+        target_size=target_size,
+        target_psnr=target_psnr,
+        metadata=metadata,
+        max_pixels=max_pixels,
+        warn_pixels=warn_pixels,
+    )
+    return reach(codec, image, options, fine=fine)
+
+
+def reach(
+    codec: Codec, image: imageio.ImageInput, options: EncodeOptions, *, fine: bool = True
+) -> RateResult:
+    """:func:`compress_to_target` with checked options (their target is required)."""
+    target = options.require_target()
+    pic = imageio.load(image, **options.limits)
     # Code a PIL image built once from the normalised picture (orientation already applied).
     img = imageio.to_pil(pic.rgb, pic.mode, pic.alpha, icc=pic.icc, exif=pic.exif)
     pixels = pic.width * pic.height
     # The limits were applied (and any warning issued) above; the trials code the same pixels.
-    quiet = max(pixels, 1)
-    max_bytes = None
-    if target_size is not None:
-        max_bytes = int(target_size)
-    elif target_bpp is not None:
-        max_bytes = math.floor(target_bpp * pixels / 8)
+    quiet = {"max_pixels": options.max_pixels, "warn_pixels": max(pixels, 1)}
 
     def measure(data: bytes) -> float:
-        decoded = codec.decompress(data, max_pixels=max_pixels, warn_pixels=quiet)
+        decoded = codec.decompress(data, **quiet)
         return psnr_rgb(pic.rgb, np.asarray(decoded.convert("RGB")))
 
     levels = codec.qualities
-    scale: list[float] = list(levels)
-    if fine:
-        steps = container.QUALITY_STEPS
-        scale = [container.quality_from_steps(s) for s in range(steps, levels[-1] * steps + 1)]
     return search(
-        lambda q: codec.compress(
-            img, q, metadata=metadata, max_pixels=max_pixels, warn_pixels=quiet
-        ),
-        scale,
+        lambda q: codec.compress(img, q, metadata=options.metadata, **quiet),
+        Quality.scale(levels[-1]) if fine else list(levels),
         pixels,
-        max_bytes=max_bytes,
-        target_psnr=target_psnr,
+        max_bytes=target.max_bytes(pixels),
+        target_psnr=target.psnr,
         measure_psnr=measure,
         levels=levels if fine else (),
     )
+
+
+def compress_with(
+    codec: Codec, image: imageio.ImageInput, options: EncodeOptions
+) -> tuple[bytes, RateResult | None]:
+    """Compress ``image`` as ``options`` ask: at their quality, or at the quality searched for
+    their target; returns the file and, for a target, what the search reached."""
+    if options.target is None:
+        data = codec.compress(
+            image, options.quality_value, metadata=options.metadata, **options.limits
+        )
+        return data, None
+    reached = reach(codec, image, options)
+    return reached.data, reached
