@@ -38,6 +38,11 @@ ANALYSIS_SUFFIX = ".analysis.onnx"
 """Its analysis graph: ``NAME.analysis.onnx``."""
 
 RUNTIMES = ("auto", "onnx", "torch")
+
+# Groups (latent channels) per slice of the numpy assignment: a slice's candidates, distances
+# and costs (16 groups of a 768x512 image: 16 x 1,536 positions x 9 candidates) stay in the
+# CPU's cache between the operations on them.
+ASSIGN_GROUPS = 16
 """``auto``: ONNX Runtime where the model has a graph and ``onnxruntime`` imports, else torch."""
 
 SHA256_KEY = "aecodec_weights_sha256"
@@ -158,33 +163,81 @@ class OnnxAnalysis:
     def assign(self, y: np.ndarray, bits: np.ndarray, mean_bits: np.ndarray) -> np.ndarray:
         """Entropy-constrained assignment of a gained latent ``float32 [G, h, w]`` with code
         lengths ``float32 [G, C, K]`` (and their context average ``[G, K]``): the torch
-        quantizer's window search (:meth:`ProductVQ.assign`). Returns ``int64 [G, h, w]``."""
-        g, k = self._codebook.shape
-        c = bits.shape[1]
-        offsets = np.arange(-self._window, self._window + 1)
-        centre = np.clip(np.clip(np.round(y), -k, k).astype(np.int64) + k // 2, 0, k - 1)
-        cand = np.clip(centre[..., None] + offsets, 0, k - 1)  # [G, h, w, n]
-        # Gathers through flat indices (np.take on a 1-D array: twice as fast as fancy
-        # indexing with broadcast row indices); the same values.
-        flat = cand + (np.arange(g) * k)[:, None, None, None]  # group g's codeword k: g*K + k
-        dist = y[..., None] - np.take(self._codebook.reshape(-1), flat)
-        dist *= dist
-        beta = self._rate_weight
+        quantizer's window search (:meth:`ProductVQ.assign`). Returns ``int64 [G, h, w]``.
 
-        def pick(lengths: np.ndarray) -> np.ndarray:
-            cost = lengths
-            cost *= beta
-            cost += dist
-            best = np.argmin(cost, axis=-1)[..., None]
-            return np.take_along_axis(cand, best, axis=-1)[..., 0]
-
-        idx = pick(np.take(mean_bits.reshape(-1), flat))
-        base = cand + (np.arange(g) * (c * k))[:, None, None, None]  # g*C*K + k
-        table = bits.reshape(-1)
+        The same indices as that search, computed in slices of :data:`ASSIGN_GROUPS` groups
+        (their candidates, distances and costs stay in the CPU's cache) and, from the third
+        pass on, only where the contexts changed since the pass before (elsewhere the costs,
+        hence the choices, are the same)."""
+        g = self._codebook.shape[0]
+        slices = [slice(a, min(g, a + ASSIGN_GROUPS)) for a in range(0, g, ASSIGN_GROUPS)]
+        found = [self._candidates(y[s], s.start) for s in slices]  # (candidates, distances)
+        idx = np.empty(y.shape, dtype=np.int64)
+        for s, (cand, dist) in zip(slices, found, strict=True):
+            rows = (np.arange(s.start, s.stop, dtype=np.int32) * bits.shape[2])[:, None, None]
+            idx[s] = self._pick(np.take(mean_bits, rows[..., None] + cand), dist, cand)
+        previous = None
         for _ in range(self._passes - 1):
             ctx = self._tables.contexts(idx)
-            idx = pick(np.take(table, base + (ctx * k)[..., None]))
+            for s, (cand, dist) in zip(slices, found, strict=True):
+                self._repick(
+                    idx[s],
+                    ctx[s],
+                    None if previous is None else previous[s],
+                    cand,
+                    dist,
+                    bits,
+                    s.start,
+                )
+            previous = ctx
         return idx
+
+    def _candidates(self, y: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+        """The window of codewords around each value of ``y [g, h, w]`` (groups ``first``...),
+        ``int32 [g, h, w, n]``, and their squared distances ``float32 [g, h, w, n]``."""
+        g, k = y.shape[0], self._codebook.shape[1]
+        offsets = np.arange(-self._window, self._window + 1, dtype=np.int32)
+        centre = np.clip(np.clip(np.round(y), -k, k).astype(np.int32) + k // 2, 0, k - 1)
+        cand = np.clip(centre[..., None] + offsets, 0, k - 1)
+        # Gathers through flat indices (np.take on a 1-D array: twice as fast as fancy
+        # indexing with broadcast row indices); the same values.
+        rows = (np.arange(first, first + g, dtype=np.int32) * k)[:, None, None, None]
+        dist = y[..., None] - np.take(self._codebook, rows + cand)
+        dist *= dist
+        return cand, dist
+
+    def _pick(self, lengths: np.ndarray, dist: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """The candidate of least ``dist + rate_weight * lengths`` (the first on ties)."""
+        cost = lengths
+        cost *= self._rate_weight
+        cost += dist
+        best = np.argmin(cost, axis=-1)
+        return np.take_along_axis(cand, best[..., None], axis=-1)[..., 0]
+
+    def _repick(
+        self,
+        idx: np.ndarray,
+        ctx: np.ndarray,
+        previous: np.ndarray | None,
+        cand: np.ndarray,
+        dist: np.ndarray,
+        bits: np.ndarray,
+        first: int,
+    ) -> None:
+        """One pass over groups ``first``... in place: ``idx [g, h, w]`` chosen again with
+        the code lengths of contexts ``ctx``, only where they differ from ``previous``."""
+        _, c, k = bits.shape
+        rows = (np.arange(first, first + idx.shape[0], dtype=np.int32) * (c * k))[:, None, None]
+        offset = ctx.astype(np.int32) * k + rows  # row of each position in bits' [G*C, K]
+        if previous is None:
+            idx[...] = self._pick(np.take(bits, offset[..., None] + cand), dist, cand)
+            return
+        changed = np.flatnonzero(ctx != previous)
+        if changed.size:
+            n = cand.shape[-1]
+            sub = cand.reshape(-1, n)[changed]
+            lengths = np.take(bits, offset.reshape(-1)[changed, None] + sub)
+            idx.reshape(-1)[changed] = self._pick(lengths, dist.reshape(-1, n)[changed], sub)
 
 
 def _gain(log: np.ndarray, q: float) -> np.ndarray:

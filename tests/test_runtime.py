@@ -90,6 +90,32 @@ def test_onnx_encoder_gives_the_torch_encoders_indices(model: str) -> None:
         assert a.shape == b.shape and (a != b).mean() <= 1e-4, (model, quality)
 
 
+def test_numpy_assignment_is_the_full_window_search() -> None:
+    """The sliced assignment that re-chooses only where contexts changed gives the indices of
+    the plain search: every pass, every position, every candidate of the window."""
+    codec = Codec()
+    analysis = codec._onnx_analysis()
+    bits, mean_bits = codec._code_lengths(codec.qualities[-1])
+    g, k = analysis._codebook.shape
+    rng = np.random.default_rng(5)
+    y = (rng.standard_normal((g, 9, 13)) * rng.uniform(0.2, 8, (g, 1, 1))).astype(np.float32)
+    offsets = np.arange(-analysis._window, analysis._window + 1)
+    centre = np.clip(np.clip(np.round(y), -k, k).astype(np.int64) + k // 2, 0, k - 1)
+    cand = np.clip(centre[..., None] + offsets, 0, k - 1)
+    gi = np.arange(g)[:, None, None, None]
+    dist = (y[..., None] - analysis._codebook[gi, cand]) ** 2
+    beta = analysis._rate_weight
+
+    def pick(lengths: np.ndarray) -> np.ndarray:
+        best = np.argmin(dist + beta * lengths, axis=-1)[..., None]
+        return np.take_along_axis(cand, best, axis=-1)[..., 0]
+
+    want = pick(mean_bits[gi, cand])
+    for _ in range(analysis._passes - 1):
+        want = pick(bits[gi, analysis._tables.contexts(want)[..., None], cand])
+    assert np.array_equal(analysis.assign(y, bits, mean_bits), want)
+
+
 def test_command_line_never_imports_torch(tmp_path: Path) -> None:
     """`aecodec compress` and `aecodec decompress` (with --threads) of the default model run
     without torch, and their file is the torch encoder's."""
