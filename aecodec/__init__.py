@@ -143,36 +143,30 @@ def compress(
     reached.
 
     Raises:
-        ValueError: an invalid quality, several targets, or a quality with a target.
+        ValueError: an invalid quality, several targets, a quality with a target, or a target
+            that is not a positive number (:class:`aecodec.options.EncodeOptions`).
         ImageError: the input is not an image aecodec can code, or is over a limit.
     """
-    codec = get_codec(model)
-    limits = {"max_pixels": max_pixels, "warn_pixels": warn_pixels}
-    targets = {"target_bpp": target_bpp, "target_size": target_size, "target_psnr": target_psnr}
-    given = {k: v for k, v in targets.items() if v is not None}
-    if not given:
-        return codec.compress(image, quality, metadata=metadata, **limits)
-    if quality is not None:
-        raise ValueError(f"give either quality or {', '.join(given)}, not both")
-    from aecodec.ratecontrol import compress_to_target
+    from aecodec.options import EncodeOptions
+    from aecodec.ratecontrol import compress_with
 
-    result = compress_to_target(
-        codec,
-        image,
-        metadata=metadata,
+    options = EncodeOptions.build(
+        quality,
         target_bpp=target_bpp,
         target_size=target_size,
         target_psnr=target_psnr,
+        metadata=metadata,
         max_pixels=max_pixels,
         warn_pixels=warn_pixels,
     )
-    if not result.met:
-        ((name, value),) = given.items()
+    data, reached = compress_with(get_codec(model), image, options)
+    if reached is not None and not reached.met:
+        target = options.require_target()
         errors.warn(
-            f"{name}={value} cannot be met; returning quality {result.quality} "
-            f"({result.bytes} bytes, {result.bpp:.3f} bpp)"
+            f"{target.name}={target.value} cannot be met; returning quality {reached.quality} "
+            f"({reached.bytes} bytes, {reached.bpp:.3f} bpp)"
         )
-    return result.data
+    return data
 
 
 def _check_before_loading(header: container.Header, manifest: dict[str, Any]) -> None:

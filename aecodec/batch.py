@@ -20,6 +20,8 @@ of aecodec (regular files only, ``.aec`` files header first, the pixel limits ``
 :func:`aecodec.files.write_atomic` (atomic, never over an existing file). Jobs whose output
 exists are skipped, so an interrupted batch resumes where it stopped. Every file gets a
 :class:`FileResult`, failures and warnings included; one bad file never stops the batch.
+``workers=0`` runs the jobs in the calling process, one after the other (the command line's
+``-j 1``): the same code, and the same results, as a pool.
 """
 
 from __future__ import annotations
@@ -27,19 +29,29 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from aecodec import container, files, output
-from aecodec.errors import collect_warnings
+from aecodec.errors import AecodecError, collect_warnings
+from aecodec.options import EncodeOptions
 
 if TYPE_CHECKING:
     from aecodec.codec import Codec
+    from aecodec.imageio import ImageInput
 
-__all__ = ["FileResult", "compress_files", "decompress_files", "plan"]
+__all__ = [
+    "FileResult",
+    "RunOptions",
+    "compress_files",
+    "decompress_files",
+    "encode_files",
+    "plan",
+]
 
 StrPath = str | os.PathLike[str]
 Job = tuple[Path, Path]
@@ -125,95 +137,113 @@ def _error_message(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _write_error(dst: Path, exc: OSError) -> str:
+    """The error of an output that cannot be written, led by its path (the file at fault)."""
+    reason = " ".join((exc.strerror or str(exc)).split()) or type(exc).__name__
+    if isinstance(exc, FileExistsError):  # "exists; pass --force to overwrite"
+        return f"{dst}: {reason}"
+    return f"{dst}: cannot write: {reason}"
+
+
 def _once(messages: list[str]) -> tuple[str, ...]:
     """Each message once, in order (measuring the PSNR reads the image again and repeats
     its warnings)."""
     return tuple(dict.fromkeys(messages))
 
 
+_Fields = dict[str, Any]
+"""What a task found: the :class:`FileResult` fields besides ``src``, ``dst`` and ``status``."""
+
+
+def _attempt(work: Callable[[], tuple[bytes, _Fields]]) -> tuple[bytes | None, _Fields]:
+    """Worker side: run one task's ``work``; returns ``(data, fields)``, or ``(None, fields)``
+    with the one-line ``error`` of a file that failed; ``warnings`` are those aecodec issued
+    meanwhile (collected per task, also in a multi-threaded worker), each once."""
+    data: bytes | None
+    with collect_warnings() as caught:
+        try:
+            data, fields = work()
+        except (AecodecError, OSError, ValueError, TypeError) as exc:
+            data, fields = None, {"error": _error_message(exc)}
+    return data, {**fields, "warnings": _once(caught)}
+
+
 def _compress_task(
     codec: Codec,
     src: Path,
-    options: dict[str, Any],
+    options: EncodeOptions,
     with_psnr: bool,
-    targets: dict[str, Any] | None = None,
-) -> tuple[bytes | None, Any]:
-    """Worker side: returns ``(data, fields)`` or ``(None, error message)``. With ``targets``
-    (one ``target_*`` keyword of :func:`aecodec.ratecontrol.compress_to_target`) the quality
-    is searched for this file."""
-    import aecodec
+    read: Callable[[Path], ImageInput] | None = None,
+) -> tuple[bytes | None, _Fields]:
+    """Worker side: code one file (with a target, the quality is searched for it)."""
 
-    start = time.perf_counter()
-    limits = {"max_pixels": options.get("max_pixels"), "warn_pixels": options.get("warn_pixels")}
-    found: dict[str, Any] = {}
-    psnr = None
-    with collect_warnings() as caught:  # per task, also in a multi-threaded worker
-        try:
-            if targets:
-                from aecodec.ratecontrol import compress_to_target
+    def work() -> tuple[bytes, _Fields]:
+        import aecodec
+        from aecodec.ratecontrol import compress_with
 
-                reached = compress_to_target(
-                    codec,
-                    src,
-                    metadata=options["metadata"],
-                    max_pixels=limits["max_pixels"],
-                    warn_pixels=limits["warn_pixels"],
-                    **targets,
-                )
-                data, psnr = reached.data, reached.psnr
-                found = {"target_met": reached.met, "trials": reached.trials}
-            else:
-                data = codec.compress(src, **options)
-            seconds = time.perf_counter() - start
-            header = aecodec.info(data, max_pixels=limits["max_pixels"])
-            if with_psnr and psnr is None:
-                psnr = _psnr(codec, src, data, limits)
-        except (aecodec.AecodecError, OSError, ValueError, TypeError) as exc:
-            return None, _error_message(exc)
-    fields = {
-        "bytes": len(data),
-        "bpp": header["bpp"],
-        "quality": header["quality"],
-        "seconds": seconds,
-        "psnr": psnr if with_psnr or targets else None,
-        **found,
-        "warnings": _once(caught),
-    }
-    return data, fields
+        start = time.perf_counter()
+        data, reached = compress_with(codec, src if read is None else read(src), options)
+        seconds = time.perf_counter() - start
+        header = aecodec.info(data, max_pixels=options.max_pixels)
+        psnr = None if reached is None else reached.psnr
+        if with_psnr and psnr is None:
+            psnr = _psnr(codec, src if read is None else read(src), data, options.limits)
+        found = {} if reached is None else {"target_met": reached.met, "trials": reached.trials}
+        fields = {"bpp": header["bpp"], "quality": header["quality"], "seconds": seconds}
+        return data, {"bytes": len(data), **fields, "psnr": psnr, **found}
+
+    return _attempt(work)
 
 
 def _decompress_task(
     codec: Codec, src: Path, dst: Path, options: dict[str, Any]
-) -> tuple[bytes | None, Any]:
+) -> tuple[bytes | None, _Fields]:
     """Worker side: decode and encode the output image in memory."""
-    import io
 
-    import aecodec
+    def work() -> tuple[bytes, _Fields]:
+        import io
 
-    start = time.perf_counter()
-    limits = {"max_pixels": options.get("max_pixels"), "warn_pixels": options.get("warn_pixels")}
-    with collect_warnings() as caught:
-        try:
-            fmt = output.image_format(dst, options.get("output_quality"))
-            data = files.read_aec(src)  # regular files only, header first, bounded
-            bitstream = container.unpack(data, max_pixels=limits["max_pixels"])  # parsed once
-            output.check_mode(fmt, bitstream.header.mode)
-            if bitstream.header.model == codec.name:
-                img = codec.decompress(bitstream, **limits)
-            else:  # another bundled model's file: the one it names (loaded once per worker)
-                img = aecodec.decompress(bitstream, **limits)
-            buf = io.BytesIO()
-            img.save(buf, format=fmt.name, **output.save_options(fmt, img))
-        except (aecodec.AecodecError, OSError, ValueError, TypeError) as exc:
-            return None, _error_message(exc)
-    fields = {
-        "bytes": len(data),
-        "bpp": bitstream.header.bpp(len(data)),
-        "quality": bitstream.header.quality,
-        "seconds": time.perf_counter() - start,
-        "warnings": _once(caught),
-    }
-    return buf.getvalue(), fields
+        import aecodec
+
+        start = time.perf_counter()
+        limits = {"max_pixels": options["max_pixels"], "warn_pixels": options["warn_pixels"]}
+        fmt = output.image_format(dst, options["output_quality"])
+        data = files.read_aec(src)  # regular files only, header first, bounded
+        bitstream = container.unpack(data, max_pixels=limits["max_pixels"])  # parsed once
+        output.check_mode(fmt, bitstream.header.mode)
+        if bitstream.header.model == codec.name:
+            img = codec.decompress(bitstream, **limits)
+        else:  # another bundled model's file: the one it names (loaded once per worker)
+            img = aecodec.decompress(bitstream, **limits)
+        buf = io.BytesIO()
+        img.save(buf, format=fmt.name, **output.save_options(fmt, img))
+        header = bitstream.header
+        return buf.getvalue(), {
+            "bytes": len(data),
+            "bpp": header.bpp(len(data)),
+            "quality": header.quality,
+            "seconds": time.perf_counter() - start,
+        }
+
+    return _attempt(work)
+
+
+class _InProcess(Executor):
+    """``workers=0``: each task runs in this process as it is submitted, so the results come
+    in order, each before the next file is read. An exception a task does not report
+    propagates (a bug keeps its traceback; Ctrl-C stops the batch), and the warnings other
+    libraries issue meanwhile (Pillow's on a corrupt EXIF block) join the result's, as
+    ``Category: message``."""
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., tuple[bytes | None, _Fields]], /, *args: Any, **kwargs: Any
+    ) -> Future[tuple[bytes | None, _Fields]]:
+        with warnings.catch_warnings(record=True) as caught:  # this thread only runs tasks
+            data, fields = fn(*args, **kwargs)
+        others = [f"{w.category.__name__}: {w.message}" for w in caught]
+        future: Future[tuple[bytes | None, _Fields]] = Future()
+        future.set_result((data, {**fields, "warnings": _once([*fields["warnings"], *others])}))
+        return future
 
 
 def _write_new(dst: Path, data: bytes) -> None:
@@ -227,57 +257,82 @@ def _write_new(dst: Path, data: bytes) -> None:
     files.write_atomic(dst, lambda fh: fh.write(data), force=False)
 
 
+class RunOptions(TypedDict, total=False):
+    """Where and how a batch runs: the keywords of :func:`compress_files` and
+    :func:`decompress_files` after the coding options (documented there)."""
+
+    executor: Executor | None
+    workers: int | None
+    threads: int | None
+    skip_existing: bool
+    write: Callable[[Path, bytes], None]
+
+
 def _run(
-    jobs: Sequence[Job],
+    jobs: Iterable[Job],
     submit: Callable[[Executor, Path, Path], Future[Any]],
     *,
-    executor: Executor | None,
-    workers: int | None,
-    threads: int | None,
-    skip_existing: bool,
-    write: Callable[[Path, bytes], None],
+    executor: Executor | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    skip_existing: bool = True,
+    write: Callable[[Path, bytes], None] = _write_new,
 ) -> Iterator[FileResult]:
     own = executor is None
     if executor is None:
-        executor = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_set_threads,
-            initargs=(threads,),
-        )
+        executor = _InProcess() if workers == 0 else _pool(workers, threads)
     try:
         pending: dict[Future[Any], Job] = {}
         for src, dst in jobs:
             if skip_existing and dst.is_file():  # done by an earlier run: resume
                 yield FileResult(src, dst, "skipped")
                 continue
-            pending[submit(executor, src, dst)] = (src, dst)
-        for fut in as_completed(pending):
-            src, dst = pending.pop(fut)
-            try:
-                data, fields = fut.result()
-            except Exception as exc:  # a worker died or the cluster failed: report, go on
-                yield FileResult(src, dst, "failed", error=f"{type(exc).__name__}: {exc}")
-                continue
-            if data is None:
-                yield FileResult(src, dst, "failed", error=str(fields))
-                continue
-            try:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                write(dst, data)
-            except FileExistsError as exc:  # appeared meanwhile (another run): never replaced
-                if skip_existing:
-                    yield FileResult(src, dst, "skipped", warnings=fields.get("warnings", ()))
-                else:
-                    yield FileResult(src, dst, "failed", error=_error_message(exc))
-                continue
-            except OSError as exc:
-                yield FileResult(src, dst, "failed", error=f"cannot write: {_error_message(exc)}")
-                continue
-            yield FileResult(src, dst, "done", **fields)
+            future = submit(executor, src, dst)
+            if future.done():  # in this process (workers=0): reported before the next job
+                yield _finish(src, dst, future, skip_existing, write)
+            else:
+                pending[future] = (src, dst)
+        for future in as_completed(pending):
+            src, dst = pending.pop(future)
+            yield _finish(src, dst, future, skip_existing, write)
     finally:
         if own:
             executor.shutdown(cancel_futures=True)
+
+
+def _pool(workers: int | None, threads: int | None) -> Executor:
+    """The local pool: ``workers`` spawned processes, ``threads`` inference threads each."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_set_threads,
+        initargs=(threads,),
+    )
+
+
+def _finish(
+    src: Path,
+    dst: Path,
+    future: Future[Any],
+    skip_existing: bool,
+    write: Callable[[Path, bytes], None],
+) -> FileResult:
+    """The result of a finished job, its output written."""
+    try:
+        data, fields = future.result()
+    except Exception as exc:  # a worker died or the cluster failed: report, go on
+        return FileResult(src, dst, "failed", error=f"{type(exc).__name__}: {exc}")
+    if data is None:
+        return FileResult(src, dst, "failed", **fields)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write(dst, data)
+    except OSError as exc:
+        seen = fields["warnings"]
+        if isinstance(exc, FileExistsError) and skip_existing:
+            return FileResult(src, dst, "skipped", warnings=seen)  # appeared meanwhile
+        return FileResult(src, dst, "failed", error=_write_error(dst, exc), warnings=seen)
+    return FileResult(src, dst, "done", **fields)
 
 
 def compress_files(
@@ -300,6 +355,8 @@ def compress_files(
 ) -> Iterator[FileResult]:
     """Compress ``(src, dst)`` jobs in parallel; yields one result per job as they finish.
 
+    The options are checked once (:class:`aecodec.options.EncodeOptions`), before any job.
+
     Args:
         jobs: pairs of input image and output ``.aec`` paths (see :func:`plan`).
         codec: the codec; ``None`` for the default model.
@@ -318,8 +375,10 @@ def compress_files(
         executor: where to run: any :class:`concurrent.futures.Executor`, e.g. a Dask
             ``Client(...).get_executor()``. ``None``: a local pool of spawned processes, shut
             down at the end.
-        workers: processes of the local pool (``None``: one per CPU).
-        threads: torch threads per process of the local pool (``None``: torch's default).
+        workers: processes of the local pool (``None``: one per CPU; ``0``: no pool, each job
+            in this process in turn, its result yielded before the next starts).
+        threads: inference threads per process of the local pool (``None``: the runtime's
+            default).
         skip_existing: skip jobs whose output file exists (resume an interrupted batch),
             including one that appears while the job runs.
         write: ``write(dst, data)`` publishes an output; the default,
@@ -327,47 +386,68 @@ def compress_files(
             never overwrites (``FileExistsError``).
 
     Raises:
-        ValueError: several targets, or a target together with ``quality``.
+        ValueError: several targets, a target together with ``quality``, or a quality or
+            target that is not valid (:class:`aecodec.options.EncodeOptions`): before any job
+            runs.
     """
-    targets = {
-        k: v
-        for k, v in (
-            ("target_bpp", target_bpp),
-            ("target_size", target_size),
-            ("target_psnr", target_psnr),
-        )
-        if v is not None
-    }
-    if len(targets) > 1:
-        raise ValueError(
-            f"give at most one of target_bpp, target_size and target_psnr, got {targets}"
-        )
-    if targets and quality is not None:
-        raise ValueError(f"give either quality or {next(iter(targets))}, not both")
-    if codec is None:
-        import aecodec
-
-        codec = aecodec.get_codec()
-    options = {
-        "quality": quality,
-        "metadata": metadata,
-        "max_pixels": max_pixels,
-        "warn_pixels": warn_pixels,
-    }
-    shipped = codec
-
-    def submit(ex: Executor, src: Path, dst: Path) -> Future[Any]:
-        return ex.submit(_compress_task, shipped, src, options, psnr, targets)
-
-    return _run(
-        jobs,
-        submit,
+    options = EncodeOptions.build(
+        quality,
+        target_bpp=target_bpp,
+        target_size=target_size,
+        target_psnr=target_psnr,
+        metadata=metadata,
+        max_pixels=max_pixels,
+        warn_pixels=warn_pixels,
+    )
+    run = RunOptions(
         executor=executor,
         workers=workers,
         threads=threads,
         skip_existing=skip_existing,
         write=write,
     )
+    return encode_files(jobs, options, codec=codec, psnr=psnr, **run)
+
+
+def encode_files(
+    jobs: Iterable[Job],
+    options: EncodeOptions,
+    *,
+    codec: Codec | None = None,
+    psnr: bool = False,
+    read: Callable[[Path], ImageInput] | None = None,
+    **run: Unpack[RunOptions],
+) -> Iterator[FileResult]:
+    """:func:`compress_files` with the encode options already built and checked
+    (:meth:`aecodec.options.EncodeOptions.build`): the command line's way in, for ``-j 1``
+    (``workers=0``) as for ``-j N``.
+
+    Args:
+        jobs: as for :func:`compress_files`; any iterable, taken one job at a time.
+        options: what to code.
+        codec: the codec; ``None`` for the default model.
+        psnr: also decode each file and report its PSNR.
+        read: what the worker codes for a job's input (default: the path, read by aecodec's
+            checks), e.g. ``"-"`` -> a fresh stream of stdin's bytes; called again for the
+            PSNR's reference. Across processes it must pickle.
+        run: ``executor``, ``workers``, ``threads``, ``skip_existing`` and ``write``, as for
+            :func:`compress_files`.
+
+    Raises:
+        ValueError: a quality the codec does not have: before any job runs.
+    """
+    if codec is None:
+        import aecodec
+
+        codec = aecodec.get_codec()
+    if options.quality is not None:  # the codec's own check, once rather than in every job
+        codec._check_quality(options.quality.value)
+    shipped = codec
+
+    def submit(ex: Executor, src: Path, dst: Path) -> Future[Any]:
+        return ex.submit(_compress_task, shipped, src, options, psnr, read)
+
+    return _run(jobs, submit, **run)
 
 
 def decompress_files(
@@ -403,12 +483,11 @@ def decompress_files(
     def submit(ex: Executor, src: Path, dst: Path) -> Future[Any]:
         return ex.submit(_decompress_task, shipped, src, dst, options)
 
-    return _run(
-        jobs,
-        submit,
+    run = RunOptions(
         executor=executor,
         workers=workers,
         threads=threads,
         skip_existing=skip_existing,
         write=write,
     )
+    return _run(jobs, submit, **run)

@@ -258,3 +258,38 @@ def test_batch_decompress_decodes_files_of_another_bundled_model(tmp_path: Path)
         (r,) = batch.decompress_files(jobs, executor=pool)
     assert r.status == "done", r.error
     assert Image.open(tmp_path / "o.png").size == (48, 32)
+
+
+def test_in_process_batch_runs_in_order_and_keeps_every_warning(tmp_path: Path, tiny_codec) -> None:
+    """workers=0 (the command line's -j 1): each job in this process, its result yielded before
+    the next starts; other libraries' warnings are kept too; a write failure names the output."""
+    paths = _inputs(tmp_path / "in", 3)
+    corrupt_exif = b"MM\x00*\x00\x00\x00\x08\x00\x05" + b"\x00" * 3  # Pillow warns on it
+    Image.fromarray(smooth_image(40, 32)).save(paths[1], exif=corrupt_exif)
+    (tmp_path / "in" / "bad.png").write_text("not an image")
+    jobs = batch.plan([paths[0], tmp_path / "in" / "bad.png", *paths[1:]], tmp_path / "out")
+    written: list[str] = []
+
+    def write(dst: Path, data: bytes) -> None:
+        if dst.name == "img2.aec":
+            raise OSError(28, "No space left on device")
+        batch._write_new(dst, data)
+        written.append(dst.name)
+
+    results = []
+    for r in batch.compress_files(jobs, codec=tiny_codec, workers=0, write=write):
+        results.append(r)
+        assert len(written) == sum(x.status == "done" for x in results)  # nothing ran ahead
+    assert [(r.src.name, r.status) for r in results] == [
+        ("img0.png", "done"),
+        ("bad.png", "failed"),
+        ("img1.png", "done"),
+        ("img2.png", "failed"),
+    ]
+    assert any(w.startswith("UserWarning: Corrupt EXIF data") for w in results[2].warnings)
+    assert results[0].warnings == ()
+    out = tmp_path / "out" / "img2.aec"
+    assert results[3].error == f"{out}: cannot write: No space left on device"
+    with pytest.warns(UserWarning, match="Corrupt EXIF data"):  # as the batch's result said
+        expected = tiny_codec.compress(paths[1])
+    assert (tmp_path / "out" / "img1.aec").read_bytes() == expected

@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -97,6 +97,7 @@ def strip_path_prefix(message: str, path: Path) -> str:
 
 
 _quiet = False
+_bar_shown = False  # a progress bar is on stderr's last line
 
 
 def set_quiet(quiet: bool) -> None:
@@ -110,6 +111,8 @@ def report(path: Path | str, message: str, kind: str = "error") -> None:
     """One line on stderr: ``aecodec: KIND: PATH: MESSAGE`` (only errors under ``--quiet``)."""
     if _quiet and kind != "error":
         return
+    if _bar_shown:  # clear the bar's line; it is redrawn on the next input
+        click.echo("\r\x1b[K", err=True, nl=False)
     click.echo(f"{PROG}: {kind}: {click.format_filename(path)}: {one_line(message)}", err=True)
 
 
@@ -226,48 +229,71 @@ def plan_batch(
     written: set[str],
 ) -> tuple[list[tuple[Path, Path]], int]:
     """``-j N``: the ``(input, output)`` pairs that pass the per-file checks before any worker
-    starts (``destination_of`` raises :class:`FileError` for checks of its own), and how many
-    did not; each one left out is reported (skipped or failed)."""
-    todo, failures = [], 0
+    starts, and how many did not (see :func:`planned`)."""
+    failed: list[Path] = []
+    todo = planned(
+        inputs,
+        destination_of,
+        force=force,
+        skip_existing=skip_existing,
+        written=written,
+        failed=failed,
+    )
+    return list(todo), len(failed)
+
+
+def planned(
+    inputs: Iterable[Path],
+    destination_of: Callable[[Path], Path],
+    *,
+    force: bool,
+    skip_existing: bool,
+    written: set[str],
+    failed: list[Path],
+) -> Iterator[tuple[Path, Path]]:
+    """The ``(input, output)`` pairs of a batch that pass the per-file checks, one input at a
+    time (``destination_of`` raises :class:`FileError` for checks of its own; ``-``, stdout,
+    is not a file to check). Each one left out is reported (skipped, or failed and added to
+    ``failed``) when it comes, so a batch run in this process reports in the inputs' order."""
     for src in inputs:
         try:
             dst = destination_of(src)
-            check_destination(src, dst, force, skip_existing)
-            check_not_written(dst, written)
+            if dst != Path(STDIO):
+                check_destination(src, dst, force, skip_existing)
+                check_not_written(dst, written)
         except FileSkipped as exc:
             report(exc.path, exc.message, "skipped")
             continue
         except FileError as exc:
             report(exc.path, exc.message)
-            failures += 1
+            failed.append(src)
             continue
         written.add(output_key(dst))
-        todo.append((src, dst))
-    return todo, failures
+        yield src, dst
 
 
 def batch_writer(force: bool) -> Callable[[Path, bytes], None]:
     """The ``write`` of :mod:`aecodec.batch` for the command line: atomic, never over an
-    existing file without ``--force``, failures as the one-line ``OSError`` a result carries."""
+    existing file without ``--force`` (a failure is reported with the output's name)."""
 
     def write(dst: Path, data: bytes) -> None:
-        try:
-            write_atomic(dst, lambda fh: fh.write(data), force=force)
-        except FileError as exc:
-            raise OSError(exc.message) from None
+        files.write_atomic(dst, lambda fh: fh.write(data), force=force)
 
     return write
 
 
 def report_batch(results: Iterable[Any], done: Callable[[Any], None]) -> int:
     """Report the results of :mod:`aecodec.batch` as they come (their warnings, one line per
-    failure) and call ``done`` with each file coded; returns the failures."""
+    failure: about the output if it could not be written) and call ``done`` with each file
+    coded; returns the failures."""
     failures = 0
     for r in results:
         for message in r.warnings:
             report(r.src, strip_path_prefix(message, r.src), "warning")
         if r.status == "failed":
-            report(r.src, strip_path_prefix(r.error or "failed", r.src))
+            error = r.error or "failed"
+            at = r.dst if error.startswith(f"{os.fspath(r.dst)}: ") else r.src
+            report(at, strip_path_prefix(error, at))
             failures += 1
         else:
             done(r)
@@ -384,30 +410,39 @@ def stderr_is_tty() -> bool:
         return False
 
 
+@contextmanager
+def progress(inputs: Sequence[Path], *, wanted: bool, label: str) -> Iterator[Iterable[Path]]:
+    """The inputs, drawn as a progress bar on stderr as they are taken when ``wanted``, there
+    are several, no ``--quiet`` and stderr is a terminal (a reported line clears it first)."""
+    global _bar_shown
+    if not (wanted and len(inputs) > 1 and not _quiet and stderr_is_tty()):
+        yield inputs
+        return
+    bar = click.progressbar(
+        inputs,
+        label=label,
+        file=sys.stderr,
+        item_show_func=lambda p: None if p is None else click.format_filename(p),
+    )
+    with bar as items:
+        _bar_shown = True
+        try:
+            yield items
+        finally:
+            _bar_shown = False
+
+
 def run_batch(
     inputs: Sequence[Path], process: Callable[[Path], None], *, verbose: bool, label: str
 ) -> int:
     """Run ``process`` on every input, reporting errors per file. Returns the number of failures."""
-    show_bar = len(inputs) > 1 and not verbose and not _quiet and stderr_is_tty()
-    bar_cm: Any
-    if show_bar:
-        bar_cm = click.progressbar(
-            inputs,
-            label=label,
-            file=sys.stderr,
-            item_show_func=lambda p: None if p is None else click.format_filename(p),
-        )
-    else:
-        bar_cm = nullcontext(inputs)
     failures = 0
-    with bar_cm as items:
+    with progress(inputs, wanted=not verbose, label=label) as items:
         for src in items:
             try:
                 with warnings_as_lines(src):
                     process(src)
             except _PER_FILE_ERRORS as exc:
-                if show_bar:  # clear the bar's line; it is redrawn on the next item
-                    click.echo("\r\x1b[K", err=True, nl=False)
                 if isinstance(exc, FileSkipped):
                     report(exc.path, exc.message, "skipped")
                     continue

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import io
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,9 +21,8 @@ from aecodec.cli.common import (
     FileError,
     FileSkipped,
     batch_writer,
-    check_destination,
     check_model_and_quality,
-    check_not_written,
+    describe_error,
     destination,
     emit,
     expand_folders,
@@ -35,34 +33,34 @@ from aecodec.cli.common import (
     jobs_option,
     model_option,
     output_as_last_argument,
-    output_key,
     pixel_options,
-    plan_batch,
+    planned,
+    progress,
     quality_option,
     quiet_option,
     recursive_option,
     report,
     report_batch,
     resolve_output,
-    run_batch,
     set_quiet,
     set_threads,
     skip_existing_option,
     threads_option,
     verbose_option,
-    write_atomic,
 )
+from aecodec.options import EncodeOptions
+
+if TYPE_CHECKING:
+    from aecodec.batch import FileResult
+    from aecodec.codec import Codec
 
 
 @dataclass(frozen=True)
 class _Job:
     """What ``compress`` was asked to do, the same for every input."""
 
-    quality: float | None
+    options: EncodeOptions
     model: str | None
-    metadata: str
-    targets: dict[str, Any]
-    limits: dict[str, int | None]
     with_psnr: bool
     as_json: bool
     verbose: bool
@@ -181,17 +179,20 @@ def compress(
     set_quiet(quiet)
     inputs, relative = expand_folders(inputs, recursive, outputs.is_image_name)
     check_model_and_quality(model, quality)
-    targets = _targets(target_bpp, target_size, target_psnr)
-    if targets and quality is not None:
-        raise click.UsageError("give either -q or a --target-*, not both")
+    options = _options(
+        quality,
+        target_bpp=target_bpp,
+        target_size=_size(target_size),
+        target_psnr=target_psnr,
+        metadata=metadata,
+        max_pixels=max_pixels,
+        warn_pixels=warn_pixels,
+    )
     to_stdout = _check_stdio(inputs, output)
     out, output_is_dir = (None, False) if to_stdout else resolve_output(output, len(inputs))
     job = _Job(
-        quality=quality,
+        options=options,
         model=model,
-        metadata=metadata,
-        targets=targets,
-        limits={"max_pixels": max_pixels, "warn_pixels": warn_pixels},
         with_psnr=with_psnr,
         as_json=as_json,
         verbose=is_verbose(ctx, verbose_here) or with_psnr,
@@ -203,36 +204,37 @@ def compress(
         output_is_dir=output_is_dir,
     )
     set_threads(threads)
-    if jobs > 1 and len(inputs) > 1:
-        failures = _compress_parallel(inputs, job, threads=threads, jobs=jobs)
-    else:
-        failures = run_batch(
-            inputs,
-            lambda src: _compress_one(src, job),
-            verbose=job.verbose or as_json,
-            label="compressing",
-        )
-    if failures:
+    if _compress_files(inputs, job, threads=threads, jobs=jobs):
         ctx.exit(1)
 
 
-def _targets(target_bpp: float | None, size: str | None, psnr: float | None) -> dict[str, Any]:
-    """The one ``--target-*`` given, as keyword arguments of ``compress_to_target``."""
-    targets: dict[str, Any] = {}
-    if target_bpp is not None:
-        targets["target_bpp"] = target_bpp
-    if size is not None:
-        from aecodec.ratecontrol import parse_size
+#: The command line's names of the options' parameters, for their messages.
+_NAMES = {
+    "quality": "-q",
+    "target_bpp": "--target-bpp",
+    "target_size": "--target-size",
+    "target_psnr": "--target-psnr",
+}
 
-        try:
-            targets["target_size"] = parse_size(size)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--target-size'") from None
-    if psnr is not None:
-        targets["target_psnr"] = psnr
-    if len(targets) > 1:
-        raise click.UsageError("give only one of --target-bpp, --target-size and --target-psnr")
-    return targets
+
+def _size(text: str | None) -> int | None:
+    """``--target-size``: bytes, with an optional K or M suffix."""
+    if text is None:
+        return None
+    from aecodec.ratecontrol import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--target-size'") from None
+
+
+def _options(quality: float | None, **keywords: Any) -> EncodeOptions:
+    """The encode options, checked as the API checks them (a misuse is a usage error)."""
+    try:
+        return EncodeOptions.build(quality, names=_NAMES, **keywords)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _check_stdio(inputs: Sequence[Path], output: str | None) -> bool:
@@ -248,49 +250,96 @@ def _check_stdio(inputs: Sequence[Path], output: str | None) -> bool:
     return to_stdout
 
 
-def _compress_one(src: Path, job: _Job) -> None:
-    """Compress one input (a file, or stdin) and write it; report it if asked to."""
-    start = time.perf_counter()
-    source, dst = _source_and_destination(src, job)
-    data, fields = _encode(src, source, job)
-    elapsed = time.perf_counter() - start
-    if job.to_stdout:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        write_atomic(dst, lambda fh: fh.write(data), force=job.force)
-        job.written.add(output_key(dst))
-    if job.verbose or job.as_json:
-        header = aecodec.info(data, max_pixels=job.limits["max_pixels"])
-        fields = {
-            "bytes": len(data),
-            "bpp": header["bpp"],
-            "quality": header["quality"],
-            "seconds": elapsed,
-            **fields,
-        }
-        if job.with_psnr and "psnr" not in fields:
-            fields["psnr"] = _psnr_of(source, data, job.limits)
-        emit(src, dst, fields, as_json=job.as_json, to_stderr=job.to_stdout)
+def _compress_files(inputs: Sequence[Path], job: _Job, *, threads: int | None, jobs: int) -> int:
+    """Code the inputs with :func:`aecodec.batch.encode_files`: in this process, one by one
+    (``-j 1``, stdin), or with ``-j N`` in N spawned processes; returns the failures."""
+    from aecodec import batch
 
-
-def _source_and_destination(src: Path, job: _Job) -> tuple[Path | io.BytesIO, Path]:
-    """The image to read (stdin is read into memory, bounded) and the checked output path."""
-    source: Path | io.BytesIO
-    if src == Path(STDIO):
-        # bounded (aecodec.files.MAX_STREAM_BYTES); kept in memory for --psnr
-        source = io.BytesIO(files.read_stream(sys.stdin.buffer, aecodec.ImageError))
-        dst = job.out or Path(STDIO)
-    else:
-        dst = destination(
-            src, job.out, job.output_is_dir, outputs.compressed_name, job.relative.get(src)
+    parallel = jobs > 1 and len(inputs) > 1
+    failed: list[Path] = []
+    codec = _codec(job.model)
+    with progress(
+        inputs, wanted=not (parallel or job.verbose or job.as_json), label="compressing"
+    ) as items:
+        todo = planned(
+            items,
+            lambda src: _destination(src, job),
+            force=job.force,
+            skip_existing=job.skip_existing,
+            written=job.written,
+            failed=failed,
         )
-        _check_input(src)
-        source = src
-    if not job.to_stdout:
-        check_destination(src, dst, job.force, job.skip_existing)
-        check_not_written(dst, job.written)
-    return source, dst
+        results = batch.encode_files(
+            todo,
+            job.options,
+            codec=codec,
+            psnr=job.with_psnr,
+            read=_read_stdin() if Path(STDIO) in inputs else None,
+            workers=jobs if parallel else 0,
+            threads=(threads or 1) if parallel else None,
+            skip_existing=False,  # checked by planned(), with --force and --skip-existing
+            write=_stdout if job.to_stdout else batch_writer(job.force),
+        )
+        failures = report_batch(results, lambda r: _done(r, job))  # plans as it goes
+    return failures + len(failed)
+
+
+def _codec(model: str | None) -> Codec:
+    """The model's codec, loaded once for every file (a failure is the one error)."""
+    try:
+        return aecodec.get_codec(model)
+    except (aecodec.AecodecError, OSError) as exc:
+        fail(describe_error(exc))
+
+
+def _destination(src: Path, job: _Job) -> Path:
+    """Where ``src`` is written (``-``: stdout), once it passed the input checks."""
+    if src == Path(STDIO):
+        return job.out or Path(STDIO)
+    dst = destination(
+        src, job.out, job.output_is_dir, outputs.compressed_name, job.relative.get(src)
+    )
+    _check_input(src)
+    return dst
+
+
+def _read_stdin() -> Callable[[Path], Path | io.BytesIO]:
+    """What the batch codes for ``-``: stdin, read once (bounded by
+    :data:`aecodec.files.MAX_STREAM_BYTES`), as a fresh stream each time (``--psnr`` reads
+    it again)."""
+    data: list[bytes] = []
+
+    def read(src: Path) -> Path | io.BytesIO:
+        if src != Path(STDIO):
+            return src
+        if not data:
+            data.append(files.read_stream(sys.stdin.buffer, aecodec.ImageError))
+        return io.BytesIO(data[0])
+
+    return read
+
+
+def _stdout(dst: Path, data: bytes) -> None:
+    """The ``write`` of ``-o -``."""
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _done(r: FileResult, job: _Job) -> None:
+    """Report a file coded: a target it could not meet, and its line with ``-v`` or ``--json``."""
+    target = job.options.target
+    if target is not None and r.target_met is False:
+        option = _NAMES[target.name]
+        report(
+            r.src, f"{option} {target.value} cannot be met; wrote quality {r.quality}", "warning"
+        )
+    if job.verbose or job.as_json:
+        fields = {"bytes": r.bytes, "bpp": r.bpp, "quality": r.quality, "seconds": r.seconds}
+        if target is not None:
+            fields.update(target_met=r.target_met, trials=r.trials)
+        if job.with_psnr or r.psnr is not None:  # asked for, or a --target-psnr measured it
+            fields["psnr"] = r.psnr
+        emit(r.src, r.dst, fields, as_json=job.as_json, to_stderr=job.to_stdout)
 
 
 def _check_input(src: Path) -> None:
@@ -320,104 +369,3 @@ def _is_aec(path: Path) -> bool:
             return fh.read(len(container.MAGIC)) == container.MAGIC
     except OSError:
         return False
-
-
-def _encode(src: Path, source: Path | io.BytesIO, job: _Job) -> tuple[bytes, dict[str, Any]]:
-    """The ``.aec`` bytes, and for a ``--target-*`` whether it was met and in how many trials."""
-    if not job.targets:
-        data = aecodec.compress(
-            source,
-            job.quality,
-            model=job.model,
-            metadata=job.metadata,  # type: ignore[arg-type]
-            **job.limits,
-        )
-        return data, {}
-    from aecodec.ratecontrol import compress_to_target
-
-    reached = compress_to_target(
-        aecodec.get_codec(job.model),
-        source,
-        metadata=job.metadata,  # type: ignore[arg-type]
-        max_pixels=job.limits["max_pixels"],
-        warn_pixels=job.limits["warn_pixels"],
-        **job.targets,
-    )
-    if not reached.met:
-        _report_unmet(src, job, reached.quality)
-    found: dict[str, Any] = {"target_met": reached.met, "trials": reached.trials}
-    if reached.psnr is not None:  # a --target-psnr search measured it: report it
-        found["psnr"] = reached.psnr
-    return reached.data, found
-
-
-def _report_unmet(src: Path, job: _Job, quality: float | None) -> None:
-    """The one-line warning of a ``--target-*`` that no quality meets."""
-    ((name, value),) = job.targets.items()
-    option = f"--{name.replace('_', '-')}"
-    report(src, f"{option} {value} cannot be met; wrote quality {quality}", "warning")
-
-
-def _psnr_of(source: Path | io.BytesIO, data: bytes, limits: dict[str, int | None]) -> float:
-    """PSNR (RGB) of the decoded ``data`` against the input image ``source``."""
-    import numpy as np
-
-    from aecodec import imageio
-    from aecodec.metrics import psnr_rgb
-
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    reference = imageio.load(source, **limits).rgb
-    decoded = aecodec.decompress(data, **limits).convert("RGB")
-    return psnr_rgb(reference, np.asarray(decoded))
-
-
-# --------------------------------------------------------------------------------------------------
-# -j N
-
-
-def _compress_parallel(inputs: Sequence[Path], job: _Job, *, threads: int | None, jobs: int) -> int:
-    """``-j N``: code the files in N spawned processes (aecodec.batch); returns the failures."""
-    from aecodec import batch
-
-    def destination_of(src: Path) -> Path:
-        dst = destination(
-            src, job.out, job.output_is_dir, outputs.compressed_name, job.relative.get(src)
-        )
-        _check_input(src)
-        return dst
-
-    todo, failures = plan_batch(
-        inputs,
-        destination_of,
-        force=job.force,
-        skip_existing=job.skip_existing,
-        written=job.written,
-    )
-    results = batch.compress_files(
-        todo,
-        codec=aecodec.get_codec(job.model),
-        quality=job.quality,
-        **job.targets,  # the quality is searched per file, in the workers
-        metadata=job.metadata,  # type: ignore[arg-type]
-        psnr=job.with_psnr,
-        max_pixels=job.limits["max_pixels"],
-        warn_pixels=job.limits["warn_pixels"],
-        workers=jobs,
-        threads=threads or 1,
-        skip_existing=False,
-        write=batch_writer(job.force),
-    )
-
-    def done(r: batch.FileResult) -> None:
-        if r.target_met is False:
-            _report_unmet(r.src, job, r.quality)
-        if job.verbose or job.as_json:
-            fields = {"bytes": r.bytes, "bpp": r.bpp, "quality": r.quality, "seconds": r.seconds}
-            if job.targets:
-                fields.update(target_met=r.target_met, trials=r.trials)
-            if job.with_psnr or r.psnr is not None:  # asked for, or a --target-psnr measured it
-                fields["psnr"] = r.psnr
-            emit(r.src, r.dst, fields, as_json=job.as_json, to_stderr=False)
-
-    return failures + report_batch(results, done)
