@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -90,7 +91,9 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path) -> None:
     part = _cfg(data_dir, tmp_path / "part", 8)
     train(part, progress=False, stop_at=3)
     assert _state(tmp_path / "part")["step"] == 3
-    train(part, resume=True, progress=False)
+    # `--resume` without --steps: the run's own schedule, not the option's default (20,000)
+    train(dataclasses.replace(part, steps=20_000), resume=True, progress=False, new_steps=False)
+    assert _state(tmp_path / "part")["step"] == 8
     a, b = _state(full)["model"], _state(tmp_path / "part")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)

@@ -168,8 +168,14 @@ class _TrainCommand(click.Command):
     "--resume", is_flag=True, help="Continue the run in --run-dir exactly where it stopped."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
-def train(lambdas: str | None, resume: bool, no_progress: bool, **kw: Any) -> None:
-    """Train the VQ model (also under `torchrun --nproc_per_node=N`)."""
+@click.pass_context
+def train(
+    ctx: click.Context, lambdas: str | None, resume: bool, no_progress: bool, **kw: Any
+) -> None:
+    """Train the VQ model (also under `torchrun --nproc_per_node=N`).
+
+    With --resume the run continues with its own settings and schedule; --steps, if given,
+    stretches or shortens the schedule, and --threads is this machine's."""
     import logging
 
     from aecodec.train.loop import TrainConfig
@@ -182,7 +188,8 @@ def train(lambdas: str | None, resume: bool, no_progress: bool, **kw: Any) -> No
         model["lambdas"] = [float(v) for v in lambdas.split(",")]
     cfg = TrainConfig(**kw, model=model)
     try:
-        run = run_training(cfg, resume=resume, progress=not no_progress)
+        steps_given = ctx.get_parameter_source("steps") is click.core.ParameterSource.COMMANDLINE
+        run = run_training(cfg, resume=resume, progress=not no_progress, new_steps=steps_given)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         fail(describe_error(exc))
     click.echo(f"run folder: {run}")

@@ -231,9 +231,18 @@ def build_optimizer(net: VQVAE, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def train(
-    cfg: TrainConfig, resume: bool = False, progress: bool = True, stop_at: int | None = None
+    cfg: TrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    stop_at: int | None = None,
+    new_steps: bool = True,
 ) -> Path:
     """Run (or resume) training; returns the run folder.
+
+    Resuming takes the checkpoint's configuration with this call's ``run`` and ``threads``
+    (they belong to the machine) and, with ``new_steps``, its ``steps``: a schedule stretched
+    or shortened to fit a session (the command line passes ``new_steps`` only when
+    ``--steps`` is given, so a plain ``--resume`` keeps the run's schedule).
 
     ``stop_at`` ends this process after that step (with a checkpoint) without changing the
     schedule, as an interruption would; ``--resume`` then continues exactly.
@@ -246,7 +255,7 @@ def train(
     if world > 1:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     torch.set_num_threads(cfg.threads)
-    cfg, state = _open_run(cfg, resume)
+    cfg, state = _open_run(cfg, resume, new_steps)
     run = Path(cfg.run)
     cfg, net = _build_net(cfg, state, rank)
     model_cfg = net.config
@@ -347,10 +356,12 @@ def _save_checkpoint(net: VQVAE, step: int, cfg: TrainConfig, resumable: dict[st
     _atomic_save(state, Path(cfg.run) / CHECKPOINT)
 
 
-def _open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, Any] | None]:
+def _open_run(
+    cfg: TrainConfig, resume: bool, new_steps: bool = True
+) -> tuple[TrainConfig, dict[str, Any] | None]:
     """Create the run folder, or with ``resume`` read its checkpoint; returns the config to
-    use (the checkpoint's, with this call's ``steps``, ``run`` and ``threads``: the schedule
-    may be shortened to fit a session, and threads belong to the machine) and the checkpoint."""
+    use (the checkpoint's, with this call's ``run`` and ``threads``, and ``steps`` if
+    ``new_steps``: see :func:`train`) and the checkpoint."""
     run = Path(cfg.run)
     ckpt_path = run / CHECKPOINT
     state = None
@@ -365,7 +376,9 @@ def _open_run(cfg: TrainConfig, resume: bool) -> tuple[TrainConfig, dict[str, An
             saved = TrainConfig(**state["train_config"])
         except TypeError as exc:
             raise ValueError(f"{ckpt_path}: invalid train_config: {exc}") from None
-        saved.steps, saved.run, saved.threads = cfg.steps, cfg.run, cfg.threads
+        saved.run, saved.threads = cfg.run, cfg.threads
+        if new_steps:
+            saved.steps = cfg.steps
         cfg = saved
     elif ckpt_path.exists():
         raise FileExistsError(
