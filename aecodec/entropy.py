@@ -54,12 +54,12 @@ CODER_PRECISION = 24
 frequency is 0 is coded with probability ``2**-CODER_PRECISION``."""
 
 
-def contexts_from_levels(levels: np.ndarray, num_contexts: int) -> np.ndarray:
+def contexts_from_levels(levels: np.ndarray, num_levels: int) -> np.ndarray:
     """Channel context of every group from the *levels* of the previous group's indices.
 
     Args:
         levels: ``int [G, h, w]``, the level (``level_lut[g, k]``) of each decoded index.
-        num_contexts: L, the number of channel contexts; they are in ``0..L-1``.
+        num_levels: L, the number of codeword levels (channel contexts ``0..L-1``).
 
     Returns:
         ``int64 [G, h, w]``: group 0 has context 0; group g > 0 has the maximum level of group
@@ -73,7 +73,7 @@ def contexts_from_levels(levels: np.ndarray, num_contexts: int) -> np.ndarray:
         for dy in range(3):
             for dx in range(3):
                 np.maximum(m, prev[:, dy : dy + h, dx : dx + w], out=m)
-        out[1:] = np.minimum(m, num_contexts - 1)
+        out[1:] = np.minimum(m, num_levels - 1)
     return out
 
 

@@ -54,7 +54,7 @@ def test_rate_term_biases_assignment_to_cheap_codewords() -> None:
     net = _net()
     qz = net.quantizer
     y = torch.zeros(1, 8, 1, 1) + 0.45  # nearly halfway between two grid points
-    bits = torch.zeros(1, CFG.num_groups, CFG.num_contexts, CFG.codebook_size)
+    bits = torch.zeros(1, CFG.num_groups, CFG.num_levels, CFG.codebook_size)
     near = qz.assign(y, bits)
     expensive = bits.clone()
     expensive[..., near[0, :, 0, 0]] = 100.0  # make the nearest codeword very costly
@@ -82,7 +82,7 @@ def _scalar_net(linear_path: bool = True) -> VQVAE:
         latent_channels=6,
         group_dim=1,
         codebook_size=64,
-        num_contexts=3,
+        num_levels=3,
         lambdas=(0.01, 0.05),
         linear_path=linear_path,
     )

@@ -235,7 +235,7 @@ def test_pca_init_starts_from_a_block_transform_coder(data_dir) -> None:
 
     cfg = ModelConfig(
         name="t", channels=8, latent_channels=12, group_dim=1, codebook_size=64,
-        num_contexts=2, lambdas=(0.002, 0.05), linear_path=True,
+        num_levels=2, lambdas=(0.002, 0.05), linear_path=True,
     )  # fmt: skip
     net = VQVAE(cfg)
     pca_init(net, CropSampler(list_images(data_dir), 32, 0), crops=64)
@@ -471,7 +471,7 @@ def test_fresh_quantizer_gains_stay_finite_for_small_lattices(data_dir) -> None:
 
     cfg = ModelConfig(
         name="t", channels=8, latent_channels=8, group_dim=4, codebook_size=16,
-        num_contexts=2, lambdas=(0.01, 0.05),
+        num_levels=2, lambdas=(0.01, 0.05),
     )  # fmt: skip
     net = VQVAE(cfg)
     quantizer_init(net, CropSampler(list_images(data_dir), 32, 0), crops=16)
@@ -484,7 +484,7 @@ def test_count_tables_count_only_in_training_mode() -> None:
 
     cfg = ModelConfig(
         name="t", channels=8, latent_channels=4, group_dim=1, codebook_size=16,
-        num_contexts=2, lambdas=(0.01, 0.05), spatial_contexts=2,
+        num_levels=2, lambdas=(0.01, 0.05), spatial_contexts=2,
     )  # fmt: skip
     net = VQVAE(cfg, table_rows=3)
     vq = net.quantizer

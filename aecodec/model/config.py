@@ -20,6 +20,10 @@ DEFAULT_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.0
 
 
 # Config fields added after the first weights format, with the value older files imply.
+# The weights files' key of ModelConfig.num_levels (its name in the first format; kept, so that
+# re-exporting a model writes the same metadata).
+_STORED_LEVELS_KEY = "num_contexts"
+
 _LATER_FIELDS: dict[str, object] = {
     "spatial_contexts": 0,
     "activity_edges": (),
@@ -49,9 +53,10 @@ class ModelConfig:
         latent_channels: M, channels of the latent ``y`` (a multiple of ``group_dim``).
         group_dim: dimension d of each product-VQ codebook (channels per group).
         codebook_size: K, codewords per group.
-        num_contexts: L, channel contexts: codeword levels ``0..L-1``; the context of group g
-            is the largest level of group g - 1 around the position (see
-            :mod:`aecodec.entropy`).
+        num_levels: L, codeword levels ``0..L-1``: the channel context of group g is the
+            largest level of group g - 1 around the position (see :mod:`aecodec.entropy`;
+            the coder's contexts are C = :attr:`ContextScheme.num_contexts`). Stored as
+            ``num_contexts`` in weights files (the key of the first format, kept).
         rate_weight: beta of the entropy-constrained assignment
             ``argmin_k ||y - c_k||^2 + beta * bits_k``, in squared latent units per bit.
         lambdas: the rate-distortion trade-off of each quality level, low rate first.
@@ -75,7 +80,7 @@ class ModelConfig:
     latent_channels: int = 128
     group_dim: int = 2
     codebook_size: int = 256
-    num_contexts: int = 4
+    num_levels: int = 4
     rate_weight: float = 0.1
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
     prob_bits: int = 16
@@ -126,14 +131,15 @@ class ModelConfig:
         return DOWNSAMPLING
 
     def context_scheme(self) -> ContextScheme:
-        """How the entropy coder forms contexts (``num_contexts`` levels, spatial, activity)."""
-        return ContextScheme(self.num_contexts, self.spatial_contexts, self.activity_edges)
+        """How the entropy coder forms contexts (``num_levels`` levels, spatial, activity)."""
+        return ContextScheme(self.num_levels, self.spatial_contexts, self.activity_edges)
 
     def to_json(self) -> str:
         """Serialise to a JSON string (stored in the safetensors metadata). Fields added after
         the first weights format are left out at their default, so re-exporting an older model
         writes the same metadata."""
         raw = asdict(self)
+        raw[_STORED_LEVELS_KEY] = raw.pop("num_levels")
         for key, default in _LATER_FIELDS.items():
             if raw[key] == default:
                 del raw[key]
@@ -143,6 +149,8 @@ class ModelConfig:
     def from_json(cls, text: str) -> ModelConfig:
         """Parse :meth:`to_json` output; unknown keys are an error."""
         raw = json.loads(text)
+        if _STORED_LEVELS_KEY in raw:
+            raw["num_levels"] = raw.pop(_STORED_LEVELS_KEY)
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
         if unknown:

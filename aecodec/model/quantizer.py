@@ -71,7 +71,7 @@ class ProductVQ(nn.Module):
         group_dim: d.
         codebook_size: K.
         num_qualities: Q (one set of probability tables per quality level).
-        num_contexts: L, channel contexts (codeword levels ``0..L-1``).
+        num_levels: L, codeword levels ``0..L-1`` (the channel contexts).
         rate_weight: beta of the assignment cost, squared latent units per bit.
         scheme: how contexts are formed (default: L channel contexts only); the tables have
             ``scheme.num_contexts`` contexts (see :mod:`aecodec.entropy`).
@@ -97,7 +97,7 @@ class ProductVQ(nn.Module):
         group_dim: int,
         codebook_size: int,
         num_qualities: int,
-        num_contexts: int,
+        num_levels: int,
         rate_weight: float,
         scheme: ContextScheme | None = None,
         learn_tables: bool = True,
@@ -107,11 +107,11 @@ class ProductVQ(nn.Module):
         self.num_groups = num_groups
         self.group_dim = group_dim
         self.codebook_size = codebook_size
-        self.num_contexts = num_contexts
+        self.num_levels = num_levels
         self.rate_weight = rate_weight
-        self.scheme = scheme if scheme is not None else ContextScheme(num_contexts)
-        if self.scheme.num_levels != num_contexts:
-            raise ValueError("the context scheme's levels must equal num_contexts")
+        self.scheme = scheme if scheme is not None else ContextScheme(num_levels)
+        if self.scheme.num_levels != num_levels:
+            raise ValueError("the context scheme's levels must equal num_levels")
         total_contexts = self.scheme.num_contexts
         self.codebook = nn.Parameter(_grid_codebook(num_groups, group_dim, codebook_size))
         energy = self.codebook.detach().pow(2).sum(-1)  # [G, K]
@@ -136,12 +136,12 @@ class ProductVQ(nn.Module):
 
     # ----------------------------------------------------------------- shared helpers
     def level_lut(self) -> torch.Tensor:
-        """``long [G, K]``: level of each codeword, ``min(C-1, round(||c||))``.
+        """``long [G, K]``: level of each codeword, ``min(L-1, round(||c||))``.
 
         Frozen into the weights file at export, so the decoder reads it as integers.
         """
         norm = self.codebook.detach().norm(dim=-1)
-        return norm.round().long().clamp(0, self.num_contexts - 1)
+        return norm.round().long().clamp(0, self.num_levels - 1)
 
     def _split(self, y: torch.Tensor) -> torch.Tensor:
         b, _, h, w = y.shape

@@ -105,7 +105,7 @@ class VQVAE(nn.Module):
             config.group_dim,
             config.codebook_size,
             q,
-            config.num_contexts,
+            config.num_levels,
             config.rate_weight,
             config.context_scheme(),
             learn_tables,

@@ -27,7 +27,7 @@ TINY: dict[str, Any] = dict(
     # checkerboard and activity contexts, the linear block path and the post-filter.
     group_dim=1,
     codebook_size=16,
-    num_contexts=2,
+    num_levels=2,
     spatial_contexts=2,
     activity_edges=(1, 3),
     linear_path=True,
