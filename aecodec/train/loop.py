@@ -256,9 +256,46 @@ def train(
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     torch.set_num_threads(cfg.threads)
     cfg, state = _open_run(cfg, resume, new_steps)
+    cfg, session = _prepare(cfg, state, rank, world)
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=session.step, desc="train", dynamic_ncols=True)
+    try:
+        _run_steps(session, cfg, cfg.steps if stop_at is None else min(cfg.steps, stop_at), bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return Path(cfg.run)
+
+
+@dataclass
+class _Session:
+    """What a training process works with once set up (:func:`_prepare`)."""
+
+    net: VQVAE  # the model (unwrapped)
+    model: nn.Module  # what the step runs: ``net``, or DDP around it
+    opt: torch.optim.Optimizer
+    sampler: CropSampler
+    val: torch.Tensor | None  # validation crops (rank 0 only)
+    bf16: bool
+    rank: int
+    step: int
+    best: float  # best validation RD cost so far
+    cpu_base: float  # CPU seconds of earlier processes of this run
+
+
+def _prepare(
+    cfg: TrainConfig, state: dict[str, Any] | None, rank: int, world: int
+) -> tuple[TrainConfig, _Session]:
+    """Network, data, optimizer and restored state of a run, with the configuration completed
+    from the network (:func:`_build_net`); writes its ``config.json`` and, for a fresh run,
+    the step-0 validation (where the learning curve starts)."""
     run = Path(cfg.run)
     cfg, net = _build_net(cfg, state, rank)
-    model_cfg = net.config
     sampler, val_files = _data(cfg, net, state is None, rank, world)
     freeze(net, cfg.train_only)
     bf16 = use_bf16(cfg.bf16)
@@ -269,56 +306,50 @@ def train(
             "on" if bf16 else "off",
             cfg.threads,
         )
+        (run / "config.json").write_text(
+            json.dumps({"train": asdict(cfg), "model": json.loads(net.config.to_json())}, indent=1)
+        )
     opt = build_optimizer(net, cfg)
     val = validation_crops(val_files, cfg.val_crop) if rank == 0 and val_files else None
     step, best, cpu_base = _restore(state, net, opt, sampler, rank)
     model: nn.Module = nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    if rank == 0:
-        (run / "config.json").write_text(
-            json.dumps({"train": asdict(cfg), "model": json.loads(model_cfg.to_json())}, indent=1)
-        )
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True)
-    t0 = time.time()
-    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    if val is not None and state is None:  # where the learning curve starts
-        q0 = torch.arange(min(4, val.shape[0])) % model_cfg.num_qualities
+    if val is not None and state is None:
+        q0 = torch.arange(min(4, val.shape[0])) % net.config.num_qualities
         best = _validation_record(net, val, run, 0, 0.0, (val[: q0.shape[0]], q0), {"lr": 0.0})
         _atomic_save(_weights_state(net, 0, cfg), run / BEST)
-    while step < end:
-        f = lr_factor(step, cfg)
-        x = sampler.batch(cfg.batch)
-        q = sampler.qualities(cfg.batch, model_cfg.num_qualities)
-        stats = _optimizer_step(model, net, opt, cfg, f, (x, q), bf16)
-        step += 1
+    return cfg, _Session(net, model, opt, sampler, val, bf16, rank, step, best, cpu_base)
+
+
+def _run_steps(s: _Session, cfg: TrainConfig, end: int, bar: Any) -> None:
+    """Optimizer steps up to ``end``; rank 0 validates every ``val_every`` steps (keeping the
+    best weights) and checkpoints every ``ckpt_every`` and at the end."""
+    run, t0 = Path(cfg.run), time.time()
+    while s.step < end:
+        f = lr_factor(s.step, cfg)
+        x = s.sampler.batch(cfg.batch)
+        q = s.sampler.qualities(cfg.batch, s.net.config.num_qualities)
+        stats = _optimizer_step(s.model, s.net, s.opt, cfg, f, (x, q), s.bf16)
+        s.step += 1
         if bar is not None:
             bar.update(1)
             bar.set_postfix({k: f"{stats[k]:.3f}" for k in ("loss", "bpp", "psnr")})
-        if rank != 0:
+        if s.rank != 0:
             continue
-        last = step == end
-        if val is not None and (step % cfg.val_every == 0 or last):
+        last = s.step == end
+        if s.val is not None and (s.step % cfg.val_every == 0 or last):
             extra = {"lr": cfg.lr * f, **{f"train_{k}": v for k, v in stats.items()}}
-            cost = _validation_record(net, val, run, step, time.time() - t0, (x, q), extra)
-            if cost < best:
-                best = cost
-                _atomic_save(_weights_state(net, step, cfg), run / BEST)
-        if step % cfg.ckpt_every == 0 or last:
+            cost = _validation_record(s.net, s.val, run, s.step, time.time() - t0, (x, q), extra)
+            if cost < s.best:
+                s.best = cost
+                _atomic_save(_weights_state(s.net, s.step, cfg), run / BEST)
+        if s.step % cfg.ckpt_every == 0 or last:
             resumable = {
-                "optimizer": opt.state_dict(),
-                "best": best,
-                "sampler": [sampler.state()],
-                "cpu_seconds": cpu_base + time.process_time(),
+                "optimizer": s.opt.state_dict(),
+                "best": s.best,
+                "sampler": [s.sampler.state()],
+                "cpu_seconds": s.cpu_base + time.process_time(),
             }
-            _save_checkpoint(net, step, cfg, resumable)
-    if bar is not None:
-        bar.close()
-    if world > 1:
-        torch.distributed.destroy_process_group()
-    return run
+            _save_checkpoint(s.net, s.step, cfg, resumable)
 
 
 def _data(
