@@ -161,13 +161,41 @@ def share_tensors(
         raw_meta = (fh.metadata() or {})[METADATA_KEY]
     _, tensors = _read_file(path)
     own = {s: _read_file(_locate(s, manifest, weights_dir)[0])[1] for s in sources}
-    picks: dict[str, list[str]] = {s: [] for s in sources}
-    rest: list[str] = []
-    deltas: dict[str, np.ndarray] = {}
     base = _read_file(_locate(delta_from, manifest, weights_dir)[0])[1] if delta_from else {}
+    picks, deltas, rest = _sort_tensors(tensors, own, base)
+    if rest and not keep_own:
+        raise ModelError(f"model {name!r}: tensor {rest[0]} is in none of {sources}")
+    del entry["file"]
+    entry["assembled"] = {"metadata": raw_meta, "tensors": {s: k for s, k in picks.items() if k}}
+    if rest or deltas:
+        own_tensors = {k: tensors[k] for k in rest}
+        entry["assembled"]["part"] = _write_part(name, raw_meta, own_tensors, deltas, weights_dir)
+    if deltas:
+        keys = sorted(k[: -len(DELTA_SUFFIX)] for k in deltas if k.endswith(DELTA_SUFFIX))
+        entry["assembled"]["delta"] = {"base": delta_from, "keys": keys}
+    manifest["models"][name] = entry
+    if _assemble(name, entry, manifest, weights_dir)[2] != digest:
+        raise ModelError(f"model {name!r}: rebuilt bytes differ")  # pragma: no cover
+    add_to_manifest(weights_dir, name, entry, make_default=False)
+    path.unlink()
+    return entry
+
+
+def _sort_tensors(
+    tensors: dict[str, np.ndarray],
+    sources: dict[str, dict[str, np.ndarray]],
+    base: dict[str, np.ndarray],
+) -> tuple[dict[str, list[str]], dict[str, np.ndarray], list[str]]:
+    """Where each of ``tensors`` can be stored (:func:`share_tensors`): the keys taken from
+    each source (the first that holds an identical tensor), the 8-bit differences from
+    ``base`` (``KEY.delta`` / ``KEY.delta_scale`` arrays) of the float32 tensors in no source
+    that are exactly such a difference, and the keys left (to store as they are)."""
+    picks: dict[str, list[str]] = {s: [] for s in sources}
+    deltas: dict[str, np.ndarray] = {}
+    rest: list[str] = []
     for key, value in sorted(tensors.items()):
-        for source in sources:
-            other = own[source].get(key)
+        for source, theirs in sources.items():
+            other = theirs.get(key)
             if (
                 other is not None
                 and other.dtype == value.dtype
@@ -183,24 +211,9 @@ def share_tensors(
                 exact = _exact_delta(value, other)
             if exact is not None:
                 deltas[key + DELTA_SUFFIX], deltas[key + DELTA_SCALE_SUFFIX] = exact
-                continue
-            if not keep_own:
-                raise ModelError(f"model {name!r}: tensor {key} is in none of {sources}")
-            rest.append(key)
-    del entry["file"]
-    entry["assembled"] = {"metadata": raw_meta, "tensors": {s: k for s, k in picks.items() if k}}
-    if rest or deltas:
-        own_tensors = {k: tensors[k] for k in rest}
-        entry["assembled"]["part"] = _write_part(name, raw_meta, own_tensors, deltas, weights_dir)
-    if deltas:
-        keys = sorted(k[: -len(DELTA_SUFFIX)] for k in deltas if k.endswith(DELTA_SUFFIX))
-        entry["assembled"]["delta"] = {"base": delta_from, "keys": keys}
-    manifest["models"][name] = entry
-    if _assemble(name, entry, manifest, weights_dir)[2] != digest:
-        raise ModelError(f"model {name!r}: rebuilt bytes differ")  # pragma: no cover
-    add_to_manifest(weights_dir, name, entry, make_default=False)
-    path.unlink()
-    return entry
+            else:
+                rest.append(key)
+    return picks, deltas, rest
 
 
 def _write_part(
