@@ -343,6 +343,24 @@ def _as_differences(
     return {k: torch.from_numpy(arrays[k]) if k in changed else v for k, v in state.items()}
 
 
+def _source(checkpoint: str | Path, name: str | None) -> dict[str, Any]:
+    """What :func:`export` exports: a training checkpoint, or a weights file in checkpoint
+    form (``"from_weights"``), which must get a new name.
+
+    Raises:
+        ValueError: a weights file re-exported under its own name.
+    """
+    if Path(checkpoint).suffix != ".safetensors":
+        return load_checkpoint(checkpoint)
+    ckpt = _weights_checkpoint(checkpoint)
+    if (name or ckpt["from_weights"]["name"]) == ckpt["from_weights"]["name"]:
+        raise ValueError(
+            f"{checkpoint}: give the re-exported model a new --name (files written with "
+            f"{ckpt['from_weights']['name']!r} must keep decoding with its weights)"
+        )
+    return ckpt
+
+
 def export(
     checkpoint: str | Path,
     name: str | None = None,
@@ -382,17 +400,9 @@ def export(
     Returns:
         The manifest entry written.
     """
-    if Path(checkpoint).suffix == ".safetensors":
-        ckpt = _weights_checkpoint(checkpoint)
-        if tables_from is None and fit is None:
-            tables_from = checkpoint  # re-export: the file's own integer tables
-        if (name or ckpt["from_weights"]["name"]) == ckpt["from_weights"]["name"]:
-            raise ValueError(
-                f"{checkpoint}: give the re-exported model a new --name (files written with "
-                f"{ckpt['from_weights']['name']!r} must keep decoding with its weights)"
-            )
-    else:
-        ckpt = load_checkpoint(checkpoint)
+    ckpt = _source(checkpoint, name)
+    if "from_weights" in ckpt and tables_from is None and fit is None:
+        tables_from = checkpoint  # re-export: the file's own integer tables
     config, state = _config_and_state(ckpt, checkpoint, name, contexts)
     rows = state["quantizer.row_counts"].shape[0] if "quantizer.row_counts" in state else 0
     net = VQVAE(config, table_rows=rows)
