@@ -42,7 +42,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -370,11 +369,18 @@ def encode_indices(idx: np.ndarray, tables: EntropyTables, level: int) -> bytes:
         raise ValueError(f"indices must be in 0..{k - 1}")
     ctx = tables.contexts(idx)
     models = tables.models(level)
+    # Every coding run of every group at once: one stable sort by (group, context) keeps the
+    # raster order within a run; the runs are then encoded last first (ANS is a stack).
+    key = (np.arange(g_count)[:, None] * c_count + ctx.reshape(g_count, -1)).reshape(-1)
+    order = np.argsort(key, kind="stable")
+    ranked = key[order]
+    symbols = idx.reshape(-1)[order].astype(np.int32)
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    bounds = [*starts.tolist(), ranked.size]
     coder = constriction.stream.stack.AnsCoder()
-    for g in reversed(range(g_count)):
-        flat_idx = idx[g].reshape(-1)
-        for c, where in reversed(_runs(ctx[g].reshape(-1), range(c_count))):
-            coder.encode_reverse(flat_idx[where].astype(np.int32), models[g][c])
+    for run in reversed(range(len(starts))):
+        g, c = divmod(int(ranked[bounds[run]]), c_count)
+        coder.encode_reverse(symbols[bounds[run] : bounds[run + 1]], models[g][c])
     return coder.get_compressed().astype("<u4").tobytes()
 
 
@@ -485,16 +491,3 @@ def _decode_positions(
     ]
     cols = positions[order]
     flat[np.arange(n_tiles)[:, None], cols] = np.concatenate(decoded).reshape(n_tiles, n)
-
-
-def _runs(ctx: np.ndarray, contexts: range) -> list[tuple[int, np.ndarray]]:
-    """The coding runs of ``ctx [h*w]``: ``(c, positions with ctx == c in raster order)`` for
-    every context value c of ``contexts`` present, ascending. One stable sort instead of a
-    mask per context value (240 of them per group for the default model)."""
-    pos = np.flatnonzero((ctx >= contexts.start) & (ctx < contexts.stop))
-    if pos.size == 0:
-        return []
-    order = pos[np.argsort(ctx[pos], kind="stable")]
-    ranked = ctx[order]
-    bounds = [0, *(np.flatnonzero(ranked[1:] != ranked[:-1]) + 1).tolist(), ranked.size]
-    return [(int(ranked[a]), order[a:b]) for a, b in pairwise(bounds)]
