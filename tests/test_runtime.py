@@ -91,15 +91,22 @@ def test_onnx_encoder_gives_the_torch_encoders_indices(model: str) -> None:
 
 
 def test_numpy_assignment_is_the_full_window_search() -> None:
-    """The sliced assignment that re-chooses only where contexts changed gives the indices of
-    the plain search: every pass, every position, every candidate of the window."""
+    """The sliced assignment that re-chooses only where contexts changed, in its narrowed
+    window (runtime.exact_window), gives the indices of the plain search: every pass, every
+    position, every candidate of the torch quantizer's window (SCALAR_WINDOW), latents
+    beyond the codebook's ends included."""
+    from aecodec.model.config import SCALAR_WINDOW
+
     codec = Codec()
     analysis = codec._onnx_analysis()
     bits, mean_bits = codec._code_lengths(codec.qualities[-1])
     g, k = analysis._codebook.shape
     rng = np.random.default_rng(5)
-    y = (rng.standard_normal((g, 9, 13)) * rng.uniform(0.2, 8, (g, 1, 1))).astype(np.float32)
-    offsets = np.arange(-analysis._window, analysis._window + 1)
+    scale = rng.uniform(0.2, 8, (g, 1, 1))
+    scale[::17] = 300  # past the ends of the codebook
+    y = (rng.standard_normal((g, 9, 13)) * scale).astype(np.float32)
+    assert analysis._window < SCALAR_WINDOW
+    offsets = np.arange(-SCALAR_WINDOW, SCALAR_WINDOW + 1)
     centre = np.clip(np.clip(np.round(y), -k, k).astype(np.int64) + k // 2, 0, k - 1)
     cand = np.clip(centre[..., None] + offsets, 0, k - 1)
     gi = np.arange(g)[:, None, None, None]
