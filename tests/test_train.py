@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, TINY_PLAIN, smooth_image
+from helpers import ROOT, TINY, TINY_PLAIN, smooth_image
 from PIL import Image
 
 from aecodec.train.loop import TrainConfig, rd_loss, train
@@ -97,6 +97,57 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path) -> None:
     a, b = _state(full)["model"], _state(tmp_path / "part")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_minutes_end_the_process_resumably(data_dir, tmp_path) -> None:
+    """--minutes (a GPU lease's budget): the first step past it is validated and saved, and
+    the schedule is unchanged, so --resume goes on."""
+    cfg = _cfg(data_dir, tmp_path / "r", 8)
+    train(cfg, progress=False, minutes=1e-9)
+    state = _state(tmp_path / "r")
+    assert state["step"] == 1 and state["train_config"]["steps"] == 8
+    assert json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 1
+    train(cfg, resume=True, progress=False, new_steps=False)
+    assert _state(tmp_path / "r")["step"] == 8
+
+
+_SHIPPED_PATH = {**TINY, "activity_edges": tuple(TINY["activity_edges"])}
+_PLAIN_PATH = {**TINY_PLAIN, "activity_edges": ()}
+
+
+@pytest.mark.parametrize(("model", "rows"), [(_SHIPPED_PATH, 16), (_PLAIN_PATH, 0)])
+def test_a_training_step_makes_every_tensor_where_its_inputs_are(
+    model: dict[str, Any], rows: int
+) -> None:
+    """GPU readiness, checked on the CPU: with torch's default device set to 'meta', a tensor
+    made without an explicit device lands on 'meta', and mixing it with the model's (CPU)
+    tensors fails or gives garbage; so a step, validation and the table counts must make none
+    (on a GPU such a tensor would be on the CPU). Count tables (1-D codebooks, the shipped
+    contexts) and learned logits (2-D codebooks)."""
+    from aecodec.model.config import ModelConfig
+    from aecodec.train import loop
+
+    model = {**model, "lambdas": tuple(model["lambdas"])}
+    cfg = TrainConfig(model={}, count_tables=rows > 0)
+    gen = torch.Generator().manual_seed(0)
+    x, q = torch.rand(2, 3, 64, 64, generator=gen), torch.tensor([0, 1])
+    val = torch.rand(4, 3, 64, 64, generator=gen)
+
+    def run(default_device: str) -> list[Any]:
+        torch.manual_seed(0)
+        net = loop.build_model(ModelConfig(**model), "vq", table_rows=rows)
+        opt = loop.build_optimizer(net, cfg)
+        torch.set_default_device(default_device)
+        try:
+            out: list[Any] = []
+            for _ in range(3):
+                out.append(loop._optimizer_step(net, net, opt, cfg, 1.0, (x, q), False)["loss"])
+                out.append(loop.validate(net, val))
+        finally:
+            torch.set_default_device("cpu")
+        return out
+
+    assert run("meta") == run("cpu")  # no error, and no garbage from a meta tensor either
 
 
 def test_refuses_to_overwrite_a_run_and_resume_needs_a_checkpoint(data_dir, tmp_path) -> None:

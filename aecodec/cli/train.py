@@ -71,6 +71,10 @@ TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
         "help": "With --init weights: keep their transforms and gains but start the codebooks "
         "(lattice) and tables afresh (automatic when --group-dim or --codebook-size differ)."
     },
+    "device": {
+        "help": "auto (a GPU where torch sees one, else the CPU), cpu, cuda or cuda:N. On a GPU "
+        "bf16 autocast is on."
+    },
 }
 
 #: TrainConfig fields with no option, and why.
@@ -168,9 +172,21 @@ class _TrainCommand(click.Command):
     "--resume", is_flag=True, help="Continue the run in --run-dir exactly where it stopped."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop (validated, checkpointed, resumable) after the first step past this much wall "
+    "time; the schedule is unchanged (a GPU lease's budget).",
+)
 @click.pass_context
 def train(
-    ctx: click.Context, lambdas: str | None, resume: bool, no_progress: bool, **kw: Any
+    ctx: click.Context,
+    lambdas: str | None,
+    resume: bool,
+    no_progress: bool,
+    minutes: float | None,
+    **kw: Any,
 ) -> None:
     """Train the VQ model (also under `torchrun --nproc_per_node=N`).
 
@@ -189,7 +205,9 @@ def train(
     cfg = TrainConfig(**kw, model=model)
     try:
         steps_given = ctx.get_parameter_source("steps") is click.core.ParameterSource.COMMANDLINE
-        run = run_training(cfg, resume=resume, progress=not no_progress, new_steps=steps_given)
+        run = run_training(
+            cfg, resume=resume, progress=not no_progress, new_steps=steps_given, minutes=minutes
+        )
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         fail(describe_error(exc))
     click.echo(f"run folder: {run}")

@@ -49,7 +49,7 @@ def _contexts_torch(levels: torch.Tensor, scheme: ContextScheme) -> torch.Tensor
     if spatial == 0:
         return out
     b, g, h, w = levels.shape
-    plus = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    plus = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], device=levels.device)
     s = F.conv2d(levels.reshape(b * g, 1, h, w).float(), plus.view(1, 1, 3, 3), padding=1)
     s = s.reshape(b, g, h, w).round().long().clamp_max(spatial - 1)
     ii = torch.arange(h, device=levels.device).view(-1, 1)
@@ -319,7 +319,8 @@ class ProductVQ(nn.Module):
         would have to save over ``(W - 1)^2 / rate_weight`` = 90 bits)."""
         if self.group_dim != 1:
             return False
-        lattice = torch.arange(self.codebook_size, dtype=torch.float32) - self.codebook_size // 2
+        lattice = torch.arange(self.codebook_size, dtype=torch.float32, device=self.codebook.device)
+        lattice -= self.codebook_size // 2
         drift = (self.codebook.detach()[:, :, 0] - lattice).abs().max()
         return bool(drift < SCALAR_WINDOW - 1)
 

@@ -129,7 +129,7 @@ class VQVAE(nn.Module):
         a = math.floor(q)
         f = q - a
         if f == 0:
-            return self.gains(torch.tensor([a]))
+            return self.gains(torch.tensor([a], device=self.log_gain.device))
 
         def between(log: torch.Tensor) -> torch.Tensor:
             return ((1.0 - f) * log[a] + f * log[a + 1]).exp()[None, :, None, None]

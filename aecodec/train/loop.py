@@ -61,6 +61,7 @@ class TrainConfig:
     count_tables: bool = False
     table_halflife: float = 200.0
     fresh_quantizer: bool = False
+    device: str = "auto"
     model: dict = field(default_factory=dict)
 
 
@@ -86,16 +87,34 @@ def native_bf16(cpuinfo: str | None = None) -> bool:
     return False
 
 
-def use_bf16(requested: bool | None) -> bool:
+def use_bf16(requested: bool | None, device: torch.device | None = None) -> bool:
     """The bf16 setting a process uses: ``None`` (auto) and ``True`` mean "where the CPU has
-    native bf16" (re-checked on every start, so a run resumed on another host stays fast),
-    ``False`` never."""
+    native bf16" (re-checked on every start, so a run resumed on another host stays fast) and
+    always on a GPU, ``False`` never."""
     if requested is False:
         return False
+    if device is not None and device.type == "cuda":
+        return True
     native = native_bf16()
     if requested and not native:
         log.warning("--bf16 ignored: this CPU has no native bfloat16 (it would be ~20x slower)")
     return native
+
+
+def training_device(name: str) -> torch.device:
+    """``--device``: ``"auto"`` is the first GPU where torch sees one, else the CPU.
+
+    Raises:
+        ValueError: a device torch cannot use here.
+    """
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # torchrun's GPU
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch sees no GPU here; use --device cpu")
+    return device
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -130,7 +149,7 @@ def rd_loss(
     """
     out = model(x, q, bf16)
     pixels = x.shape[2] * x.shape[3]
-    lam = torch.tensor(cfg.lambdas, dtype=x.dtype)[q]
+    lam = torch.tensor(cfg.lambdas, dtype=x.dtype, device=x.device)[q]
     mse = (out.x_hat - x).pow(2).mean(dim=(1, 2, 3))
     bpp = out.bits / pixels
     commit = commit_weight * out.commit / (cfg.rate_weight * pixels)
@@ -157,7 +176,7 @@ def validate(net: VQVAE, crops: torch.Tensor) -> list[dict[str, float]]:
         bpp, psnr = [], []
         for i in range(0, crops.shape[0], 4):
             x = crops[i : i + 4]
-            q = torch.full((x.shape[0],), qi, dtype=torch.long)
+            q = torch.full((x.shape[0],), qi, dtype=torch.long, device=x.device)
             out = net(x, q)
             mse = (out.x_hat.clamp(0, 1) - x).pow(2).mean(dim=(1, 2, 3))
             bpp += (out.bits / (x.shape[2] * x.shape[3])).tolist()
@@ -172,7 +191,8 @@ def codebook_usage(idx: torch.Tensor, k: int) -> tuple[float, float]:
     """Fraction of codewords used in a batch and mean per-group perplexity."""
     g = idx.shape[1]
     flat = idx.transpose(0, 1).reshape(g, -1)
-    counts = torch.zeros(g, k).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float))
+    counts = torch.zeros(g, k, device=idx.device)
+    counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float))
     used = (counts > 0).float().mean().item()
     p = counts / counts.sum(1, keepdim=True)
     ent = -(p * torch.log(p.clamp_min(1e-12))).sum(1)
@@ -236,6 +256,7 @@ def train(
     progress: bool = True,
     stop_at: int | None = None,
     new_steps: bool = True,
+    minutes: float | None = None,
 ) -> Path:
     """Run (or resume) training; returns the run folder.
 
@@ -245,7 +266,11 @@ def train(
     ``--steps`` is given, so a plain ``--resume`` keeps the run's schedule).
 
     ``stop_at`` ends this process after that step (with a checkpoint) without changing the
-    schedule, as an interruption would; ``--resume`` then continues exactly.
+    schedule, as an interruption would; ``--resume`` then continues exactly. ``minutes`` does
+    the same after the first step that ends past that much wall time (a GPU lease's budget).
+
+    ``cfg.device`` (``--device``) runs on a GPU (``auto``: where torch sees one): the model,
+    batches and validation crops live there, bf16 autocast is on, checkpoints hold CPU tensors.
 
     Checkpoints (``checkpoint.pt`` every ``ckpt_every`` steps, ``best.pt`` at the best
     validation RD cost) hold the model, optimizer, step and every RNG state, written to a
@@ -263,7 +288,9 @@ def train(
 
         bar = tqdm(total=cfg.steps, initial=session.step, desc="train", dynamic_ncols=True)
     try:
-        _run_steps(session, cfg, cfg.steps if stop_at is None else min(cfg.steps, stop_at), bar)
+        end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+        deadline = None if minutes is None else time.time() + 60 * minutes
+        _run_steps(session, cfg, end, bar, deadline)
     finally:
         if bar is not None:
             bar.close()
@@ -298,10 +325,13 @@ def _prepare(
     cfg, net = _build_net(cfg, state, rank)
     sampler, val_files = _data(cfg, net, state is None, rank, world)
     freeze(net, cfg.train_only)
-    bf16 = use_bf16(cfg.bf16)
+    device = training_device(cfg.device)
+    net.to(device)  # before the optimizer (and its restored state) is made for its parameters
+    bf16 = use_bf16(cfg.bf16, device)
     if rank == 0:
         log.info(
-            "CPU %s, bf16 autocast %s (torch %s threads)",
+            "%s, CPU %s, bf16 autocast %s (torch %s threads)",
+            torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
             torch.backends.cpu.get_cpu_capability(),
             "on" if bf16 else "off",
             cfg.threads,
@@ -311,6 +341,7 @@ def _prepare(
         )
     opt = build_optimizer(net, cfg)
     val = validation_crops(val_files, cfg.val_crop) if rank == 0 and val_files else None
+    val = None if val is None else val.to(device)
     step, best, cpu_base = _restore(state, net, opt, sampler, rank)
     model: nn.Module = nn.parallel.DistributedDataParallel(net) if world > 1 else net
     if val is not None and state is None:
@@ -320,14 +351,18 @@ def _prepare(
     return cfg, _Session(net, model, opt, sampler, val, bf16, rank, step, best, cpu_base)
 
 
-def _run_steps(s: _Session, cfg: TrainConfig, end: int, bar: Any) -> None:
-    """Optimizer steps up to ``end``; rank 0 validates every ``val_every`` steps (keeping the
-    best weights) and checkpoints every ``ckpt_every`` and at the end."""
+def _run_steps(
+    s: _Session, cfg: TrainConfig, end: int, bar: Any, deadline: float | None = None
+) -> None:
+    """Optimizer steps up to ``end`` (or the first step that ends past ``deadline``, a
+    ``time.time()``); rank 0 validates every ``val_every`` steps (keeping the best weights)
+    and checkpoints every ``ckpt_every`` and at the end."""
     run, t0 = Path(cfg.run), time.time()
+    device = next(s.net.parameters()).device
     while s.step < end:
         f = lr_factor(s.step, cfg)
-        x = s.sampler.batch(cfg.batch)
-        q = s.sampler.qualities(cfg.batch, s.net.config.num_qualities)
+        x = s.sampler.batch(cfg.batch).to(device, non_blocking=True)
+        q = s.sampler.qualities(cfg.batch, s.net.config.num_qualities).to(device)
         stats = _optimizer_step(s.model, s.net, s.opt, cfg, f, (x, q), s.bf16)
         s.step += 1
         if bar is not None:
@@ -335,6 +370,8 @@ def _run_steps(s: _Session, cfg: TrainConfig, end: int, bar: Any) -> None:
             bar.set_postfix({k: f"{stats[k]:.3f}" for k in ("loss", "bpp", "psnr")})
         if s.rank != 0:
             continue
+        if deadline is not None and time.time() > deadline:
+            end = s.step  # the budget is spent: this step is the last (validated, saved)
         last = s.step == end
         if s.val is not None and (s.step % cfg.val_every == 0 or last):
             extra = {"lr": cfg.lr * f, **{f"train_{k}": v for k, v in stats.items()}}
@@ -391,8 +428,8 @@ def _open_run(
     cfg: TrainConfig, resume: bool, new_steps: bool = True
 ) -> tuple[TrainConfig, dict[str, Any] | None]:
     """Create the run folder, or with ``resume`` read its checkpoint; returns the config to
-    use (the checkpoint's, with this call's ``run`` and ``threads``, and ``steps`` if
-    ``new_steps``: see :func:`train`) and the checkpoint."""
+    use (the checkpoint's, with this call's ``run``, ``threads`` and ``device``, and ``steps``
+    if ``new_steps``: see :func:`train`) and the checkpoint."""
     run = Path(cfg.run)
     ckpt_path = run / CHECKPOINT
     state = None
@@ -407,7 +444,7 @@ def _open_run(
             saved = TrainConfig(**state["train_config"])
         except TypeError as exc:
             raise ValueError(f"{ckpt_path}: invalid train_config: {exc}") from None
-        saved.run, saved.threads = cfg.run, cfg.threads
+        saved.run, saved.threads, saved.device = cfg.run, cfg.threads, cfg.device
         if new_steps:
             saved.steps = cfg.steps
         cfg = saved
@@ -563,7 +600,7 @@ def _optimizer_step(
 def _weights_state(net: VQVAE, step: int, cfg: TrainConfig) -> dict[str, object]:
     """What ``best.pt`` holds (and ``checkpoint.pt`` with the optimizer and RNG states)."""
     return {
-        "model": net.state_dict(),
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "step": step,
         "config": net.config.to_json(),
         "train_config": asdict(cfg),
