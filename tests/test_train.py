@@ -836,3 +836,18 @@ def test_export_as_differences_from_a_bundled_model(data_dir, tmp_path) -> None:
     with torch.no_grad():
         ref = network(tuned).decode_indices(torch.from_numpy(idx)[None], 1.0)[0].clamp(0, 1)
     assert np.abs(synthesis(idx, 1.0) - ref.numpy()).max() < 1e-4
+
+
+def test_init_takes_a_bundled_models_name() -> None:
+    """`--init aecodec-vq-base5`: a bundled model stored as differences from another has no
+    file of its own, yet is a starting point by name (the GPU script starts from the default)."""
+    from aecodec.train.export import init_config, load_state_dict_file
+    from aecodec.weightsfile import load_weights, read_manifest
+
+    name = read_manifest()["default"]
+    assert init_config(name) == load_weights(name).config
+    state = load_state_dict_file(name)
+    assert "quantizer.row_counts" in state and "g_s.conv.0.weight" in state
+    assert torch.isfinite(state["quantizer.logits"]).all()  # zero frequencies: the leak's logit
+    with pytest.raises(FileNotFoundError):
+        init_config("no-such-model.safetensors")

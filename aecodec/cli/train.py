@@ -38,8 +38,8 @@ TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "val_every": {"help": "Validate every this many steps."},
     "ckpt_every": {"help": "Write a checkpoint every this many steps."},
     "init": {
-        "help": "Start from these weights (.safetensors or checkpoint), or 'pca' (a PCA block "
-        "coder; needs --linear-path)."
+        "help": "Start from these weights (a .safetensors file, a bundled model's name or a "
+        "checkpoint), or 'pca' (a PCA block coder; needs --linear-path)."
     },
     "bf16": {
         "help": "bfloat16 autocast for the transforms. Default: on where the CPU has native bf16 "

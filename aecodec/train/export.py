@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from aecodec.entropy import ContextScheme, EntropyTables
+from aecodec.entropy import CODER_PRECISION, ContextScheme, EntropyTables
 from aecodec.errors import ModelError
 from aecodec.model.config import ModelConfig
 from aecodec.model.vqvae import VQVAE
 from aecodec.train.weights import add_to_manifest, write_weights
-from aecodec.weightsfile import WEIGHTS_DIR, load_weights
+from aecodec.weightsfile import WEIGHTS_DIR, load_weights, read_manifest
 
 CHECKPOINT_KEYS: tuple[str, ...] = ("model", "config")
 """Keys every training checkpoint (``best.pt`` and ``checkpoint.pt``) holds."""
@@ -129,27 +129,43 @@ def run_summary(run: str | Path) -> dict[str, Any]:
     return out
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Network parameters from a safetensors weights file or a training checkpoint."""
+def _weights_at(path: str | Path) -> Any:
+    """The :class:`LoadedWeights` of a ``.safetensors`` file or of a bundled model's name
+    (``aecodec-vq-base5``, also one stored as differences), or ``None`` for a checkpoint.
+
+    Raises:
+        FileNotFoundError: a ``.safetensors`` path that is not a file.
+        ValueError: the weights cannot be loaded.
+    """
     p = Path(path)
-    if p.suffix == ".safetensors":
-        if not p.is_file():
-            raise FileNotFoundError(f"no weights file at {p}")
-        try:
-            weights = load_weights(p)
-        except ModelError as exc:
-            raise ValueError(str(exc)) from None
+    if p.suffix != ".safetensors" and (p.exists() or str(path) not in read_manifest()["models"]):
+        return None
+    if p.suffix == ".safetensors" and not p.is_file():
+        raise FileNotFoundError(f"no weights file at {p}")
+    try:
+        return load_weights(p if p.suffix == ".safetensors" else str(path))
+    except ModelError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Network parameters from a safetensors weights file, a bundled model (by name) or a
+    training checkpoint."""
+    weights = _weights_at(path)
+    if weights is not None:
         sd = {k: torch.from_numpy(v) for k, v in weights.tensors.items()}
         if "quantizer.logits" not in sd:
             # Weights format 2 keeps no logits: start training from the integer tables, as
             # logits or (``--count-tables``) as count rows.
             t = weights.tables
             rows = np.stack([t.rows(q) for q in range(t.shape[0])]).astype(np.float64)
-            sd["quantizer.logits"] = torch.from_numpy(np.log(rows)).float()
+            # A zero frequency codes at the coder's leak, 2**-CODER_PRECISION: its logit too.
+            leak = 2.0 ** (t.prob_bits - CODER_PRECISION)
+            sd["quantizer.logits"] = torch.from_numpy(np.log(np.maximum(rows, leak))).float()
             sd["quantizer.row_counts"] = torch.from_numpy(t.freqs).float()
             sd["quantizer.table_index"] = torch.from_numpy(t.table_index).long()
         return sd
-    return load_checkpoint(p)["model"]
+    return load_checkpoint(path)["model"]
 
 
 def _weights_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -271,14 +287,12 @@ def merge_prefix_tables(own: EntropyTables, prefix: EntropyTables) -> EntropyTab
 
 
 def init_config(path: str | Path) -> ModelConfig:
-    """The model config of a safetensors weights file or a training checkpoint."""
-    p = Path(path)
-    if p.suffix == ".safetensors":
-        try:
-            return load_weights(p).config
-        except ModelError as exc:
-            raise ValueError(str(exc)) from None
-    return ModelConfig.from_json(load_checkpoint(p)["config"])
+    """The model config of a safetensors weights file, a bundled model (by name) or a training
+    checkpoint."""
+    weights = _weights_at(path)
+    if weights is not None:
+        return weights.config
+    return ModelConfig.from_json(load_checkpoint(path)["config"])
 
 
 @dataclass(frozen=True)
