@@ -21,27 +21,32 @@ of aecodec (regular files only, ``.aec`` files header first, the pixel limits ``
 exists are skipped, so an interrupted batch resumes where it stopped. Every file gets a
 :class:`FileResult`, failures and warnings included; one bad file never stops the batch.
 ``workers=0`` runs the jobs in the calling process, one after the other (the command line's
-``-j 1``): the same code, and the same results, as a pool.
+``-j 1``): the same code, and the same results, as a pool; there the jobs may also read their
+input from a hook (``read=``: the command line's stdin) and their output be written by one
+(``write=``: its stdout).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, Future, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from aecodec import container, files, output
-from aecodec.errors import AecodecError, collect_warnings
+from aecodec.errors import AecodecError, ImageError, collect_warnings
 from aecodec.options import EncodeOptions
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from aecodec.codec import Codec
+    from aecodec.container import Header
     from aecodec.imageio import ImageInput
 
 __all__ = [
@@ -69,13 +74,17 @@ class FileResult:
         bpp: bits per pixel of the ``.aec`` file.
         quality: quality of the ``.aec`` file (an int for a level, e.g. 5 or 5.37).
         seconds: coding time in the worker.
-        psnr: PSNR (dB, RGB) of the decoding, when asked for (or the target was a PSNR).
+        psnr: PSNR (dB, RGB) of the decoding, when asked for (or the target was a PSNR; or
+            against a decompression's ``reference``).
         target_met: with a ``target_*``: whether the file meets it (if not, it is the closest
             quality); ``None`` without a target.
         trials: with a ``target_*``: the encodes the search ran.
         error: one-line reason of a failure.
         warnings: the one-line :class:`aecodec.AecodecWarning` messages the worker issued for
             this file (a large image, a 16-bit image reduced to 8 bits, ...).
+        width: a decompression's image width (``None`` for a compression).
+        height: a decompression's image height.
+        mode: a decompression's image mode (``"RGB"``, ``"L"``, ...).
     """
 
     src: Path
@@ -90,6 +99,9 @@ class FileResult:
     trials: int | None = None
     error: str | None = None
     warnings: tuple[str, ...] = ()
+    width: int | None = None
+    height: int | None = None
+    mode: str | None = None
 
 
 def plan(
@@ -121,13 +133,19 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _psnr(codec: Codec, reference: Any, data: bytes, limits: dict[str, Any]) -> float:
+    from aecodec import imageio
+
+    decoded = codec.decompress(data, **limits)
+    return _psnr_of(imageio.load(reference, **limits).rgb, decoded)
+
+
+def _psnr_of(reference: Any, decoded: Image.Image) -> float:
+    """PSNR (dB, RGB) of ``decoded`` against a reference's ``uint8 [H, W, 3]``."""
     import numpy as np
 
-    from aecodec import imageio
     from aecodec.metrics import psnr_rgb
 
-    decoded = np.asarray(codec.decompress(data, **limits).convert("RGB"))
-    return psnr_rgb(imageio.load(reference, **limits).rgb, decoded)
+    return psnr_rgb(reference, np.asarray(decoded.convert("RGB")))
 
 
 def _error_message(exc: BaseException) -> str:
@@ -195,10 +213,60 @@ def _compress_task(
     return _attempt(work)
 
 
+@dataclass(frozen=True)
+class _DecodeOptions:
+    """What every job of :func:`decompress_files` does besides decoding (picklable)."""
+
+    output_quality: int | None
+    reference: Path | None
+    max_pixels: int | None
+    warn_pixels: int | None
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        return {"max_pixels": self.max_pixels, "warn_pixels": self.warn_pixels}
+
+
+@contextmanager
+def _making(dst: Path) -> Iterator[None]:
+    """A failure to make the output (its format, its mode, its encoding) is about ``dst``:
+    its message is led by the output's path, as a failed write's is (:func:`_write_error`)."""
+    try:
+        yield
+    except OSError as exc:
+        raise ImageError(_write_error(dst, exc)) from None
+    except ValueError as exc:  # ImageError included
+        raise ImageError(f"{dst}: {_error_message(exc)}") from None
+
+
+def _reference(path: Path, header: Header, limits: dict[str, Any]) -> Any:
+    """The ``uint8 [H, W, 3]`` of the image a decoding is compared with (read as a compressed
+    input is), checked against the file's size before anything is decoded; a failure names
+    the reference."""
+    from aecodec import imageio
+
+    try:
+        ref = imageio.load(path, **limits)
+    except (ImageError, OSError) as exc:
+        raise ImageError(f"{path}: cannot read the --psnr reference: {exc}") from None
+    if (ref.width, ref.height) != (header.width, header.height):
+        raise ImageError(
+            f"{path}: the --psnr reference is {ref.width}x{ref.height} but the decoded image "
+            f"is {header.width}x{header.height}"
+        )
+    return ref.rgb
+
+
 def _decompress_task(
-    codec: Codec, src: Path, dst: Path, options: dict[str, Any]
+    codec: Codec | None,
+    src: Path,
+    dst: Path,
+    options: _DecodeOptions,
+    read: Callable[[Path], bytes] | None = None,
 ) -> tuple[bytes | None, _Fields]:
-    """Worker side: decode and encode the output image in memory."""
+    """Worker side: decode and encode the output image in memory (and measure the PSNR
+    against the reference). The file is parsed once, and the output's format and mode, and
+    the reference, are checked before the expensive decode."""
 
     def work() -> tuple[bytes, _Fields]:
         import io
@@ -206,23 +274,32 @@ def _decompress_task(
         import aecodec
 
         start = time.perf_counter()
-        limits = {"max_pixels": options["max_pixels"], "warn_pixels": options["warn_pixels"]}
-        fmt = output.image_format(dst, options["output_quality"])
-        data = files.read_aec(src)  # regular files only, header first, bounded
-        bitstream = container.unpack(data, max_pixels=limits["max_pixels"])  # parsed once
-        output.check_mode(fmt, bitstream.header.mode)
-        if bitstream.header.model == codec.name:
+        limits = options.limits
+        with _making(dst):
+            fmt = output.image_format(dst, options.output_quality)
+        data = files.read_aec(src) if read is None else read(src)  # regular files, header first
+        bitstream = container.unpack(data, max_pixels=options.max_pixels)  # parsed once
+        header = bitstream.header
+        ref = None if options.reference is None else _reference(options.reference, header, limits)
+        with _making(dst):
+            output.check_mode(fmt, header.mode)
+        if codec is not None and header.model == codec.name:
             img = codec.decompress(bitstream, **limits)
-        else:  # another bundled model's file: the one it names (loaded once per worker)
+        else:  # the model the file names (loaded once per process)
             img = aecodec.decompress(bitstream, **limits)
         buf = io.BytesIO()
-        img.save(buf, format=fmt.name, **output.save_options(fmt, img))
-        header = bitstream.header
+        with _making(dst):
+            img.save(buf, format=fmt.name, **output.save_options(fmt, img))
+        seconds = time.perf_counter() - start
         return buf.getvalue(), {
             "bytes": len(data),
             "bpp": header.bpp(len(data)),
             "quality": header.quality,
-            "seconds": time.perf_counter() - start,
+            "width": img.width,
+            "height": img.height,
+            "mode": img.mode,
+            "seconds": seconds,
+            "psnr": None if ref is None else _psnr_of(ref, img),
         }
 
     return _attempt(work)
@@ -301,7 +378,11 @@ def _run(
 
 
 def _pool(workers: int | None, threads: int | None) -> Executor:
-    """The local pool: ``workers`` spawned processes, ``threads`` inference threads each."""
+    """The local pool: ``workers`` spawned processes, ``threads`` inference threads each
+    (imported here: ``workers=0``, the command line's ``-j 1``, starts faster without)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
@@ -451,12 +532,14 @@ def encode_files(
 
 
 def decompress_files(
-    jobs: Sequence[Job],
+    jobs: Iterable[Job],
     *,
     codec: Codec | None = None,
     output_quality: int | None = None,
+    reference: StrPath | None = None,
     max_pixels: int | None = None,
     warn_pixels: int | None = None,
+    read: Callable[[Path], bytes] | None = None,
     executor: Executor | None = None,
     workers: int | None = None,
     threads: int | None = None,
@@ -465,23 +548,32 @@ def decompress_files(
 ) -> Iterator[FileResult]:
     """Decompress ``(src, dst)`` jobs in parallel; ``dst``'s extension picks the image format.
 
-    Arguments as for :func:`compress_files`; ``output_quality`` allows a lossy output format
-    (see :func:`aecodec.output.image_format`). Files of ``codec``'s model (default: the default
-    model) are decoded with it, files of any other bundled model with the model they name.
-    """
-    if codec is None:
-        import aecodec
+    Arguments as for :func:`compress_files`, but ``jobs`` may be any iterable, taken one job
+    at a time. ``output_quality`` allows a lossy output format (see
+    :func:`aecodec.output.image_format`). Files of ``codec``'s model are decoded with it, any
+    other file (every file with ``codec=None``) with the bundled model it names, loaded once
+    per process. A failure to make an output (its format, its mode, its encoding) is an
+    ``error`` led by the output's path, as a failed write's is. The results carry the decoded
+    image's ``width``, ``height`` and ``mode``.
 
-        codec = aecodec.get_codec()
-    shipped = codec
-    options = {
-        "output_quality": output_quality,
-        "max_pixels": max_pixels,
-        "warn_pixels": warn_pixels,
-    }
+    Args:
+        reference: an image every decoding is compared with (the command line's
+            ``decompress --psnr REF``): read as :func:`compress_files` reads its inputs and
+            checked against the file's size before the file is decoded; the results carry
+            the PSNR (dB, RGB).
+        read: the ``.aec`` bytes of a job's input (default: read by path, a regular file
+            only, header first: :func:`aecodec.files.read_aec`), e.g. ``"-"`` -> stdin's.
+            Across processes it must pickle.
+    """
+    options = _DecodeOptions(
+        output_quality=output_quality,
+        reference=None if reference is None else Path(reference),
+        max_pixels=max_pixels,
+        warn_pixels=warn_pixels,
+    )
 
     def submit(ex: Executor, src: Path, dst: Path) -> Future[Any]:
-        return ex.submit(_decompress_task, shipped, src, dst, options)
+        return ex.submit(_decompress_task, codec, src, dst, options, read)
 
     run = RunOptions(
         executor=executor,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -260,6 +261,16 @@ def test_batch_decompress_decodes_files_of_another_bundled_model(tmp_path: Path)
     assert Image.open(tmp_path / "o.png").size == (48, 32)
 
 
+def _in_order(results: Iterable[batch.FileResult], written: list[str]) -> list[batch.FileResult]:
+    """The results of a batch run in this process, each checked to come before the next job
+    wrote anything (``written``: the outputs written so far)."""
+    seen: list[batch.FileResult] = []
+    for r in results:
+        seen.append(r)
+        assert len(written) == sum(x.status == "done" for x in seen)  # nothing ran ahead
+    return seen
+
+
 def test_in_process_batch_runs_in_order_and_keeps_every_warning(tmp_path: Path, tiny_codec) -> None:
     """workers=0 (the command line's -j 1): each job in this process, its result yielded before
     the next starts; other libraries' warnings are kept too; a write failure names the output."""
@@ -276,10 +287,9 @@ def test_in_process_batch_runs_in_order_and_keeps_every_warning(tmp_path: Path, 
         batch._write_new(dst, data)
         written.append(dst.name)
 
-    results = []
-    for r in batch.compress_files(jobs, codec=tiny_codec, workers=0, write=write):
-        results.append(r)
-        assert len(written) == sum(x.status == "done" for x in results)  # nothing ran ahead
+    results = _in_order(
+        batch.compress_files(jobs, codec=tiny_codec, workers=0, write=write), written
+    )
     assert [(r.src.name, r.status) for r in results] == [
         ("img0.png", "done"),
         ("bad.png", "failed"),
@@ -293,3 +303,80 @@ def test_in_process_batch_runs_in_order_and_keeps_every_warning(tmp_path: Path, 
     with pytest.warns(UserWarning, match="Corrupt EXIF data"):  # as the batch's result said
         expected = tiny_codec.compress(paths[1])
     assert (tmp_path / "out" / "img1.aec").read_bytes() == expected
+
+
+def test_in_process_decompress_in_order_with_a_reference_and_a_read_hook(
+    tmp_path: Path, tiny_codec
+) -> None:
+    """workers=0 (the command line's decompress -j 1): each job in this process, its result
+    yielded before the next starts, with the decoded image's size and mode and the PSNR
+    against a reference (checked against the file's size before decoding); an input may come
+    from a hook (stdin); an output that cannot be made is named in its error."""
+    import numpy as np
+
+    from aecodec import files
+    from aecodec.metrics import psnr_rgb
+
+    pixels = smooth_image(40, 32, seed=1)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    data = tiny_codec.compress(pixels)
+    (tmp_path / "a.aec").write_bytes(data)
+    rgba = np.dstack([pixels, np.full((32, 40), 200, np.uint8)])
+    (tmp_path / "rgba.aec").write_bytes(tiny_codec.compress(Image.fromarray(rgba, "RGBA")))
+    (tmp_path / "junk.aec").write_bytes(b"not an aec file")
+    out = tmp_path / "out"
+    jobs = [
+        (Path("-"), out / "stdin.png"),
+        (tmp_path / "rgba.aec", out / "rgba.jpg"),
+        (tmp_path / "junk.aec", out / "junk.png"),
+        (tmp_path / "a.aec", out / "a.webp"),
+    ]
+    written: list[str] = []
+
+    def write(dst: Path, data: bytes) -> None:
+        batch._write_new(dst, data)
+        written.append(dst.name)
+
+    def read(src: Path) -> bytes:
+        return data if src == Path("-") else files.read_aec(src)
+
+    results = _in_order(
+        batch.decompress_files(
+            jobs,
+            codec=tiny_codec,
+            output_quality=90,
+            reference=tmp_path / "a.png",
+            read=read,
+            workers=0,
+            write=write,
+        ),
+        written,
+    )
+    assert [(r.src.name, r.status) for r in results] == [
+        ("-", "done"),
+        ("rgba.aec", "failed"),
+        ("junk.aec", "failed"),
+        ("a.aec", "done"),
+    ]
+    decoded = np.asarray(tiny_codec.decompress(data))
+    first = results[0]
+    assert (first.width, first.height, first.mode, first.bytes) == (40, 32, "RGB", len(data))
+    assert first.psnr == pytest.approx(psnr_rgb(pixels, decoded))
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "stdin.png")), decoded)
+    assert (results[1].error or "").startswith(f"{out / 'rgba.jpg'}: JPEG cannot store the alpha")
+    assert results[3].psnr is not None and results[3].mode == "RGB"
+    assert sorted(p.name for p in out.iterdir()) == ["a.webp", "stdin.png"]
+
+    Image.fromarray(pixels[:20]).save(tmp_path / "small.png")
+    (r,) = batch.decompress_files(
+        [(Path("-"), out / "small.png")],
+        codec=tiny_codec,
+        reference=tmp_path / "small.png",
+        read=read,
+        workers=0,
+    )
+    assert (r.status, r.error) == (
+        "failed",
+        f"{tmp_path / 'small.png'}: the --psnr reference is 40x20 but the decoded image is 40x32",
+    )
+    assert not (out / "small.png").exists()

@@ -835,9 +835,11 @@ def test_train_options_come_from_train_config(monkeypatch: pytest.MonkeyPatch) -
     fields = {f.name for f in dataclasses.fields(loop.TrainConfig)}
     assert fields == set(train_cli.TRAIN_OPTIONS) | set(train_cli.NOT_OPTIONS)
     seen: list[tuple[loop.TrainConfig, bool, bool]] = []
+    calls: list[dict[str, object]] = []
 
-    def fake_train(cfg: loop.TrainConfig, resume: bool, progress: bool) -> str:
+    def fake_train(cfg: loop.TrainConfig, resume: bool, progress: bool, **kw: object) -> str:
         seen.append((cfg, resume, progress))
+        calls.append(kw)
         return "RUN"
 
     monkeypatch.setattr(loop, "train", fake_train)
@@ -862,8 +864,10 @@ def test_train_options_come_from_train_config(monkeypatch: pytest.MonkeyPatch) -
     model = {"channels": 8, "linear_path": False, "lambdas": [0.01, 0.05]}
     expected = loop.TrainConfig(run="r", steps=7, bf16=False, model=model)
     assert (cfg, resume, progress) == (expected, True, False)
-    run("train")
+    assert calls[0] == {"new_steps": True, "minutes": None}  # --steps given: a new schedule
+    run("train", "--resume", "--minutes", "2.5")
     assert seen[1][0] == loop.TrainConfig()  # every default is TrainConfig's
+    assert calls[1] == {"new_steps": False, "minutes": 2.5}  # --resume keeps the run's steps
 
 
 def test_bench_runs_from_the_checkout_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -925,19 +929,32 @@ def test_third_party_warning_is_one_line_and_the_batch_goes_on(tmp_path: Path) -
     assert (tmp_path / "a.aec").is_file() and (tmp_path / "b.aec").is_file()
 
 
-def test_warnings_as_lines_reports_a_warning_issued_inside_it(
-    capsys: pytest.CaptureFixture[str],
+def test_decompress_reports_each_warning_once_per_file_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A warning issued while a file is decoded (here by another library, twice) is one line
+    about that file, and the next file of the batch is still decoded."""
     import warnings
 
-    from aecodec.cli.common import warnings_as_lines
+    from aecodec import output as outputs
 
-    with warnings_as_lines(Path("x.png")):
-        warnings.warn("from elsewhere", RuntimeWarning, stacklevel=1)
-        warnings.warn("from elsewhere", RuntimeWarning, stacklevel=1)
-    assert capsys.readouterr().err.splitlines() == [
-        "aecodec: warning: x.png: RuntimeWarning: from elsewhere"
+    _make_png(tmp_path / "a.png")
+    _make_png(tmp_path / "b.png", "L", seed=1)
+    assert run("compress", "a.png", "b.png").exit_code == 0
+    real = outputs.save_options
+
+    def warning(fmt: object, img: Image.Image) -> object:
+        for _ in range(2):
+            warnings.warn("from elsewhere", RuntimeWarning, stacklevel=1)
+        return real(fmt, img)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outputs, "save_options", warning)
+    result = run("decompress", "a.aec", "b.aec")
+    assert result.exit_code == 0, result.output
+    assert _error_lines(result) == [
+        f"aecodec: warning: {name}.aec: RuntimeWarning: from elsewhere" for name in "ab"
     ]
+    assert (tmp_path / "a.aec.png").is_file() and (tmp_path / "b.aec.png").is_file()
 
 
 def test_output_as_the_last_argument_like_cjxl_and_djxl(tmp_path: Path) -> None:
@@ -1027,21 +1044,83 @@ def test_target_psnr_json_reports_the_psnr_reached(tmp_path: Path) -> None:
 
 
 def test_parallel_decompress_writes_what_the_serial_path_writes(tmp_path: Path) -> None:
-    """`aecodec decompress -j 2`: each file decoded in a worker process, the same images as
-    one by one; an output that exists is reported and the rest of the batch is decoded."""
+    """`aecodec decompress -j 2`: each file decoded in a worker process, the same images and
+    the same per-file numbers as one by one; an output that exists is reported and the rest
+    of the batch is decoded."""
     for i in range(3):
         _make_png(tmp_path / f"{i}.png", "RGBA" if i == 1 else "RGB", seed=i)
     assert run("compress", "0.png", "1.png", "2.png", "-o", "aec/", "-q", 2).exit_code == 0
     names = [f"aec/{i}.aec" for i in range(3)]
-    assert run("decompress", *names, "-o", "ser/").exit_code == 0
+    serial = run("decompress", *names, "-o", "ser/", "--json")
+    assert serial.exit_code == 0, serial.output
     (tmp_path / "par").mkdir()
     (tmp_path / "par" / "2.aec.png").write_bytes(b"precious")
     result = run("decompress", *names, "-o", "par/", "-j", 2, "--threads", 1, "--json")
     assert result.exit_code == 1
     assert sorted(r["input"] for r in map(json.loads, result.stdout.splitlines())) == names[:2]
     assert "2.aec.png" in result.stderr and "--force" in result.stderr
+
+    def numbers(output: str) -> dict[str, dict[str, object]]:
+        records = (json.loads(line) for line in output.splitlines())
+        return {
+            r.pop("input"): {k: v for k, v in r.items() if k not in ("output", "seconds")}
+            for r in records
+        }
+
+    want = numbers(serial.stdout)
+    assert want["aec/1.aec"] == {
+        "bytes": (tmp_path / "aec" / "1.aec").stat().st_size,
+        "bpp": pytest.approx(8 * (tmp_path / "aec" / "1.aec").stat().st_size / (W * H)),
+        "quality": 2,
+        "width": W,
+        "height": H,
+        "mode": "RGBA",
+    }
+    assert numbers(result.stdout) == {n: want[n] for n in names[:2]}
     for i in range(2):
         ser = Image.open(tmp_path / "ser" / f"{i}.aec.png")
         par = Image.open(tmp_path / "par" / f"{i}.aec.png")
         assert par.mode == ser.mode and np.array_equal(np.asarray(par), np.asarray(ser))
     assert (tmp_path / "par" / "2.aec.png").read_bytes() == b"precious"
+
+
+def test_decompress_j1_runs_the_batch_code_in_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-j 1 (the default), stdin and stdout go through aecodec.batch.decompress_files in this
+    process (workers=0), as -j N goes through it in worker processes."""
+    from aecodec import batch
+
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    calls: list[object] = []
+    real = batch.decompress_files
+
+    def spy(jobs: object, **kwargs: object) -> object:
+        calls.append(kwargs["workers"])
+        return real(jobs, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch, "decompress_files", spy)
+    assert run("decompress", "a.aec").exit_code == 0
+    data = (tmp_path / "a.aec").read_bytes()
+    result = CliRunner().invoke(main, ["decompress", "-", "--json"], input=data)
+    assert result.exit_code == 0, result.output
+    with Image.open(__import__("io").BytesIO(result.stdout_bytes)) as img:
+        assert (img.format, img.size) == ("PNG", (W, H))
+        decoded = np.asarray(img)
+    np.testing.assert_array_equal(decoded, np.asarray(Image.open(tmp_path / "a.aec.png")))
+    record = json.loads(result.stderr)  # stdout carries the image
+    assert (record["input"], record["output"], record["bytes"]) == ("-", "-", len(data))
+    assert (record["width"], record["height"], record["mode"]) == (W, H, "RGB")
+    assert calls == [0, 0]
+
+
+def test_decompress_psnr_reference_errors_name_the_reference(tmp_path: Path) -> None:
+    _make_png(tmp_path / "a.png")
+    assert run("compress", "a.png").exit_code == 0
+    (tmp_path / "notes.png").write_text("not an image")
+    result = run("decompress", "a.aec", "-o", "x.png", "--psnr", "notes.png")
+    assert result.exit_code == 1
+    (line,) = _error_lines(result)
+    assert line.startswith("aecodec: error: notes.png: cannot read the --psnr reference: ")
+    assert not (tmp_path / "x.png").exists()

@@ -16,11 +16,10 @@ import functools
 import json
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import PIL
@@ -32,7 +31,6 @@ from aecodec.errors import AecodecError
 
 PROG = "aecodec"
 
-EXISTS_MESSAGE = files.EXISTS_MESSAGE
 RERUN_ADVICE = "exists; pass --force to overwrite it, or --skip-existing to leave it (a rerun)"
 
 # Errors that are reported as one line for the file being processed. Anything else is a bug in
@@ -65,10 +63,6 @@ class FileError(Exception):
 
 class FileSkipped(FileError):
     """A file left alone on purpose (reported as ``aecodec: skipped: ...``, not a failure)."""
-
-
-_PER_FILE_ERRORS: tuple[type[BaseException], ...] = (FileError, *FILE_ERRORS)
-"""What :func:`run_batch` reports for one file before going on to the next."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,40 +108,6 @@ def report(path: Path | str, message: str, kind: str = "error") -> None:
     if _bar_shown:  # clear the bar's line; it is redrawn on the next input
         click.echo("\r\x1b[K", err=True, nl=False)
     click.echo(f"{PROG}: {kind}: {click.format_filename(path)}: {one_line(message)}", err=True)
-
-
-@contextmanager
-def warnings_as_lines(path: Path) -> Iterator[None]:
-    """Report every warning issued while coding ``path`` as one line: ``aecodec: warning: ...``.
-
-    aecodec's own warnings keep their message; another library's (Pillow's on a corrupt EXIF
-    block, say) are named by their category (``UserWarning: ...``). A message is reported once
-    per file, even if issued again (``--psnr`` reads the image a second time). The lines are
-    written after the recording context has closed, from a copy of the record: reporting from
-    inside it would append to the list being read (a warning while reporting one looped
-    forever before).
-    """
-    recorded: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", aecodec.AecodecWarning)
-            try:
-                yield
-            finally:
-                recorded = list(caught)
-    finally:
-        _report_warnings(path, recorded)
-
-
-def _report_warnings(path: Path, recorded: list[warnings.WarningMessage]) -> None:
-    seen: set[str] = set()
-    for w in recorded:
-        message = strip_path_prefix(str(w.message), path)
-        if not issubclass(w.category, aecodec.AecodecWarning):
-            message = f"{w.category.__name__}: {message}"
-        if message not in seen:
-            seen.add(message)
-            report(path, message, "warning")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -210,36 +170,35 @@ def check_not_written(dst: Path, written: set[str]) -> None:
         raise FileError(dst, "already written from another input in this run; not overwriting it")
 
 
-def write_atomic(dst: Path, write: Callable[[IO[bytes]], object], *, force: bool) -> None:
-    """:func:`aecodec.files.write_atomic`, with errors as :class:`FileError` for the report."""
-    try:
-        files.write_atomic(dst, write, force=force)
-    except FileExistsError:
-        raise FileError(dst, EXISTS_MESSAGE) from None
-    except (OSError, ValueError) as exc:
-        raise FileError(dst, f"cannot write: {describe_error(exc)}") from None
-
-
-def plan_batch(
+def code_files(
     inputs: Sequence[Path],
     destination_of: Callable[[Path], Path],
+    code: Callable[[Iterator[tuple[Path, Path]]], Iterable[Any]],
+    done: Callable[[Any], None],
     *,
     force: bool,
     skip_existing: bool,
     written: set[str],
-) -> tuple[list[tuple[Path, Path]], int]:
-    """``-j N``: the ``(input, output)`` pairs that pass the per-file checks before any worker
-    starts, and how many did not (see :func:`planned`)."""
+    bar: bool,
+    label: str,
+    others: Sequence[Path] = (),
+) -> int:
+    """A command's batch, whatever ``-j``: the inputs are planned one at a time
+    (:func:`planned`; drawn as a progress bar with ``bar``), ``code`` runs the jobs that pass
+    (:mod:`aecodec.batch`, in this process or in workers) and its results are reported as
+    they come (:func:`report_batch`, with ``done`` and ``others``); returns the failures."""
     failed: list[Path] = []
-    todo = planned(
-        inputs,
-        destination_of,
-        force=force,
-        skip_existing=skip_existing,
-        written=written,
-        failed=failed,
-    )
-    return list(todo), len(failed)
+    with progress(inputs, wanted=bar, label=label) as items:
+        todo = planned(
+            items,
+            destination_of,
+            force=force,
+            skip_existing=skip_existing,
+            written=written,
+            failed=failed,
+        )
+        failures = report_batch(code(todo), done, others=others)
+    return failures + len(failed)
 
 
 def planned(
@@ -282,17 +241,21 @@ def batch_writer(force: bool) -> Callable[[Path, bytes], None]:
     return write
 
 
-def report_batch(results: Iterable[Any], done: Callable[[Any], None]) -> int:
+def report_batch(
+    results: Iterable[Any], done: Callable[[Any], None], *, others: Sequence[Path] = ()
+) -> int:
     """Report the results of :mod:`aecodec.batch` as they come (their warnings, one line per
-    failure: about the output if it could not be written) and call ``done`` with each file
-    coded; returns the failures."""
+    failure: about the output if its error leads with it, as when it could not be made or
+    written, or likewise about one of ``others``, e.g. ``decompress --psnr``'s reference) and
+    call ``done`` with each file coded; returns the failures."""
     failures = 0
     for r in results:
         for message in r.warnings:
             report(r.src, strip_path_prefix(message, r.src), "warning")
         if r.status == "failed":
             error = r.error or "failed"
-            at = r.dst if error.startswith(f"{os.fspath(r.dst)}: ") else r.src
+            about = (p for p in (r.dst, *others) if error.startswith(f"{os.fspath(p)}: "))
+            at = next(about, r.src)
             report(at, strip_path_prefix(error, at))
             failures += 1
         else:
@@ -430,28 +393,6 @@ def progress(inputs: Sequence[Path], *, wanted: bool, label: str) -> Iterator[It
             yield items
         finally:
             _bar_shown = False
-
-
-def run_batch(
-    inputs: Sequence[Path], process: Callable[[Path], None], *, verbose: bool, label: str
-) -> int:
-    """Run ``process`` on every input, reporting errors per file. Returns the number of failures."""
-    failures = 0
-    with progress(inputs, wanted=not verbose, label=label) as items:
-        for src in items:
-            try:
-                with warnings_as_lines(src):
-                    process(src)
-            except _PER_FILE_ERRORS as exc:
-                if isinstance(exc, FileSkipped):
-                    report(exc.path, exc.message, "skipped")
-                    continue
-                if isinstance(exc, FileError):
-                    report(exc.path, exc.message)
-                else:
-                    report(src, strip_path_prefix(describe_error(exc), src))
-                failures += 1
-    return failures
 
 
 def is_verbose(ctx: click.Context, local: bool) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from aecodec.cli.common import (
     FileSkipped,
     batch_writer,
     check_model_and_quality,
+    code_files,
     describe_error,
     destination,
     emit,
@@ -34,13 +35,10 @@ from aecodec.cli.common import (
     model_option,
     output_as_last_argument,
     pixel_options,
-    planned,
-    progress,
     quality_option,
     quiet_option,
     recursive_option,
     report,
-    report_batch,
     resolve_output,
     set_quiet,
     set_threads,
@@ -256,20 +254,10 @@ def _compress_files(inputs: Sequence[Path], job: _Job, *, threads: int | None, j
     from aecodec import batch
 
     parallel = jobs > 1 and len(inputs) > 1
-    failed: list[Path] = []
     codec = _codec(job.model)
-    with progress(
-        inputs, wanted=not (parallel or job.verbose or job.as_json), label="compressing"
-    ) as items:
-        todo = planned(
-            items,
-            lambda src: _destination(src, job),
-            force=job.force,
-            skip_existing=job.skip_existing,
-            written=job.written,
-            failed=failed,
-        )
-        results = batch.encode_files(
+
+    def code(todo: Iterator[tuple[Path, Path]]) -> Iterable[batch.FileResult]:
+        return batch.encode_files(
             todo,
             job.options,
             codec=codec,
@@ -280,8 +268,18 @@ def _compress_files(inputs: Sequence[Path], job: _Job, *, threads: int | None, j
             skip_existing=False,  # checked by planned(), with --force and --skip-existing
             write=_stdout if job.to_stdout else batch_writer(job.force),
         )
-        failures = report_batch(results, lambda r: _done(r, job))  # plans as it goes
-    return failures + len(failed)
+
+    return code_files(
+        inputs,
+        lambda src: _destination(src, job),
+        code,
+        lambda r: _done(r, job),
+        force=job.force,
+        skip_existing=job.skip_existing,
+        written=job.written,
+        bar=not (parallel or job.verbose or job.as_json),
+        label="compressing",
+    )
 
 
 def _codec(model: str | None) -> Codec:

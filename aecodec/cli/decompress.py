@@ -1,27 +1,24 @@
-"""``aecodec decompress``: ``.aec`` files to images (lossless formats unless asked otherwise)."""
+"""``aecodec decompress``: ``.aec`` files to images (lossless formats unless asked otherwise),
+one by one or in worker processes."""
 
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
-from PIL import Image
 
-import aecodec
-from aecodec import container, files
+from aecodec import files
 from aecodec import output as outputs
 from aecodec.cli.common import (
     INPUT_PATH,
     STDIO,
     FileError,
     batch_writer,
-    check_destination,
-    check_not_written,
+    code_files,
     destination,
     emit,
     expand_folders,
@@ -31,22 +28,23 @@ from aecodec.cli.common import (
     is_verbose,
     jobs_option,
     output_as_last_argument,
-    output_key,
     pixel_options,
-    plan_batch,
     quiet_option,
     recursive_option,
-    report_batch,
     resolve_output,
-    run_batch,
     set_quiet,
     set_threads,
     skip_existing_option,
     threads_option,
     verbose_option,
-    write_atomic,
 )
 from aecodec.errors import AecodecError
+
+if TYPE_CHECKING:
+    from aecodec.batch import FileResult
+
+#: The output of ``-o -`` (stdout) as the batch sees it: its name gives the format, PNG.
+_STDOUT = Path(f"{STDIO}.png")
 
 
 @dataclass(frozen=True)
@@ -164,146 +162,97 @@ def decompress(
         output_is_dir=output_is_dir,
     )
     set_threads(threads)
-    if jobs > 1 and len(inputs) > 1 and not to_stdout:
-        if _decompress_parallel(inputs, job, threads=threads, jobs=jobs):
-            ctx.exit(1)
-        return
-    process = lambda src: _decompress_one(src, job)  # noqa: E731
-    if run_batch(inputs, process, verbose=job.verbose or as_json, label="decompressing"):
+    if _decompress_files(inputs, job, threads=threads, jobs=jobs):
         ctx.exit(1)
 
 
-def _decompress_parallel(
-    inputs: Sequence[Path], job: _Job, *, threads: int | None, jobs: int
-) -> int:
-    """``-j N``: decode the files in N spawned processes
-    (:func:`aecodec.batch.decompress_files`; each worker loads the models its files name);
-    returns the failures."""
+def _decompress_files(inputs: Sequence[Path], job: _Job, *, threads: int | None, jobs: int) -> int:
+    """Decode the inputs with :func:`aecodec.batch.decompress_files`: in this process, one by
+    one (``-j 1``, stdin, stdout), or with ``-j N`` in N spawned processes (each loads the
+    models its files name); returns the failures."""
     from aecodec import batch
 
-    def destination_of(src: Path) -> Path:
-        dst = _checked_destination(src, job)
-        try:
-            outputs.image_format(dst, job.output_quality)
-        except AecodecError as exc:
-            raise FileError(dst, str(exc)) from None
-        return dst
+    parallel = jobs > 1 and len(inputs) > 1
 
-    todo, failures = plan_batch(
+    def decode(todo: Iterator[tuple[Path, Path]]) -> Iterator[FileResult]:
+        return batch.decompress_files(
+            _to_stdout(todo) if job.to_stdout else todo,
+            output_quality=job.output_quality,
+            reference=job.reference,
+            max_pixels=job.max_pixels,
+            warn_pixels=job.warn_pixels,
+            read=_read if Path(STDIO) in inputs else None,
+            workers=jobs if parallel else 0,
+            threads=(threads or 1) if parallel else None,
+            skip_existing=False,  # checked by planned(), with --force and --skip-existing
+            write=_stdout if job.to_stdout else batch_writer(job.force),
+        )
+
+    return code_files(
         inputs,
-        destination_of,
+        lambda src: _destination(src, job),
+        decode,
+        lambda r: _done(r, job),
         force=job.force,
         skip_existing=job.skip_existing,
         written=job.written,
-    )
-    results = batch.decompress_files(
-        todo,
-        output_quality=job.output_quality,
-        max_pixels=job.max_pixels,
-        warn_pixels=job.warn_pixels,
-        workers=jobs,
-        threads=threads or 1,
-        skip_existing=False,
-        write=batch_writer(job.force),
+        bar=not (parallel or job.verbose or job.as_json),
+        label="decompressing",
+        others=() if job.reference is None else (job.reference,),
     )
 
-    def done(r: batch.FileResult) -> None:
-        if job.verbose or job.as_json:
-            fields = {"bytes": r.bytes, "bpp": r.bpp, "quality": r.quality, "seconds": r.seconds}
-            emit(r.src, r.dst, fields, as_json=job.as_json, to_stderr=False)
 
-    return failures + report_batch(results, done)
-
-
-def _decompress_one(src: Path, job: _Job) -> None:
-    """Decode one file (or stdin) and write the image; report it if asked to."""
-    start = time.perf_counter()
-    dst = Path("-.png") if job.to_stdout else _checked_destination(src, job)
-    try:
-        fmt = outputs.image_format(dst, job.output_quality)
-    except AecodecError as exc:
-        raise FileError(dst, str(exc)) from None
-    if not job.to_stdout:
-        check_destination(src, dst, job.force, job.skip_existing)
-        check_not_written(dst, job.written)
-    data = files.read_aec_stream(sys.stdin.buffer) if src == Path(STDIO) else files.read_aec(src)
-    # parsed once: the mode is checked (no JPEG + alpha) before the expensive decode
-    bitstream = aecodec.container.unpack(data, max_pixels=job.max_pixels)
-    reference = None if job.reference is None else _reference(job.reference, bitstream, job)
-    try:
-        outputs.check_mode(fmt, bitstream.header.mode)
-        img = aecodec.decompress(bitstream, max_pixels=job.max_pixels, warn_pixels=job.warn_pixels)
-        params = outputs.save_options(fmt, img)
-    except aecodec.ImageError as exc:
-        raise FileError(dst, str(exc)) from None
+def _destination(src: Path, job: _Job) -> Path:
+    """Where ``src`` is decoded to (``-``: stdout), its format checked."""
     if job.to_stdout:
-        img.save(sys.stdout.buffer, format=fmt.name, **params)
-        sys.stdout.buffer.flush()
-    else:
-        write_atomic(dst, lambda fh: img.save(fh, format=fmt.name, **params), force=job.force)
-        job.written.add(output_key(dst))
-    seconds = time.perf_counter() - start
-    psnr = None
-    if reference is not None:
-        import numpy as np
-
-        from aecodec.metrics import psnr_rgb
-
-        psnr = psnr_rgb(reference, np.asarray(img.convert("RGB")))
-    if job.as_json or job.verbose:
-        _report_file(src, dst, bitstream.header, len(data), img, seconds, psnr, job)
-
-
-def _reference(path: Path, bitstream: container.Bitstream, job: _Job) -> Any:
-    """``--psnr REF``: the reference's ``uint8 [H, W, 3]`` (as ``compress --psnr`` reads its
-    input), checked against the file's size before anything is decoded or written."""
-    from aecodec import imageio
-
-    try:
-        ref = imageio.load(path, max_pixels=job.max_pixels, warn_pixels=job.warn_pixels)
-    except (aecodec.ImageError, OSError) as exc:
-        raise FileError(path, f"cannot read the --psnr reference: {exc}") from None
-    h = bitstream.header
-    if (ref.width, ref.height) != (h.width, h.height):
-        raise FileError(
-            path,
-            f"the --psnr reference is {ref.width}x{ref.height} but the decoded image is "
-            f"{h.width}x{h.height}",
-        )
-    return ref.rgb
-
-
-def _checked_destination(src: Path, job: _Job) -> Path:
-    return destination(
+        return Path(STDIO)
+    dst = destination(
         src, job.out, job.output_is_dir, outputs.decompressed_name, job.relative.get(src)
     )
+    try:
+        outputs.image_format(dst, job.output_quality)
+    except AecodecError as exc:
+        raise FileError(dst, str(exc)) from None
+    return dst
 
 
-def _report_file(
-    src: Path,
-    dst: Path,
-    header: container.Header,
-    size: int,
-    img: Image.Image,
-    seconds: float,
-    psnr: float | None,
-    job: _Job,
-) -> None:
+def _to_stdout(jobs: Iterable[tuple[Path, Path]]) -> Iterator[tuple[Path, Path]]:
+    """The jobs planned for stdout (``-``), as the batch decodes them: to PNG."""
+    for src, _ in jobs:
+        yield src, _STDOUT
+
+
+def _read(src: Path) -> bytes:
+    """The ``read`` of input ``-``: stdin (bounded by :data:`aecodec.files.MAX_STREAM_BYTES`)."""
+    if src == Path(STDIO):
+        return files.read_aec_stream(sys.stdin.buffer)
+    return files.read_aec(src)
+
+
+def _stdout(dst: Path, data: bytes) -> None:
+    """The ``write`` of ``-o -``."""
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _done(r: FileResult, job: _Job) -> None:
     """``--json``: bytes, bpp, quality, size, mode, seconds (and PSNR); ``-v``: size, mode,
     PSNR if measured, seconds."""
+    if not (job.verbose or job.as_json):
+        return
     fields = {
-        "bytes": size,
-        "bpp": header.bpp(size),
-        "quality": header.quality,
-        "width": img.width,
-        "height": img.height,
-        "mode": img.mode,
-        "seconds": seconds,
+        "bytes": r.bytes,
+        "bpp": r.bpp,
+        "quality": r.quality,
+        "width": r.width,
+        "height": r.height,
+        "mode": r.mode,
+        "seconds": r.seconds,
     }
-    text = f"{img.width}x{img.height} {img.mode}, "
-    if psnr is not None:
-        fields["psnr"] = psnr
-        text += f"{psnr:.2f} dB, "
-    text += f"{seconds:.2f} s"
-    shown = STDIO if job.to_stdout and job.as_json else dst
-    emit(src, shown, fields, as_json=job.as_json, to_stderr=job.to_stdout, text=text)
+    text = f"{r.width}x{r.height} {r.mode}, "
+    if r.psnr is not None:
+        fields["psnr"] = r.psnr
+        text += f"{r.psnr:.2f} dB, "
+    text += f"{r.seconds:.2f} s"
+    shown = STDIO if job.to_stdout and job.as_json else r.dst
+    emit(r.src, shown, fields, as_json=job.as_json, to_stderr=job.to_stdout, text=text)
