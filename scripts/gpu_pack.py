@@ -36,9 +36,7 @@ def centre_crop_jpeg(path: Path, side: int, quality: int) -> bytes:
         im = im.resize((max(side, round(im.width * scale)), max(side, round(im.height * scale))))
     left, top = (im.width - side) // 2, (im.height - side) // 2
     out = io.BytesIO()
-    im.crop((left, top, left + side, top + side)).save(
-        out, "JPEG", quality=quality, subsampling=0
-    )
+    im.crop((left, top, left + side, top + side)).save(out, "JPEG", quality=quality, subsampling=0)
     return out.getvalue()
 
 
