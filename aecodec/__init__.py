@@ -35,8 +35,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from aecodec.codec import Codec
-    from aecodec.imageio import ImageInput
-    from aecodec.output import Metadata
+    from aecodec.imageio import ImageInput, Metadata
 
 #: What :func:`decompress` and :func:`info` read: the bytes, a path, or a binary file object.
 BytesSource = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]

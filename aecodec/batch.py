@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from aecodec.codec import Codec
     from aecodec.container import Header
-    from aecodec.imageio import ImageInput
+    from aecodec.imageio import ImageInput, Metadata
 
 __all__ = [
     "FileResult",
@@ -158,7 +158,7 @@ def _error_message(exc: BaseException) -> str:
 def _write_error(dst: Path, exc: OSError) -> str:
     """The error of an output that cannot be written, led by its path (the file at fault)."""
     reason = " ".join((exc.strerror or str(exc)).split()) or type(exc).__name__
-    if isinstance(exc, FileExistsError):  # "exists; pass --force to overwrite"
+    if isinstance(exc, FileExistsError):  # "exists; not overwritten without force=True"
         return f"{dst}: {reason}"
     return f"{dst}: cannot write: {reason}"
 
@@ -424,7 +424,7 @@ def compress_files(
     target_bpp: float | None = None,
     target_size: int | None = None,
     target_psnr: float | None = None,
-    metadata: output.Metadata = "all",
+    metadata: Metadata = "all",
     psnr: bool = False,
     max_pixels: int | None = None,
     warn_pixels: int | None = None,

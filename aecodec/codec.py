@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from aecodec import container, imageio, output
+from aecodec import container, imageio
 from aecodec import runtime as _runtime
 from aecodec.entropy import EntropyTables, decode_tiles, encode_indices
 from aecodec.errors import FormatError, ImageError, ModelError
@@ -343,7 +343,7 @@ class Codec:
         image: imageio.ImageInput,
         quality: float | None = None,
         *,
-        metadata: output.Metadata = "all",
+        metadata: imageio.Metadata = "all",
         max_pixels: int | None = None,
         warn_pixels: int | None = None,
     ) -> bytes:
@@ -369,8 +369,8 @@ class Codec:
                 than :data:`MAX_TILES` tiles at this codec's ``tile_size``.
         """
         q = self._check_quality(quality)
-        output.check_metadata(metadata)  # a bad choice fails before the image is read
-        pic = output.keep_metadata(
+        imageio.check_metadata(metadata)  # a bad choice fails before the image is read
+        pic = imageio.keep_metadata(
             imageio.load(image, max_pixels=max_pixels, warn_pixels=warn_pixels), metadata
         )
         tw = min(self.tile_size, container.align_up(pic.width))

@@ -492,8 +492,7 @@ def _too_large(width: int, height: int, limit: int) -> str:
     return (
         f"image too large: width {width} x height {height} = {width * height} "
         f"pixels exceeds the limit of {limit} pixels; to code it anyway raise the limit "
-        "(command line: --max-pixels N; Python: max_pixels=N, or set "
-        "aecodec.container.MAX_PIXELS)"
+        "(max_pixels=N, or aecodec.container.MAX_PIXELS)"
     )
 
 
@@ -530,7 +529,7 @@ def check_pixels(
         errors.warn(
             f"large image: {width}x{height} = {pixels} pixels is over the warning threshold "
             f"of {warn} pixels (limit {limit}); coding it takes minutes and GBs of memory "
-            "(see --max-pixels / max_pixels=)",
+            "(see max_pixels=N)",
             LargeImageWarning,
         )
 

@@ -56,7 +56,7 @@ __all__ = [
     "write_atomic",
 ]
 
-EXISTS_MESSAGE = "exists; pass --force to overwrite"
+EXISTS_MESSAGE = "exists; not overwritten without force=True"
 """Message of the :class:`FileExistsError` raised when an output exists and ``force`` is off."""
 
 MAX_STREAM_BYTES: int = 2**30

@@ -11,9 +11,9 @@ import io
 import os
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Union
+from typing import IO, TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -31,6 +31,10 @@ image file (read from its current position; a stream that is not a regular file 
 :data:`aecodec.files.MAX_STREAM_BYTES`)."""
 
 _ARRAY_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+Metadata = Literal["all", "icc", "exif", "none"]
+#: Values of the ``metadata=`` argument / ``--metadata`` option (as ``cwebp -metadata``).
+METADATA_CHOICES: tuple[str, ...] = ("all", "icc", "exif", "none")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,30 @@ class Picture:
     def height(self) -> int:
         """Height in pixels."""
         return int(self.rgb.shape[0])
+
+
+def check_metadata(metadata: object) -> None:
+    """Raise ``ValueError`` unless ``metadata`` is one of :data:`METADATA_CHOICES`."""
+    if metadata not in METADATA_CHOICES:
+        raise ValueError(f"metadata must be one of {', '.join(METADATA_CHOICES)}; got {metadata!r}")
+
+
+def keep_metadata(pic: Picture, metadata: Metadata) -> Picture:
+    """Drop the metadata a ``metadata=`` choice does not keep (as ``cwebp -metadata``).
+
+    Args:
+        pic: the loaded image.
+        metadata: ``"all"``, ``"icc"``, ``"exif"`` or ``"none"``.
+
+    Raises:
+        ValueError: an unknown choice.
+    """
+    check_metadata(metadata)
+    return replace(
+        pic,
+        icc=pic.icc if metadata in ("all", "icc") else None,
+        exif=pic.exif if metadata in ("all", "exif") else None,
+    )
 
 
 def load(

@@ -15,7 +15,7 @@ The rules: at most one target, and not together with a quality; a target is a fi
 number up to :data:`MAX_TARGET` (a size a whole number of bytes); a quality has at most two
 decimals (:func:`aecodec.container.quality_steps`; whether the model has it is the codec's
 check, the one :meth:`aecodec.Codec.compress` runs); ``metadata`` is one of
-:data:`aecodec.output.METADATA_CHOICES`. Messages name the parameters as the API does; the command
+:data:`aecodec.imageio.METADATA_CHOICES`. Messages name the parameters as the API does; the command
 line passes its option names (``names=``), so the same sentence reads ``-q`` and
 ``--target-bpp`` there.
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from aecodec import container
-from aecodec.output import Metadata, check_metadata
+from aecodec.imageio import Metadata, check_metadata
 
 __all__ = ["MAX_TARGET", "EncodeOptions", "Quality", "Target", "TargetKind"]
 

@@ -17,38 +17,30 @@ The rules, shared by the command line and the batch API:
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
 
 from aecodec.container import ALPHA_MODES
 from aecodec.errors import ImageError
-from aecodec.imageio import Picture
 
 __all__ = [
     "AEC_SUFFIX",
     "DECODED_SUFFIX",
-    "METADATA_CHOICES",
     "ImageFormat",
-    "Metadata",
-    "check_metadata",
     "check_mode",
     "compressed_name",
     "decompressed_name",
     "image_format",
     "is_image_name",
-    "keep_metadata",
     "save_options",
 ]
 
 AEC_SUFFIX = ".aec"
 DECODED_SUFFIX = ".png"
 
-Metadata = Literal["all", "icc", "exif", "none"]
-#: Values of the ``metadata=`` argument / ``--metadata`` option (as ``cwebp -metadata``).
-METADATA_CHOICES: tuple[str, ...] = ("all", "icc", "exif", "none")
 
 # Pillow formats that store 8-bit L/LA/RGB/RGBA pixels exactly.
 _LOSSLESS = frozenset({"PNG", "TIFF", "BMP", "PPM", "TGA", "QOI", "WEBP"})
@@ -192,27 +184,3 @@ def save_options(fmt: ImageFormat, img: Image.Image) -> dict[str, Any]:
     if exif and fmt.name in _EXIF_FORMATS:
         params["exif"] = exif
     return params
-
-
-def check_metadata(metadata: object) -> None:
-    """Raise ``ValueError`` unless ``metadata`` is one of :data:`METADATA_CHOICES`."""
-    if metadata not in METADATA_CHOICES:
-        raise ValueError(f"metadata must be one of {', '.join(METADATA_CHOICES)}; got {metadata!r}")
-
-
-def keep_metadata(pic: Picture, metadata: Metadata) -> Picture:
-    """Drop the metadata a ``metadata=`` choice does not keep (as ``cwebp -metadata``).
-
-    Args:
-        pic: the loaded image.
-        metadata: ``"all"``, ``"icc"``, ``"exif"`` or ``"none"``.
-
-    Raises:
-        ValueError: an unknown choice.
-    """
-    check_metadata(metadata)
-    return replace(
-        pic,
-        icc=pic.icc if metadata in ("all", "icc") else None,
-        exif=pic.exif if metadata in ("all", "exif") else None,
-    )

@@ -32,7 +32,7 @@ from aecodec.options import EncodeOptions, Quality
 
 if TYPE_CHECKING:
     from aecodec.codec import Codec
-    from aecodec.output import Metadata
+    from aecodec.imageio import Metadata
 
 __all__ = ["RateResult", "compress_to_target", "compress_with", "parse_size", "reach", "search"]
 

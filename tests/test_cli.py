@@ -739,8 +739,8 @@ def test_parallel_jobs_apply_pixel_limits_warnings_and_safe_writes(tmp_path: Pat
             "not overwriting it",
             f"aecodec: error: out/kept.aec: {RERUN}",
             "aecodec: error: big.png: image too large: width 80 x height 80 = 6400 pixels "
-            "exceeds the limit of 4000 pixels; to code it anyway raise the limit (command line: "
-            "--max-pixels N; Python: max_pixels=N, or set aecodec.container.MAX_PIXELS)",
+            "exceeds the limit of 4000 pixels; to code it anyway raise the limit "
+            "(--max-pixels N)",
             "aecodec: warning: deep.png: 16-bit image reduced to 8 bits per channel for coding",
         ]
     )
@@ -818,7 +818,7 @@ def test_target_and_psnr_keep_pixel_limits_and_warn_once(tmp_path: Path) -> None
     assert warnings_ == [
         f"aecodec: warning: a.png: large image: {W}x{H} = {W * H} pixels is over the warning "
         f"threshold of 100 pixels (limit {2**28}); coding it takes minutes and GBs of memory "
-        "(see --max-pixels / max_pixels=)"
+        "(see --max-pixels N)"
     ]
     result = run("compress", "a.png", "-o", "b.aec", "--target-psnr", 20, "--max-pixels", 100)
     assert result.exit_code == 1

@@ -246,7 +246,7 @@ def test_symlink_to_a_regular_file_is_followed_with_force(tmp_path: Path) -> Non
     target.chmod(0o640)
     link = tmp_path / "link.aec"
     link.symlink_to(target.name)
-    with pytest.raises(FileExistsError, match="exists; pass --force to overwrite"):
+    with pytest.raises(FileExistsError, match="exists; not overwritten without force=True"):
         files.write_atomic(link, lambda fh: fh.write(b"new"), force=False)
     files.write_atomic(link, lambda fh: fh.write(b"new"), force=True)
     assert link.is_symlink() and target.read_bytes() == b"new"
@@ -280,7 +280,7 @@ def test_no_overwrite_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(os, "link", racing(real_link))
     monkeypatch.setattr(os, "replace", racing(real_replace))
-    with pytest.raises(FileExistsError, match="exists; pass --force"):
+    with pytest.raises(FileExistsError, match="exists; not overwritten without force=True"):
         files.write_atomic(dst, lambda fh: fh.write(b"ours"), force=False)
     assert dst.read_bytes() == b"theirs"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.aec"]

@@ -133,7 +133,7 @@ def test_pixel_limit_warns_then_refuses(tiny_codec) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert tiny_codec.decompress(data, warn_pixels=2048).size == (64, 32)
-    with pytest.raises(FormatError, match=r"exceeds the limit of 2047 pixels.*--max-pixels"):
+    with pytest.raises(FormatError, match=r"exceeds the limit of 2047 pixels.*max_pixels=N"):
         tiny_codec.decompress(data, max_pixels=2047)
 
 

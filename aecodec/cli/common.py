@@ -73,6 +73,21 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+# The library's messages name its keyword arguments; the command line shows its options.
+_OPTION_OF = (
+    ("max_pixels=N, or aecodec.container.MAX_PIXELS", "--max-pixels N"),
+    ("max_pixels=N", "--max-pixels N"),
+    ("not overwritten without force=True", "pass --force to overwrite"),
+)
+
+
+def in_option_terms(message: str) -> str:
+    """A library message as the command line says it (``max_pixels=N`` -> ``--max-pixels N``)."""
+    for api, option in _OPTION_OF:
+        message = message.replace(api, option)
+    return message
+
+
 def describe_error(exc: BaseException) -> str:
     """Turn an exception into a short one-line message (no traceback, no repeated file name)."""
     if isinstance(exc, PIL.UnidentifiedImageError):
@@ -107,11 +122,12 @@ def report(path: Path | str, message: str, kind: str = "error") -> None:
         return
     if _bar_shown:  # clear the bar's line; it is redrawn on the next input
         click.echo("\r\x1b[K", err=True, nl=False)
-    click.echo(f"{PROG}: {kind}: {click.format_filename(path)}: {one_line(message)}", err=True)
+    text = one_line(in_option_terms(message))
+    click.echo(f"{PROG}: {kind}: {click.format_filename(path)}: {text}", err=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"{PROG}: error: {one_line(message)}", err=True)
+    click.echo(f"{PROG}: error: {one_line(in_option_terms(message))}", err=True)
     raise click.exceptions.Exit(code)
 
 

@@ -13,7 +13,7 @@ import click
 
 import aecodec
 import aecodec.weightsfile
-from aecodec import container, files
+from aecodec import container, files, imageio
 from aecodec import output as outputs
 from aecodec.cli.common import (
     INPUT_PATH,
@@ -115,7 +115,7 @@ def _default_quality_text() -> str:
 @model_option
 @click.option(
     "--metadata",
-    type=click.Choice(outputs.METADATA_CHOICES),
+    type=click.Choice(imageio.METADATA_CHOICES),
     default="all",
     show_default=True,
     help="Metadata to carry from the input (like cwebp -metadata).",
