@@ -248,10 +248,10 @@ def _reference(path: Path, header: Header, limits: dict[str, Any]) -> Any:
     try:
         ref = imageio.load(path, **limits)
     except (ImageError, OSError) as exc:
-        raise ImageError(f"{path}: cannot read the --psnr reference: {exc}") from None
+        raise ImageError(f"{path}: cannot read the PSNR reference: {exc}") from None
     if (ref.width, ref.height) != (header.width, header.height):
         raise ImageError(
-            f"{path}: the --psnr reference is {ref.width}x{ref.height} but the decoded image "
+            f"{path}: the PSNR reference is {ref.width}x{ref.height} but the decoded image "
             f"is {header.width}x{header.height}"
         )
     return ref.rgb

@@ -119,7 +119,7 @@ def image_format(path: Path, quality: int | None = None) -> ImageFormat:
     if name in _WITH_QUALITY:
         raise ImageError(
             f"{name} is lossy and would change the decoded pixels; give an output quality "
-            "(--output-quality 1..100, e.g. 90) or write .png, .tiff or .webp (lossless)"
+            "(output_quality=1..100, e.g. 90) or write .png, .tiff or .webp (lossless)"
         )
     raise ImageError(
         f"{name} cannot hold the decoded pixels exactly (GIF keeps at most 256 colours); "

@@ -377,6 +377,6 @@ def test_in_process_decompress_in_order_with_a_reference_and_a_read_hook(
     )
     assert (r.status, r.error) == (
         "failed",
-        f"{tmp_path / 'small.png'}: the --psnr reference is 40x20 but the decoded image is 40x32",
+        f"{tmp_path / 'small.png'}: the PSNR reference is 40x20 but the decoded image is 40x32",
     )
     assert not (out / "small.png").exists()

@@ -1124,3 +1124,18 @@ def test_decompress_psnr_reference_errors_name_the_reference(tmp_path: Path) -> 
     (line,) = _error_lines(result)
     assert line.startswith("aecodec: error: notes.png: cannot read the --psnr reference: ")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_library_speaks_python_and_the_cli_its_options() -> None:
+    """Library messages name keyword arguments; the command line shows its options instead
+    (cli.common.in_option_terms, applied where it prints)."""
+    from aecodec import output
+    from aecodec.cli.common import in_option_terms
+
+    with pytest.raises(aecodec.ImageError, match=r"output_quality=1\.\.100") as info:
+        output.image_format(Path("x.jpg"))
+    assert "--output-quality 1..100" in in_option_terms(str(info.value))
+    with pytest.raises(aecodec.FormatError, match=r"max_pixels=N") as too_big:
+        aecodec.container.check_pixels(100, 100, max_pixels=10)
+    shown = in_option_terms(str(too_big.value))
+    assert "--max-pixels N" in shown and "max_pixels=" not in shown

@@ -78,6 +78,8 @@ _OPTION_OF = (
     ("max_pixels=N, or aecodec.container.MAX_PIXELS", "--max-pixels N"),
     ("max_pixels=N", "--max-pixels N"),
     ("not overwritten without force=True", "pass --force to overwrite"),
+    ("output_quality=1..100", "--output-quality 1..100"),
+    ("PSNR reference", "--psnr reference"),
 )
 
 
