@@ -148,32 +148,9 @@ def search(
     """
     if not qualities:
         raise ValueError("the quality scale is empty")
-    files: dict[int, bytes] = {}
-    scores: dict[int, float] = {}
-
-    def coded(i: int) -> bytes:
-        if i not in files:
-            files[i] = encode(qualities[i])
-        return files[i]
-
-    def psnr_at(i: int) -> float:
-        if i not in scores:
-            if measure_psnr is None:
-                raise ValueError("a PSNR target needs measure_psnr")
-            scores[i] = measure_psnr(coded(i))
-        return scores[i]
-
+    probe = _Probe(encode, qualities, measure_psnr)
     n = len(qualities)
-    reached: Callable[[int], bool]
-    if max_bytes is not None and target_psnr is None:
-        limit = max_bytes
-        reached, key = (lambda i: len(coded(i)) > limit), (lambda i: math.log(len(coded(i))))
-        goal = math.log(limit + 1)
-    elif target_psnr is not None and max_bytes is None:
-        psnr_goal = target_psnr
-        reached, key, goal = (lambda i: psnr_at(i) >= psnr_goal), psnr_at, psnr_goal
-    else:
-        raise ValueError("give exactly one target: a size (bytes or bpp) or a PSNR")
+    reached, key, goal = _criterion(probe, max_bytes, target_psnr)
     position = {q: i for i, q in enumerate(qualities)}
     coarse = [position[q] for q in levels]
     if coarse:  # bisect the levels, then search the whole scale knowing them
@@ -186,16 +163,61 @@ def search(
         best, met = max(first - 1, 0), first > 0
     else:
         best, met = min(first, n - 1), first < n
-    data = coded(best)
+    data = probe.coded(best)
     return RateResult(
         data=data,
         quality=qualities[best],
         bytes=len(data),
         bpp=8 * len(data) / pixels,
-        psnr=psnr_at(best) if target_psnr is not None else None,
+        psnr=probe.psnr_at(best) if target_psnr is not None else None,
         met=met,
-        trials=len(files),
+        trials=len(probe.files),
     )
+
+
+class _Probe:
+    """The encodes (and PSNRs) of a search, each made once, by index on the quality scale."""
+
+    def __init__(
+        self,
+        encode: Callable[[float], bytes],
+        qualities: Sequence[float],
+        measure_psnr: Callable[[bytes], float] | None,
+    ) -> None:
+        self.encode, self.qualities, self.measure_psnr = encode, qualities, measure_psnr
+        self.files: dict[int, bytes] = {}
+        self.scores: dict[int, float] = {}
+
+    def coded(self, i: int) -> bytes:
+        if i not in self.files:
+            self.files[i] = self.encode(self.qualities[i])
+        return self.files[i]
+
+    def psnr_at(self, i: int) -> float:
+        if i not in self.scores:
+            if self.measure_psnr is None:
+                raise ValueError("a PSNR target needs measure_psnr")
+            self.scores[i] = self.measure_psnr(self.coded(i))
+        return self.scores[i]
+
+
+def _criterion(
+    probe: _Probe, max_bytes: int | None, target_psnr: float | None
+) -> tuple[Callable[[int], bool], Callable[[int], float], float]:
+    """``(reached, key, goal)`` of the one target: whether index i reaches it (a size: the
+    file is over it; a PSNR: at or above it), a quantity that grows with i, and its goal.
+
+    Raises:
+        ValueError: not exactly one target.
+    """
+    if max_bytes is not None and target_psnr is None:
+        limit = max_bytes
+        size_key = lambda i: math.log(len(probe.coded(i)))  # noqa: E731
+        return (lambda i: len(probe.coded(i)) > limit), size_key, math.log(limit + 1)
+    if target_psnr is not None and max_bytes is None:
+        goal = target_psnr
+        return (lambda i: probe.psnr_at(i) >= goal), probe.psnr_at, goal
+    raise ValueError("give exactly one target: a size (bytes or bpp) or a PSNR")
 
 
 def compress_to_target(
