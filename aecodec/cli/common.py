@@ -259,6 +259,27 @@ def batch_writer(force: bool) -> Callable[[Path, bytes], None]:
     return write
 
 
+def write_stdout(dst: Path, data: bytes) -> None:
+    """The ``write`` of :mod:`aecodec.batch` for ``-o -``."""
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def batch_run(
+    jobs: int, threads: int | None, parallel: bool, *, to_stdout: bool, force: bool
+) -> dict[str, Any]:
+    """The run options of :mod:`aecodec.batch` for a command's batch: in this process
+    (``-j 1``, stdin, stdout) or in ``jobs`` worker processes of ``--threads`` threads each;
+    outputs written atomically (or to stdout); ``--force`` / ``--skip-existing`` are checked
+    when planning (:func:`planned`), not by the batch."""
+    return {
+        "workers": jobs if parallel else 0,
+        "threads": (threads or 1) if parallel else None,
+        "skip_existing": False,
+        "write": write_stdout if to_stdout else batch_writer(force),
+    }
+
+
 def report_batch(
     results: Iterable[Any], done: Callable[[Any], None], *, others: Sequence[Path] = ()
 ) -> int:

@@ -20,7 +20,7 @@ from aecodec.cli.common import (
     STDIO,
     FileError,
     FileSkipped,
-    batch_writer,
+    batch_run,
     check_model_and_quality,
     code_files,
     describe_error,
@@ -263,10 +263,7 @@ def _compress_files(inputs: Sequence[Path], job: _Job, *, threads: int | None, j
             codec=codec,
             psnr=job.with_psnr,
             read=_read_stdin() if Path(STDIO) in inputs else None,
-            workers=jobs if parallel else 0,
-            threads=(threads or 1) if parallel else None,
-            skip_existing=False,  # checked by planned(), with --force and --skip-existing
-            write=_stdout if job.to_stdout else batch_writer(job.force),
+            **batch_run(jobs, threads, parallel, to_stdout=job.to_stdout, force=job.force),
         )
 
     return code_files(
@@ -315,12 +312,6 @@ def _read_stdin() -> Callable[[Path], Path | io.BytesIO]:
         return io.BytesIO(data[0])
 
     return read
-
-
-def _stdout(dst: Path, data: bytes) -> None:
-    """The ``write`` of ``-o -``."""
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
 
 
 def _done(r: FileResult, job: _Job) -> None:

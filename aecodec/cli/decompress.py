@@ -17,7 +17,7 @@ from aecodec.cli.common import (
     INPUT_PATH,
     STDIO,
     FileError,
-    batch_writer,
+    batch_run,
     code_files,
     destination,
     emit,
@@ -182,10 +182,7 @@ def _decompress_files(inputs: Sequence[Path], job: _Job, *, threads: int | None,
             max_pixels=job.max_pixels,
             warn_pixels=job.warn_pixels,
             read=_read if Path(STDIO) in inputs else None,
-            workers=jobs if parallel else 0,
-            threads=(threads or 1) if parallel else None,
-            skip_existing=False,  # checked by planned(), with --force and --skip-existing
-            write=_stdout if job.to_stdout else batch_writer(job.force),
+            **batch_run(jobs, threads, parallel, to_stdout=job.to_stdout, force=job.force),
         )
 
     return code_files(
@@ -227,12 +224,6 @@ def _read(src: Path) -> bytes:
     if src == Path(STDIO):
         return files.read_aec_stream(sys.stdin.buffer)
     return files.read_aec(src)
-
-
-def _stdout(dst: Path, data: bytes) -> None:
-    """The ``write`` of ``-o -``."""
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
 
 
 def _done(r: FileResult, job: _Job) -> None:
